@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One command: install the real test peers and Python test deps, then run every check:
+# ruff, mypy --strict, import-layer contracts, unit tests and peer tests (SIPp, baresip).
+# Peer tests run inside a private network namespace (only loopback) when the kernel allows it.
+set -euo pipefail
+source "$(dirname "$0")/_venv.sh"
+cd "$ROOT"
+PEERS="sip-tester baresip baresip-core sox libsox-fmt-all espeak-ng tshark iproute2 xxd util-linux procps"
+missing=0
+for bin in sipp baresip sox espeak-ng tshark ip xxd unshare; do command -v "$bin" >/dev/null || missing=1; done
+if [ "$missing" = 1 ]; then
+  echo "== installing test peers (Debian packages)"
+  apt_install $PEERS
+fi
+echo "== installing callbridge + test dependencies"
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+export PATH="$VENV/bin:$PATH"
+echo "== ruff";          ruff check src tests bench && ruff format --check src tests bench
+echo "== mypy --strict"; mypy
+echo "== import contracts"; lint-imports
+echo "== pytest"
+if [ "$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then
+  exec unshare --net sh -c 'ip link set lo up && exec python -m pytest "$@"' pytest "$@"
+fi
+exec python -m pytest "$@"

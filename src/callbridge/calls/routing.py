@@ -1,0 +1,30 @@
+"""Which agent answers a call: the user part of the address picks it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from callbridge.core.ports import Agent, LegInfo, Rejection
+
+AgentFactory = Callable[[], Agent]
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    """`agent` is an alias of the configured default; other names must be registered agents."""
+
+    agents: Mapping[str, AgentFactory]
+    default: str
+
+    def __post_init__(self) -> None:
+        if self.default not in self.agents:
+            raise ValueError(f"default agent {self.default!r} is not one of {sorted(self.agents)}")
+
+    def resolve(self, info: LegInfo) -> str:
+        user = info.local_user.lower()
+        if user in ("agent", ""):
+            return self.default
+        if user in self.agents:
+            return user
+        raise Rejection(Rejection.NOT_FOUND, f"no agent named {info.local_user!r}")

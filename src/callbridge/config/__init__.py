@@ -1,0 +1,1 @@
+"""Typed settings: one TOML file plus CALLBRIDGE_* environment overrides, validated at start."""

@@ -1,0 +1,1 @@
+"""L0 vocabulary: frames, clock, events, errors and ports. Imports nothing of callbridge."""

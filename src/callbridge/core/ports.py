@@ -1,0 +1,88 @@
+"""Ports between layers. Transports implement CallLeg; agents consume it; calls/ connects them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from callbridge.core.events import LegInput
+from callbridge.core.frames import AudioFrame
+
+
+@dataclass(slots=True)
+class LegInfo:
+    """Everything that correlates one leg across logs, protocols and stores."""
+
+    transport: str  # "sip", "twilio", ...
+    direction: str  # "inbound" | "outbound"
+    local_user: str = ""
+    remote_uri: str = ""
+    ids: dict[str, str] = field(default_factory=dict)  # e.g. sip_call_id, local_tag, rtp_ssrc_in
+
+
+class CallLeg(Protocol):
+    """One side of a call as an agent sees it: 20 ms PCM16 frames in and out, plus control.
+
+    Control (hangup, flush, DTMF) never waits behind queued audio.
+    """
+
+    @property
+    def info(self) -> LegInfo: ...
+
+    def inputs(self) -> AsyncIterator[LegInput]:
+        """Caller audio (one 20 ms frame per 20 ms, concealed when lost), DTMF and hold events.
+
+        Ends when the leg ends.
+        """
+        ...
+
+    async def play(self, frame: AudioFrame) -> None:
+        """Queue a frame for paced playout. Waits while more than the queue limit is buffered."""
+        ...
+
+    def flush_playout(self) -> int:
+        """Drop everything queued and not yet sent. Returns the samples dropped."""
+        ...
+
+    @property
+    def samples_played(self) -> int:
+        """Agent samples handed to the wire since the leg started (for 'what was heard')."""
+        ...
+
+    async def send_dtmf(self, digits: str) -> None: ...
+
+    async def hangup(self, reason: str = "normal") -> None: ...
+
+    @property
+    def ended(self) -> bool: ...
+
+
+class Agent(Protocol):
+    """A brain attached to one call leg; returns when the conversation is over."""
+
+    async def run(self, leg: CallLeg) -> None: ...
+
+
+class Rejection(Exception):
+    """Why a new leg is not taken; each transport maps it to its own wire status."""
+
+    NOT_FOUND = "not_found"  # SIP 404
+    BUSY = "busy"  # SIP 486
+    UNAVAILABLE = "unavailable"  # SIP 503 (shutting down, overloaded)
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+class LegAcceptor(Protocol):
+    """The calls layer, as transports see it: may this leg come in, and take it when it is up."""
+
+    def admit(self, info: LegInfo) -> None:
+        """Raise Rejection to refuse the leg (before it is answered)."""
+        ...
+
+    def start(self, leg: CallLeg) -> None:
+        """The leg is answered and media flows: attach an agent and own the call from now on."""
+        ...

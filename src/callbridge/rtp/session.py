@@ -1,0 +1,182 @@
+"""One RTP media session (RFC 3550), sans-IO: demux, symmetric latching, decode, jitter, DTMF, send.
+
+The asyncio shell (`rtp/socket.py`) feeds datagrams in and calls `tick()` every 20 ms on an
+absolute schedule; everything here is driven by `now`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from callbridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from callbridge.core.events import DtmfDigit
+from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
+from callbridge.rtp.dtmf import DtmfReceiver
+from callbridge.rtp.jitter import JitterBuffer, JitterConfig
+from callbridge.rtp.packet import RtpPacket, RtpParseError, is_rtcp
+from callbridge.rtp.sender import RtpSender
+
+Addr = tuple[str, int]
+
+_CODECS = {
+    "PCMU": (ulaw_encode, ulaw_decode),
+    "PCMA": (alaw_encode, alaw_decode),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RtpParams:
+    """What offer/answer agreed, in RTP's own terms (no SDP types here)."""
+
+    remote: Addr
+    codec: str  # "PCMU" | "PCMA"
+    payload_type: int
+    dtmf_payload_type: int | None = None
+    ptime_ms: int = 20
+    send: bool = True  # our direction allows sending
+    receive: bool = True
+
+
+@dataclass(slots=True)
+class RtpCounters:
+    packets_in: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    ignored: int = 0  # from an unlatched source, malformed, or an unknown payload type
+    rtcp_in: int = 0
+    ssrcs_in: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    data: bytes
+    addr: Addr
+
+
+class RtpSession:
+    def __init__(
+        self,
+        params: RtpParams,
+        now: float,
+        jitter: JitterConfig | None = None,
+        latch: bool = True,
+    ) -> None:
+        self.params = params
+        self.jitter = JitterBuffer(jitter or JitterConfig())
+        self.dtmf_rx = DtmfReceiver()
+        self.counters = RtpCounters()
+        self._encode, self._decode = _CODECS[params.codec]
+        self.sender = RtpSender(params.payload_type)
+        self._latch = latch
+        self._latched: Addr | None = None
+        self._remote = params.remote
+        self.last_rx = now  # for the inactivity timeout
+        self._sending_talkspurt = False
+
+    # ---- configuration changes (re-INVITE) ----------------------------------------------------
+
+    def update(self, params: RtpParams) -> None:
+        if params.remote != self.params.remote:
+            # A new media address from signalling wins over what we latched (RFC 3264 §8.3.1).
+            self._latched = None
+            self._remote = params.remote
+        if params.codec != self.params.codec:
+            self._encode, self._decode = _CODECS[params.codec]
+        if params.payload_type != self.params.payload_type:
+            self.sender = RtpSender(params.payload_type)
+        self.params = params
+
+    @property
+    def remote(self) -> Addr:
+        return self._latched or self._remote
+
+    # ---- receive --------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Addr, now: float) -> list[DtmfDigit]:
+        if is_rtcp(data):
+            self.counters.rtcp_in += 1
+            if self._source_ok(source):
+                self.last_rx = now
+            return []
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpParseError:
+            self.counters.ignored += 1
+            return []
+        pt = packet.payload_type
+        if pt != self.params.payload_type and pt != self.params.dtmf_payload_type:
+            self.counters.ignored += 1
+            return []
+        if not self._source_ok(source):
+            self.counters.ignored += 1
+            return []
+        if self._latch and self._latched is None:
+            # Symmetric RTP / comedia: answer to where the media really comes from (NAT).
+            self._latched = source
+        self.last_rx = now
+        c = self.counters
+        c.packets_in += 1
+        c.bytes_in += len(data)
+        c.ssrcs_in.add(packet.ssrc)
+        if not self.params.receive:
+            return []
+        if pt == self.params.dtmf_payload_type:
+            return self.dtmf_rx.receive(packet, now)
+        self.jitter.push(
+            packet.ssrc,
+            packet.sequence,
+            packet.timestamp,
+            self._decode(packet.payload),
+            now,
+            packet.marker,
+        )
+        return []
+
+    def _source_ok(self, source: Addr) -> bool:
+        return self._latched is None or source == self._latched
+
+    def tick(self, now: float) -> tuple[AudioFrame | None, list[DtmfDigit]]:
+        """The caller's next 20 ms (None while no stream is playing) and DTMF whose end was lost."""
+        return self.jitter.pop(now), self.dtmf_rx.poll(now)
+
+    # ---- send -----------------------------------------------------------------------------------
+
+    def send_frame(self, frame: AudioFrame | None) -> Outgoing | None:
+        """Packetise one 20 ms frame; None means nothing to play (timestamps still advance)."""
+        if frame is None or not self.params.send:
+            self.sender.skip(FRAME_SAMPLES)
+            self._sending_talkspurt = False
+            return None
+        packet = self.sender.packet(
+            self._encode(frame.pcm), frame.samples, talkspurt_start=not self._sending_talkspurt
+        )
+        self._sending_talkspurt = True
+        return self._out(bytes(packet))
+
+    def dtmf(self, digit: str, duration_ms: int = 160) -> list[tuple[float, bytes]]:
+        """RFC 4733 packets for one digit as (offset seconds, datagram); [] if not negotiated."""
+        pt = self.params.dtmf_payload_type
+        if pt is None:
+            return []
+        self._sending_talkspurt = False
+        return [(offset, bytes(p)) for offset, p in self.sender.dtmf(digit, pt, duration_ms)]
+
+    def _out(self, data: bytes) -> Outgoing:
+        self.counters.packets_out += 1
+        self.counters.bytes_out += len(data)
+        return Outgoing(data, self.remote)
+
+    def stats(self) -> dict[str, int | float]:
+        c = self.counters
+        j = self.jitter.stats
+        return {
+            "rtp_in": c.packets_in,
+            "rtp_out": c.packets_out,
+            "rtp_ignored": c.ignored,
+            "rtcp_in": c.rtcp_in,
+            "concealed": j.lost,
+            "late": j.late,
+            "duplicates": j.duplicates,
+            "resyncs": j.resyncs,
+        }

@@ -1,0 +1,97 @@
+"""Asyncio shell: the UDP socket pair (RTP on an even port, RTCP on the next, RFC 3550 §11)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+from collections.abc import Callable
+from typing import Any
+
+Addr = tuple[str, int]
+Receiver = Callable[[bytes, Addr], None]
+
+
+class NoFreePort(Exception):
+    pass
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, on_data: Receiver) -> None:
+        self.on_data = on_data
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.on_data(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP port unreachable while the peer is not listening yet: keep going
+
+
+class PortAllocator:
+    """Hands out even RTP ports from a range, avoiding ones in use by this process."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low = low + (low % 2)
+        self.high = high
+        self._used: set[int] = set()
+
+    def candidates(self) -> list[int]:
+        ports = [p for p in range(self.low, self.high, 2) if p not in self._used]
+        random.shuffle(ports)  # unpredictable ports resist RTP injection
+        return ports
+
+    def take(self, port: int) -> None:
+        self._used.add(port)
+
+    def release(self, port: int) -> None:
+        self._used.discard(port)
+
+
+class RtpSocket:
+    def __init__(self, allocator: PortAllocator, on_rtp: Receiver, on_rtcp: Receiver) -> None:
+        self.allocator = allocator
+        self.on_rtp = on_rtp
+        self.on_rtcp = on_rtcp
+        self.port = 0
+        self._rtp: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
+
+    async def open(self, host: str) -> int:
+        loop = asyncio.get_running_loop()
+        for port in self.allocator.candidates()[:200]:
+            try:
+                rtp, _ = await loop.create_datagram_endpoint(
+                    lambda: _Proto(lambda d, a: self.on_rtp(d, a)), local_addr=(host, port)
+                )
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    continue
+                raise
+            try:
+                rtcp, _ = await loop.create_datagram_endpoint(
+                    lambda: _Proto(lambda d, a: self.on_rtcp(d, a)), local_addr=(host, port + 1)
+                )
+            except OSError:
+                rtp.close()
+                continue
+            self._rtp, self._rtcp, self.port = rtp, rtcp, port
+            self.allocator.take(port)
+            return port
+        raise NoFreePort(f"no free RTP port pair in {self.allocator.low}-{self.allocator.high}")
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        if self._rtp is not None:
+            self._rtp.sendto(data, addr)
+
+    def send_rtcp(self, data: bytes, addr: Addr) -> None:
+        if self._rtcp is not None:
+            self._rtcp.sendto(data, addr)
+
+    def close(self) -> None:
+        for t in (self._rtp, self._rtcp):
+            if t is not None:
+                t.close()
+        self._rtp = self._rtcp = None
+        if self.port:
+            self.allocator.release(self.port)
+            self.port = 0

@@ -1,0 +1,322 @@
+"""The SIP transport: where the SIP user agent and RTP meet and become CallLegs.
+
+Signalling (sip/), session descriptions (sdp/) and media (rtp/) know nothing of each other;
+this module translates between them: an INVITE's SDP offer becomes RtpParams, an RtpSession
+becomes the audio of a CallLeg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from callbridge.core.clock import Clock
+from callbridge.core.errors import CallbridgeError
+from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
+from callbridge.observability.logging import event
+from callbridge.rtp.jitter import JitterConfig
+from callbridge.rtp.socket import NoFreePort, PortAllocator
+from callbridge.sdp.offer_answer import (
+    Codec,
+    LocalMedia,
+    NoCommonCodec,
+    OfferError,
+    apply_answer,
+    create_answer,
+    create_offer,
+)
+from callbridge.sdp.session import SdpParseError
+from callbridge.sdp.session import parse as parse_sdp
+from callbridge.sip.endpoint import SipEndpoint
+from callbridge.sip.timers import TimerSettings
+from callbridge.sip.ua import (
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    CallProgress,
+    IncomingCall,
+    LocalIdentity,
+    Output,
+    ReInvite,
+    UserAgent,
+)
+from callbridge.sip.uri import SipUri, UriParseError
+from callbridge.transports.sip_leg import SipLeg
+
+log = logging.getLogger("callbridge.transports.sip")
+
+_REJECT_STATUS = {Rejection.NOT_FOUND: 404, Rejection.BUSY: 486, Rejection.UNAVAILABLE: 503}
+_CODECS = {"PCMU": Codec("PCMU", 0), "PCMA": Codec("PCMA", 8)}
+
+
+class CallFailed(CallbridgeError):
+    def __init__(self, status: int | None, reason: str) -> None:
+        super().__init__(f"call failed: {status or ''} {reason}".strip())
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class SipTransportConfig:
+    host: str = "0.0.0.0"
+    port: int = 5060
+    public_host: str = ""
+    rtp_port_min: int = 10000
+    rtp_port_max: int = 20000
+    rtp_timeout: float = 30.0
+    jitter: JitterConfig = JitterConfig()
+    codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    user_agent: str = "callbridge"
+    timers: TimerSettings = TimerSettings()
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def local_address_towards(peer: str) -> str:
+    """The source address the kernel would use to reach `peer` (a connected UDP socket sends nothing)."""
+    family = socket.AF_INET6 if ":" in peer else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((peer, 9))
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+class SipTransport:
+    def __init__(self, config: SipTransportConfig, clock: Clock, acceptor: LegAcceptor) -> None:
+        self.config = config
+        self.clock = clock
+        self.acceptor = acceptor
+        self.ports = PortAllocator(config.rtp_port_min, config.rtp_port_max)
+        ident_host = config.public_host or config.host
+        self.ua = UserAgent(LocalIdentity(ident_host, config.port, config.user_agent), config.timers)
+        self.endpoint = SipEndpoint(self.ua, clock, self._on_event)
+        self._legs: dict[str, SipLeg] = {}
+        self._pending_answer: dict[str, asyncio.Future[CallAnswered]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def local_addr(self) -> tuple[str, int]:
+        return self.endpoint.local_addr
+
+    async def start(self) -> None:
+        await self.endpoint.start(self.config.host, self.config.port)
+        if self.config.port == 0:  # ephemeral port for tests: advertise the real one
+            self.ua.local = LocalIdentity(self.ua.local.host, self.endpoint.local_addr[1], self.config.user_agent)
+        event(log, "sip.listening", host=self.local_addr[0], port=self.local_addr[1], transport="udp")
+
+    def stop_accepting(self) -> None:
+        self.ua.accepting = False
+
+    async def shutdown(self, grace: float) -> None:
+        """Hang up every live leg, wait (bounded) for them to end, close the socket."""
+        self.stop_accepting()
+        legs = list(self._legs.values())
+        for leg in legs:
+            leg.request_hangup("shutdown")
+        if legs:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await asyncio.gather(*(leg.wait_ended() for leg in legs))
+        for task in list(self._tasks):
+            task.cancel()
+        self.endpoint.close()
+
+    # ---- our address towards a peer --------------------------------------------------------
+
+    def _local_host_for(self, peer_ip: str) -> str:
+        if self.config.public_host:
+            return self.config.public_host
+        if not _is_wildcard(self.config.host):
+            return self.config.host
+        return local_address_towards(peer_ip)
+
+    def _rtp_bind_host(self) -> str:
+        return self.config.host if not _is_wildcard(self.config.host) else "0.0.0.0"
+
+    def _local_media(self, host: str, port: int) -> LocalMedia:
+        return LocalMedia(address=host, port=port, codecs=tuple(_CODECS[c] for c in self.config.codecs))
+
+    def _new_leg(self, ua_call: str, info: LegInfo, local_host: str) -> SipLeg:
+        leg = SipLeg(
+            ua_call=ua_call,
+            info=info,
+            transport=self,
+            clock=self.clock,
+            ports=self.ports,
+            bind_host=self._rtp_bind_host(),
+            local_host=local_host,
+            jitter=self.config.jitter,
+            rtp_timeout=self.config.rtp_timeout,
+        )
+        self._legs[ua_call] = leg
+        return leg
+
+    def forget(self, leg: SipLeg) -> None:
+        self._legs.pop(leg.ua_call, None)
+
+    # ---- events from the UA -------------------------------------------------------------------
+
+    def _on_event(self, out: Output) -> None:
+        match out:
+            case IncomingCall():
+                self._spawn(self._incoming(out))
+            case CallConfirmed(call=cid, sdp=sdp):
+                leg = self._legs.get(cid)
+                if leg is not None:
+                    leg.confirmed(sdp)
+            case ReInvite(call=cid, request=req):
+                leg = self._legs.get(cid)
+                if leg is None:
+                    self.endpoint.run(lambda now: self.ua.answer_reinvite(cid, None, now, status=481))
+                else:
+                    leg.reinvite(req.body if req.content_type == "application/sdp" else b"")
+            case CallAnswered(call=cid):
+                fut = self._pending_answer.pop(cid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(out)
+            case CallProgress(call=cid, status=status, reason=reason):
+                leg = self._legs.get(cid)
+                if leg is not None:
+                    event(log, "call.progress", call_id=leg.info.ids.get("call_id"), status=status, reason=reason)
+            case CallEnded(call=cid, reason=reason, status=status):
+                fut = self._pending_answer.pop(cid, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(CallFailed(status, reason))
+                leg = self._legs.get(cid)
+                if leg is not None:
+                    leg.ended_by_signalling(reason, status)
+            case _:
+                pass
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _incoming(self, ev: IncomingCall) -> None:
+        cid, req = ev.call, ev.request
+        try:
+            user = req.request_uri.user or ""
+        except UriParseError:
+            user = ""
+        info = LegInfo(
+            transport="sip",
+            direction="inbound",
+            local_user=user,
+            remote_uri=str(req.from_.uri),
+            ids={"sip_call_id": req.call_id, "remote_tag": req.from_.tag or "", "remote_addr": f"{ev.source[0]}:{ev.source[1]}"},
+        )
+        try:
+            self.acceptor.admit(info)
+        except Rejection as rej:
+            status = _REJECT_STATUS.get(rej.kind, 480)
+            event(log, "call.rejected", sip_call_id=req.call_id, user=user, status=status, reason=rej.kind)
+            self.endpoint.run(lambda now: self.ua.reject(cid, status, now))
+            return
+        local_host = self._local_host_for(ev.source[0])
+        self.ua.set_local_host(cid, local_host)
+        leg = self._new_leg(cid, info, local_host)
+        try:
+            port = await leg.open_media()
+            local = self._local_media(local_host, port)
+            if req.body:
+                offer = parse_sdp(req.body)
+                answer, plan = create_answer(offer, local)
+                leg.apply_plan(plan)
+                sdp = bytes(answer)
+            else:  # §13.2.1: no offer in the INVITE, so the 2xx carries ours and the ACK answers
+                leg.pending_offer = create_offer(local)
+                sdp = bytes(leg.pending_offer)
+        except (NoCommonCodec, OfferError, SdpParseError) as exc:
+            status = 488 if isinstance(exc, NoCommonCodec) else 400
+            event(log, "call.rejected", sip_call_id=req.call_id, status=status, reason=str(exc))
+            leg.close_media()
+            self.forget(leg)
+            self.endpoint.run(lambda now: self.ua.reject(cid, status, now))
+            return
+        except NoFreePort as exc:
+            log.error("no RTP port: %s", exc)
+            self.forget(leg)
+            self.endpoint.run(lambda now: self.ua.reject(cid, 503, now))
+            return
+        info.ids.update(self.ua.sip_ids(cid))
+        self.endpoint.run(lambda now: self.ua.ring(cid, now))
+        self.endpoint.run(lambda now: self.ua.answer(cid, sdp, now))
+        info.ids.update(self.ua.sip_ids(cid))
+        self.acceptor.start(leg)
+
+    # ---- outbound -------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        target: str,
+        *,
+        from_user: str = "callbridge",
+        timeout: float = 60.0,
+        on_leg: Callable[[SipLeg], None] | None = None,
+    ) -> SipLeg:
+        """Place a call; returns the answered leg or raises CallFailed (with the SIP status)."""
+        try:
+            uri = SipUri.parse(target)
+        except UriParseError as exc:
+            raise CallFailed(None, f"bad target URI {target!r}: {exc}") from None
+        dest_host = uri.host.strip("[]")
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(dest_host, uri.port or 5060, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise CallFailed(None, f"cannot resolve {dest_host}: {exc}") from None
+        dest = (str(infos[0][4][0]), int(infos[0][4][1]))
+        local_host = self._local_host_for(dest[0])
+        info = LegInfo(transport="sip", direction="outbound", local_user=from_user, remote_uri=str(uri))
+        leg = self._new_leg("", info, local_host)
+        port = await leg.open_media()
+        offer = create_offer(self._local_media(local_host, port))
+        fut: asyncio.Future[CallAnswered] = asyncio.get_running_loop().create_future()
+        ua_call = ""
+
+        def place(now: float) -> list[Output]:
+            nonlocal ua_call
+            ua_call, outs = self.ua.invite(uri, dest, bytes(offer), now, from_user=from_user, local_host=local_host)
+            return outs
+
+        self.endpoint.run(place)
+        self._legs.pop("", None)
+        leg.ua_call = ua_call
+        self._legs[ua_call] = leg
+        self._pending_answer[ua_call] = fut
+        info.ids.update(self.ua.sip_ids(ua_call))
+        if on_leg is not None:
+            on_leg(leg)
+        try:
+            async with asyncio.timeout(timeout):
+                answered = await fut
+        except TimeoutError:
+            self.endpoint.run(lambda now: self.ua.hangup(ua_call, now))
+            leg.close_media()
+            self.forget(leg)
+            raise CallFailed(408, "no answer") from None
+        except CallFailed:
+            leg.close_media()
+            self.forget(leg)
+            raise
+        try:
+            plan = apply_answer(offer, parse_sdp(answered.response.body))
+        except (NoCommonCodec, OfferError, SdpParseError) as exc:
+            self.endpoint.run(lambda now: self.ua.hangup(ua_call, now))
+            leg.close_media()
+            self.forget(leg)
+            raise CallFailed(488, f"unusable SDP answer: {exc}") from None
+        info.ids.update(self.ua.sip_ids(ua_call))
+        leg.apply_plan(plan)
+        return leg
+
+
+__all__ = ["CallFailed", "SipLeg", "SipTransport", "SipTransportConfig"]

@@ -1,0 +1,295 @@
+"""A SIP call as a CallLeg: RTP in and out on the 20 ms schedule, control beside it.
+
+One media task per leg ticks on an absolute schedule (start + n * 20 ms): it takes the
+caller's next frame from the jitter buffer and sends the agent's next queued frame.
+Control (hangup, flush, DTMF) acts at once and never waits behind queued audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from callbridge.core.clock import Clock
+from callbridge.core.errors import CallEnded
+from callbridge.core.events import DtmfDigit, LegHold, LegInput
+from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, AudioFrame
+from callbridge.core.ports import LegInfo
+from callbridge.observability.logging import event
+from callbridge.rtp.jitter import JitterConfig
+from callbridge.rtp.session import RtpParams, RtpSession
+from callbridge.rtp.socket import PortAllocator, RtpSocket
+from callbridge.sdp.offer_answer import LocalMedia, MediaPlan, NoCommonCodec, OfferError, apply_answer, create_answer
+from callbridge.sdp.session import SdpParseError, SessionDescription
+from callbridge.sdp.session import parse as parse_sdp
+
+if TYPE_CHECKING:
+    from callbridge.transports.sip import SipTransport
+
+log = logging.getLogger("callbridge.transports.sip")
+
+TICK = FRAME_MS / 1000
+PLAYOUT_LIMIT_FRAMES = 20  # 400 ms: enough to ride out scheduling hiccups, small enough to flush fast
+_END = object()
+
+
+def _params(plan: MediaPlan) -> RtpParams:
+    return RtpParams(
+        remote=(plan.remote_address, plan.remote_port),
+        codec=plan.codec.name,
+        payload_type=plan.codec.payload_type,
+        dtmf_payload_type=plan.dtmf_payload_type,
+        ptime_ms=plan.ptime,
+        send=plan.direction in ("sendrecv", "sendonly") and plan.remote_port != 0,
+        receive=plan.direction in ("sendrecv", "recvonly"),
+    )
+
+
+class SipLeg:
+    def __init__(
+        self,
+        *,
+        ua_call: str,
+        info: LegInfo,
+        transport: SipTransport,
+        clock: Clock,
+        ports: PortAllocator,
+        bind_host: str,
+        local_host: str,
+        jitter: JitterConfig,
+        rtp_timeout: float,
+    ) -> None:
+        self.ua_call = ua_call
+        self._info = info
+        self.transport = transport
+        self.clock = clock
+        self.bind_host = bind_host
+        self.local_host = local_host
+        self.jitter_config = jitter
+        self.rtp_timeout = rtp_timeout
+        self.socket = RtpSocket(ports, self._on_rtp, self._on_rtp)
+        self.session: RtpSession | None = None
+        self.pending_offer: SessionDescription | None = None
+        self._inputs: asyncio.Queue[LegInput | object] = asyncio.Queue()
+        self._playout: collections.deque[AudioFrame] = collections.deque()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._dtmf_out: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._samples_played = 0
+        self._ended = asyncio.Event()
+        self._media_started = asyncio.Event()
+        self.end_reason = ""
+        self._on_hold = False
+
+    # ---- CallLeg --------------------------------------------------------------------------
+
+    @property
+    def info(self) -> LegInfo:
+        return self._info
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    async def inputs(self) -> AsyncIterator[LegInput]:
+        while True:
+            item = await self._inputs.get()
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+
+    async def play(self, frame: AudioFrame) -> None:
+        if self.ended:
+            raise CallEnded(self._info.ids.get("call_id", self.ua_call))
+        while len(self._playout) >= PLAYOUT_LIMIT_FRAMES:
+            self._room.clear()
+            waiter = asyncio.ensure_future(self._room.wait())
+            ender = asyncio.ensure_future(self._ended.wait())
+            try:
+                await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                ender.cancel()
+            if self.ended:
+                raise CallEnded(self._info.ids.get("call_id", self.ua_call))
+        self._playout.append(frame)
+
+    def flush_playout(self) -> int:
+        dropped = sum(f.samples for f in self._playout)
+        self._playout.clear()
+        self._room.set()
+        return dropped
+
+    @property
+    def samples_played(self) -> int:
+        return self._samples_played
+
+    async def send_dtmf(self, digits: str) -> None:
+        if self.session is None:
+            return
+        offset = 0.0
+        for digit in digits:
+            packets = self.session.dtmf(digit)
+            if not packets:
+                raise ValueError("the far end did not negotiate RFC 4733 telephone-event")
+            base = offset
+            self._dtmf_out.extend((base + off, data) for off, data in packets)
+            offset = base + packets[-1][0] + 0.1  # RFC 4733 §2.5.1.2: a gap between events
+
+    async def hangup(self, reason: str = "normal") -> None:
+        self.request_hangup(reason)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(40):  # 64*T1 of the BYE transaction, with margin
+                await self._ended.wait()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def open_media(self) -> int:
+        return await self.socket.open(self.bind_host)
+
+    def close_media(self) -> None:
+        self.socket.close()
+
+    def apply_plan(self, plan: MediaPlan) -> None:
+        params = _params(plan)
+        if self.session is None:
+            self.session = RtpSession(params, self.clock.now(), self.jitter_config)
+            self._info.ids["rtp_remote"] = f"{plan.remote_address}:{plan.remote_port}"
+            self._info.ids["codec"] = plan.codec.name
+        else:
+            self.session.update(params)
+        if plan.remote_hold != self._on_hold:
+            self._on_hold = plan.remote_hold
+            self._inputs.put_nowait(LegHold(plan.remote_hold))
+            event(log, "call.hold" if plan.remote_hold else "call.resume", call_id=self._info.ids.get("call_id"))
+
+    def confirmed(self, sdp: bytes | None) -> None:
+        if self.pending_offer is not None and sdp:
+            try:
+                self.apply_plan(apply_answer(self.pending_offer, parse_sdp(sdp)))
+            except (NoCommonCodec, OfferError, SdpParseError) as exc:
+                event(log, "call.bad_answer", logging.WARNING, error=str(exc))
+                self.request_hangup("bad_sdp")
+                return
+            self.pending_offer = None
+        elif self.pending_offer is not None:
+            self.request_hangup("no_sdp_answer")
+
+    def reinvite(self, body: bytes) -> None:
+        ua, ep = self.transport.ua, self.transport.endpoint
+        cid = self.ua_call
+        local = LocalMedia(
+            address=self.local_host,
+            port=self.socket.port,
+            codecs=self.transport._local_media(self.local_host, self.socket.port).codecs,
+        )
+        if not body:
+            # An offerless re-INVITE: we offer what we have (§14.1), the ACK would answer.
+            from callbridge.sdp.offer_answer import create_offer
+
+            self.pending_offer = create_offer(local)
+            sdp = bytes(self.pending_offer)
+            ep.run(lambda now: ua.answer_reinvite(cid, sdp, now))
+            return
+        try:
+            answer, plan = create_answer(parse_sdp(body), local)
+        except NoCommonCodec:
+            ep.run(lambda now: ua.answer_reinvite(cid, None, now, status=488))
+            return
+        except (OfferError, SdpParseError):
+            ep.run(lambda now: ua.answer_reinvite(cid, None, now, status=400))
+            return
+        self.apply_plan(plan)
+        sdp = bytes(answer)
+        ep.run(lambda now: ua.answer_reinvite(cid, sdp, now))
+
+    def request_hangup(self, reason: str) -> None:
+        if self.ended or self.end_reason:
+            return
+        self.end_reason = reason
+        cid = self.ua_call
+        self.transport.endpoint.run(lambda now: self.transport.ua.hangup(cid, now))
+
+    def ended_by_signalling(self, reason: str, status: int | None) -> None:
+        if not self.end_reason:
+            self.end_reason = reason
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._ended.is_set():
+            return
+        self._ended.set()
+        self._room.set()
+        self._inputs.put_nowait(_END)
+        self.close_media()
+        self.transport.forget(self)
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    def stats(self) -> dict[str, int | float]:
+        return self.session.stats() if self.session else {}
+
+    # ---- media ----------------------------------------------------------------------------
+
+    def _on_rtp(self, data: bytes, source: tuple[str, int]) -> None:
+        if self.session is None:
+            return
+        for digit in self.session.receive(data, source, self.clock.now()):
+            self._digit(digit)
+
+    def _digit(self, digit: DtmfDigit) -> None:
+        # Runs in the socket callback, outside the call's task context: name the call explicitly.
+        event(log, "call.dtmf", call_id=self._info.ids.get("call_id"), digit=digit.digit, duration_ms=digit.duration_ms)
+        self._inputs.put_nowait(digit)
+
+    async def run(self) -> None:
+        """Drive media until the call ends. Owned by the call's TaskGroup."""
+        start = self.clock.now()
+        n = 0
+        dtmf_start: float | None = None
+        while not self.ended:
+            n += 1
+            deadline = start + n * TICK
+            await self._sleep_until(deadline)
+            if self.ended:
+                break
+            now = self.clock.now()
+            if now - deadline > 0.2:
+                # The loop stalled (GC, overload): re-anchor instead of bursting to catch up.
+                start, n = now, 0
+            session = self.session
+            if session is None:  # late offer not yet answered by the ACK
+                continue
+            frame, late_digits = session.tick(now)
+            for digit in late_digits:
+                self._digit(digit)
+            if frame is not None:
+                self._inputs.put_nowait(frame)
+            if self._dtmf_out:
+                if dtmf_start is None:
+                    dtmf_start = now
+                while self._dtmf_out and dtmf_start + self._dtmf_out[0][0] <= now + 0.001:
+                    _, data = self._dtmf_out.popleft()
+                    self.socket.send(data, session.remote)
+                session.send_frame(None)  # audio is muted during the event; its clock runs on
+                continue
+            dtmf_start = None
+            out_frame = self._playout.popleft() if self._playout else None
+            if len(self._playout) < PLAYOUT_LIMIT_FRAMES:
+                self._room.set()
+            pkt = session.send_frame(out_frame)
+            if pkt is not None:
+                self.socket.send(pkt.data, pkt.addr)
+                self._samples_played += FRAME_SAMPLES
+            if now - session.last_rx > self.rtp_timeout and not self._on_hold:
+                event(log, "call.rtp_timeout", logging.WARNING, seconds=self.rtp_timeout)
+                self.request_hangup("rtp_timeout")
+
+    async def _sleep_until(self, deadline: float) -> None:
+        # Ending is noticed at the next tick (<= 20 ms): cheaper than racing two futures per tick.
+        await self.clock.sleep_until(deadline)

@@ -1,0 +1,1 @@
+"""Harness for end-to-end tests against real SIP/RTP peers (SIPp, baresip, tshark, sox)."""

@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+
+from callbridge.config.settings import Settings, all_fields, env_name, load_settings
+from callbridge.core.errors import ConfigError
+
+
+def test_defaults_need_no_file_and_no_env() -> None:
+    s = load_settings(environ={})
+    assert (s.sip.host, s.sip.port) == ("0.0.0.0", 5060)
+    assert (s.http.host, s.http.port) == ("127.0.0.1", 8080)
+    assert s.rtp.timeout == 30.0
+    assert s.default_agent == "echo"
+
+
+@pytest.mark.parametrize(
+    ("dotted", "env"),
+    [
+        ("sip.host", "CALLBRIDGE_SIP_HOST"),
+        ("sip.port", "CALLBRIDGE_SIP_PORT"),
+        ("http.host", "CALLBRIDGE_HTTP_HOST"),
+        ("http.port", "CALLBRIDGE_HTTP_PORT"),
+        ("data_dir", "CALLBRIDGE_DATA_DIR"),
+        ("public_url", "CALLBRIDGE_PUBLIC_URL"),
+        ("api_token", "CALLBRIDGE_API_TOKEN"),
+    ],
+)
+def test_public_env_names(dotted: str, env: str) -> None:
+    assert env_name(dotted) == env
+    assert dotted in dict(all_fields())
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('data_dir = "/srv/cb"\n[sip]\nport = 5070\nhost = "127.0.0.1"\n')
+    s = load_settings(cfg, environ={"CALLBRIDGE_SIP_PORT": "5080"})
+    assert s.sip.port == 5080
+    assert s.sip.host == "127.0.0.1"
+    assert s.data_dir == "/srv/cb"
+
+
+def test_config_file_from_env(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[rtp]\ntimeout = 12.5\n")
+    assert load_settings(environ={"CALLBRIDGE_CONFIG": str(cfg)}).rtp.timeout == 12.5
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "words"),
+    [
+        ({"CALLBRIDGE_SIP_PORT": "abc"}, "sip.port", "integer"),
+        ({"CALLBRIDGE_SIP_PORT": "70000"}, "sip.port", "0-65535"),
+        ({"CALLBRIDGE_LOG_FORMAT": "xml"}, "log.format", "text, json"),
+        ({"CALLBRIDGE_PUBLIC_URL": "example.com"}, "public_url", "https://"),
+        ({"CALLBRIDGE_RTP_PORT_MIN": "30000"}, "rtp.port_min", "rtp.port_max"),
+        ({"CALLBRIDGE_RTP_CODECS": "PCMU,G729"}, "rtp.codecs", "PCMU, PCMA"),
+        ({"CALLBRIDGE_SIP_T1": "0"}, "sip.t1", "> 0"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_fix(env: dict[str, str], field: str, words: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(environ=env)
+    assert exc.value.field.startswith(field)
+    assert words in str(exc.value)
+
+
+def test_unknown_key_in_file_suggests(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[sip]\nprot = 5060\n")
+    with pytest.raises(ConfigError, match="did you mean 'sip.port'"):
+        load_settings(cfg, environ={})
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sip\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad, environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_api_needs_token_off_loopback() -> None:
+    with pytest.raises(ConfigError, match="CALLBRIDGE_API_TOKEN"):
+        load_settings(environ={"CALLBRIDGE_HTTP_HOST": "0.0.0.0"})
+    s = load_settings(environ={"CALLBRIDGE_HTTP_HOST": "0.0.0.0", "CALLBRIDGE_API_TOKEN": "s3cret-token"})
+    assert "s3cret" not in repr(s)
+
+
+def test_settings_repr_hides_token() -> None:
+    assert "zzz" not in repr(Settings(api_token="zzz"))

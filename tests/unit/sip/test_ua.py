@@ -1,0 +1,269 @@
+"""The UA core, sans-IO: datagrams and API calls in, datagrams and call events out."""
+
+from __future__ import annotations
+
+from callbridge.sip.message import SipRequest, SipResponse, parse
+from callbridge.sip.ua import (
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    CallProgress,
+    IncomingCall,
+    LocalIdentity,
+    Output,
+    ReInvite,
+    SendDatagram,
+    UserAgent,
+)
+from callbridge.sip.uri import SipUri
+
+PEER = ("127.0.0.1", 25080)
+SDP = b"v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 26100 RTP/AVP 0\r\n"
+
+
+def invite(branch: str = "z9hG4bK-1", call_id: str = "cid-1", user: str = "agent", body: bytes = SDP) -> bytes:
+    return (
+        f"INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:25080;branch={branch}\r\n"
+        "From: sipp <sip:sipp@127.0.0.1:25080>;tag=caller\r\n"
+        f"To: <sip:{user}@127.0.0.1:5060>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Contact: <sip:sipp@127.0.0.1:25080>\r\n"
+        "Max-Forwards: 70\r\n"
+        + ("Content-Type: application/sdp\r\n" if body else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def in_dialog(method: str, to_tag: str, cseq: int, branch: str, call_id: str = "cid-1", body: bytes = b"") -> bytes:
+    return (
+        f"{method} sip:agent@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:25080;branch={branch}\r\n"
+        "From: sipp <sip:sipp@127.0.0.1:25080>;tag=caller\r\n"
+        f"To: <sip:agent@127.0.0.1:5060>;tag={to_tag}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        "Max-Forwards: 70\r\n"
+        + ("Content-Type: application/sdp\r\n" if body else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def sent(outs: list[Output]) -> list[SipRequest | SipResponse]:
+    return [parse(o.data) for o in outs if isinstance(o, SendDatagram)]
+
+
+def statuses(outs: list[Output]) -> list[int]:
+    return [m.status for m in sent(outs) if isinstance(m, SipResponse)]
+
+
+def events(outs: list[Output]) -> list[Output]:
+    return [o for o in outs if not isinstance(o, SendDatagram)]
+
+
+def new_ua() -> UserAgent:
+    return UserAgent(LocalIdentity("127.0.0.1", 5060))
+
+
+def answered_call(ua: UserAgent, now: float = 0.0) -> tuple[str, str]:
+    outs = ua.receive(invite(), PEER, now)
+    assert statuses(outs) == [100]
+    (ev,) = events(outs)
+    assert isinstance(ev, IncomingCall)
+    outs = ua.ring(ev.call, now) + ua.answer(ev.call, b"v=0\r\n", now)
+    assert statuses(outs) == [180, 200]
+    ok = sent(outs)[-1]
+    assert isinstance(ok, SipResponse)
+    to_tag = ok.to.tag
+    assert to_tag
+    # 180 and 200 carry the same To tag (one dialog, §12.1.1).
+    assert sent(outs)[0].to.tag == to_tag
+    return ev.call, to_tag
+
+
+def test_inbound_call_flow_ack_and_remote_bye() -> None:
+    ua = new_ua()
+    call, tag = answered_call(ua)
+    outs = ua.receive(in_dialog("ACK", tag, 1, "z9hG4bK-ack"), PEER, 0.1)
+    assert events(outs) == [CallConfirmed(call, None)]
+    outs = ua.receive(in_dialog("BYE", tag, 2, "z9hG4bK-bye"), PEER, 1.0)
+    assert statuses(outs) == [200]
+    assert events(outs) == [CallEnded(call, "remote_bye")]
+
+
+def test_retransmitted_invite_is_absorbed() -> None:
+    ua = new_ua()
+    ua.receive(invite(), PEER, 0.0)
+    outs = ua.receive(invite(), PEER, 0.5)
+    assert events(outs) == []
+    assert statuses(outs) == [100]
+
+
+def test_2xx_is_retransmitted_until_ack() -> None:
+    ua = new_ua()
+    _, tag = answered_call(ua)
+    deadline = ua.next_deadline()
+    assert deadline is not None and abs(deadline - 0.5) < 1e-9
+    assert statuses(ua.poll(0.5)) == [200]
+    ua.receive(in_dialog("ACK", tag, 1, "z9hG4bK-ack"), PEER, 0.7)
+    assert statuses(ua.poll(10.0)) == []
+
+
+def test_no_ack_ends_the_call_with_bye() -> None:
+    ua = new_ua()
+    call, _ = answered_call(ua)
+    outs: list[Output] = []
+    t = 0.0
+    while t < 40:
+        t += 0.25
+        outs += ua.poll(t)
+    byes = [m for m in sent(outs) if isinstance(m, SipRequest) and m.method == "BYE"]
+    assert len(byes) >= 1
+    assert CallEnded(call, "no_ack", 408) in events(outs)
+
+
+def test_cancel_before_answer_gives_487() -> None:
+    ua = new_ua()
+    outs = ua.receive(invite(), PEER, 0.0)
+    (ev,) = events(outs)
+    assert isinstance(ev, IncomingCall)
+    ua.ring(ev.call, 0.0)
+    cancel = invite().replace(b"INVITE sip:", b"CANCEL sip:", 1).replace(b"1 INVITE", b"1 CANCEL")
+    cancel = cancel.split(b"\r\n\r\n")[0].replace(b"Content-Type: application/sdp\r\n", b"")
+    cancel = cancel.replace(f"Content-Length: {len(SDP)}".encode(), b"Content-Length: 0") + b"\r\n\r\n"
+    outs = ua.receive(cancel, PEER, 0.2)
+    assert sorted(statuses(outs)) == [200, 487]
+    assert events(outs) == [CallEnded(ev.call, "cancelled", 487)]
+
+
+def test_options_out_of_dialog_gets_200_with_allow() -> None:
+    ua = new_ua()
+    opts = (
+        b"OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:25080;branch=z9hG4bK-o\r\n"
+        b"From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:127.0.0.1:5060>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\n"
+        b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    (resp,) = sent(ua.receive(opts, PEER, 0.0))
+    assert isinstance(resp, SipResponse) and resp.status == 200
+    assert "INVITE" in (resp.headers.get("Allow") or "")
+
+
+def test_bye_for_unknown_dialog_is_481() -> None:
+    ua = new_ua()
+    assert statuses(ua.receive(in_dialog("BYE", "nope", 2, "z9hG4bK-b"), PEER, 0.0)) == [481]
+
+
+def test_malformed_request_gets_400_and_garbage_is_dropped() -> None:
+    ua = new_ua()
+    bad = invite().replace(b"CSeq: 1 INVITE", b"CSeq: x INVITE")
+    (reply,) = ua.receive(bad, PEER, 0.0)
+    assert isinstance(reply, SendDatagram) and reply.data.startswith(b"SIP/2.0 400 ")
+    assert reply.addr == PEER
+    assert ua.receive(b"\x00\xff garbage", PEER, 0.0) == []
+    assert ua.receive(b"\r\n\r\n", PEER, 0.0) == []  # keep-alive
+
+
+def test_reject_unknown_user_404() -> None:
+    ua = new_ua()
+    (ev,) = events(ua.receive(invite(user="nobody"), PEER, 0.0))
+    assert isinstance(ev, IncomingCall)
+    outs = ua.reject(ev.call, 404, 0.0)
+    assert statuses(outs) == [404]
+    assert events(outs) == [CallEnded(ev.call, "rejected", 404)]
+
+
+def test_reinvite_is_offered_to_the_app_and_answered() -> None:
+    ua = new_ua()
+    call, tag = answered_call(ua)
+    ua.receive(in_dialog("ACK", tag, 1, "z9hG4bK-ack"), PEER, 0.1)
+    outs = ua.receive(in_dialog("INVITE", tag, 2, "z9hG4bK-re", body=SDP), PEER, 1.0)
+    (ev,) = events(outs)
+    assert isinstance(ev, ReInvite)
+    assert statuses(ua.answer_reinvite(call, b"v=0\r\n", 1.0)) == [200]
+
+
+def test_out_of_order_cseq_in_dialog_is_500() -> None:
+    ua = new_ua()
+    _, tag = answered_call(ua)
+    ua.receive(in_dialog("ACK", tag, 1, "z9hG4bK-ack"), PEER, 0.1)
+    assert statuses(ua.receive(in_dialog("INVITE", tag, 5, "z9hG4bK-r1", body=SDP), PEER, 1.0)) == []
+    assert statuses(ua.receive(in_dialog("BYE", tag, 3, "z9hG4bK-r2"), PEER, 1.1)) == [500]
+
+
+def test_local_hangup_sends_bye_to_the_invite_source() -> None:
+    ua = new_ua()
+    call, tag = answered_call(ua)
+    ua.receive(in_dialog("ACK", tag, 1, "z9hG4bK-ack"), PEER, 0.1)
+    outs = ua.hangup(call, 2.0)
+    (bye,) = [o for o in outs if isinstance(o, SendDatagram)]
+    assert bye.addr == PEER
+    req = parse(bye.data)
+    assert isinstance(req, SipRequest) and req.method == "BYE"
+    assert req.from_.tag == tag and req.to.tag == "caller"
+    resp = (
+        f"SIP/2.0 200 OK\r\nVia: {req.headers.get('Via')}\r\nFrom: {req.headers.get('From')}\r\n"
+        f"To: {req.headers.get('To')}\r\nCall-ID: {req.call_id}\r\nCSeq: {req.cseq}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    assert events(ua.receive(resp, PEER, 2.1)) == [CallEnded(call, "local_bye")]
+
+
+def test_new_invites_get_503_when_not_accepting() -> None:
+    ua = new_ua()
+    ua.accepting = False
+    outs = ua.receive(invite(), PEER, 0.0)
+    assert statuses(outs) == [503]
+    assert events(outs) == []
+
+
+def _reply(req: SipRequest, status: int, to_tag: str | None, body: bytes = b"") -> bytes:
+    to = req.headers.get("To") or ""
+    if to_tag:
+        to += f";tag={to_tag}"
+    return (
+        f"SIP/2.0 {status} X\r\nVia: {req.headers.get('Via')}\r\nFrom: {req.headers.get('From')}\r\n"
+        f"To: {to}\r\nCall-ID: {req.call_id}\r\nCSeq: {req.cseq}\r\n"
+        "Contact: <sip:uas@127.0.0.1:25070>\r\n"
+        + ("Content-Type: application/sdp\r\n" if body else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_outbound_call_2xx_gets_ack_and_retransmitted_2xx_gets_it_again() -> None:
+    ua = new_ua()
+    dest = ("127.0.0.1", 25070)
+    call, outs = ua.invite(SipUri.parse("sip:uas@127.0.0.1:25070"), dest, SDP, 0.0)
+    (inv,) = sent(outs)
+    assert isinstance(inv, SipRequest) and inv.method == "INVITE"
+    assert events(ua.receive(_reply(inv, 180, "callee"), dest, 0.1)) == [CallProgress(call, 180, "X")]
+    outs = ua.receive(_reply(inv, 200, "callee", SDP), dest, 0.2)
+    acks = [m for m in sent(outs) if isinstance(m, SipRequest) and m.method == "ACK"]
+    assert len(acks) == 1 and acks[0].uri == "sip:uas@127.0.0.1:25070"
+    (answered,) = events(outs)
+    assert isinstance(answered, CallAnswered)
+    outs = ua.receive(_reply(inv, 200, "callee", SDP), dest, 0.7)
+    assert [m.method for m in sent(outs) if isinstance(m, SipRequest)] == ["ACK"]
+
+
+def test_outbound_call_rejected() -> None:
+    ua = new_ua()
+    dest = ("127.0.0.1", 25070)
+    call, outs = ua.invite(SipUri.parse("sip:uas@127.0.0.1:25070"), dest, SDP, 0.0)
+    (inv,) = sent(outs)
+    assert isinstance(inv, SipRequest)
+    outs = ua.receive(_reply(inv, 486, "callee"), dest, 0.1)
+    assert [m.method for m in sent(outs) if isinstance(m, SipRequest)] == ["ACK"]  # §17.1.1.3
+    assert events(outs) == [CallEnded(call, "rejected", 486)]
+
+
+def test_outbound_call_times_out() -> None:
+    ua = new_ua()
+    call, _ = ua.invite(SipUri.parse("sip:uas@127.0.0.1:25070"), ("127.0.0.1", 25070), SDP, 0.0)
+    outs: list[Output] = []
+    t = 0.0
+    while t < 33:
+        t += 0.5
+        outs += ua.poll(t)
+    invites = [m for m in sent(outs) if isinstance(m, SipRequest) and m.method == "INVITE"]
+    assert len(invites) >= 5  # Timer A retransmissions at 0.5, 1.5, 3.5, 7.5, 15.5, 31.5
+    assert CallEnded(call, "timeout", 408) in events(outs)
