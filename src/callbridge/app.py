@@ -14,8 +14,7 @@ from callbridge.calls.manager import Call, CallManager
 from callbridge.calls.routing import Router
 from callbridge.config.settings import Settings
 from callbridge.core.clocks import LoopClock
-from callbridge.core.ports import Agent
-from callbridge.observability.logging import event
+from callbridge.core.log import event
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.sip.timers import TimerSettings
 from callbridge.transports.sip import CallFailed, SipTransport, SipTransportConfig
@@ -30,7 +29,8 @@ class Gateway:
     sip: SipTransport
 
     async def start(self) -> None:
-        Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
+        # Before the loop gets busy: a one-off directory creation, not a per-call operation.
+        Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         await self.sip.start()
 
     async def stop(self) -> None:
@@ -41,7 +41,6 @@ class Gateway:
         await self.sip.shutdown(self.settings.shutdown_grace)
         await self.calls.shutdown(self.settings.shutdown_grace)
         event(log, "gateway.stopped")
-
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -89,18 +88,32 @@ async def serve(settings: Settings) -> None:
         await gateway.stop()
 
 
-async def place_call(settings: Settings, target: str, agent_name: str, duration: float | None) -> int:
+async def place_call(
+    settings: Settings, target: str, agent_name: str, duration: float | None
+) -> int:
     """`callbridge call`: start the gateway, place one call with an agent, wait for it to end."""
     gateway = build_gateway(settings)
     await gateway.start()
     ended: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
-    gateway.calls.on_end.append(lambda c: ended.done() or ended.set_result(c))
+
+    def on_end(call: Call) -> None:
+        if not ended.done():
+            ended.set_result(call)
+
+    gateway.calls.on_end.append(on_end)
     signals = asyncio.ensure_future(_until_signal())
     try:
         try:
             leg = await gateway.sip.call(target)
         except CallFailed as exc:
-            event(log, "call.failed", logging.ERROR, target=target, status=exc.status, reason=exc.reason)
+            event(
+                log,
+                "call.failed",
+                logging.ERROR,
+                target=target,
+                status=exc.status,
+                reason=exc.reason,
+            )
             return 1
         gateway.calls.start_call(leg, agent_name=agent_name)
         waits: set[asyncio.Future[object]] = {ended, signals}  # type: ignore[arg-type]

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from callbridge.core.clock import Clock
-from callbridge.core.ports import Agent, CallLeg, LegInfo, Rejection
-from callbridge.observability.logging import call_context, event
-
 from callbridge.calls.routing import Router
+from callbridge.core.clock import Clock
+from callbridge.core.log import call_context, event_fields
+from callbridge.core.ports import Agent, CallLeg, LegInfo, Rejection
 
 log = logging.getLogger("callbridge.calls")
 
@@ -65,7 +64,9 @@ class CallManager:
     def start(self, leg: CallLeg) -> None:
         self.start_call(leg)  # type: ignore[arg-type]
 
-    def start_call(self, leg: MediaLeg, agent: Agent | None = None, agent_name: str | None = None) -> Call:
+    def start_call(
+        self, leg: MediaLeg, agent: Agent | None = None, agent_name: str | None = None
+    ) -> Call:
         name = agent_name or self.router.resolve(leg.info)
         if agent is None:
             agent = self.router.agents[name]()
@@ -81,15 +82,14 @@ class CallManager:
     async def _run(self, call: Call, agent: Agent) -> None:
         leg = call.leg
         info = leg.info
-        event(
-            log,
-            "call.started",
-            direction=info.direction,
-            transport=info.transport,
-            agent=call.agent_name,
-            remote_uri=info.remote_uri,
-            **{k: v for k, v in info.ids.items() if k != "call_id"},
-        )
+        started = {
+            "direction": info.direction,
+            "transport": info.transport,
+            "agent": call.agent_name,
+            "remote_uri": info.remote_uri,
+        }
+        started.update((k, v) for k, v in info.ids.items() if k != "call_id")
+        event_fields(log, "call.started", started)
         try:
             async with asyncio.TaskGroup() as tg:
                 media = tg.create_task(leg.run(), name=f"{call.id}-media")
@@ -103,13 +103,12 @@ class CallManager:
         finally:
             call.ended = self.clock.now()
             self.calls.pop(call.id, None)
-            event(
-                log,
-                "call.ended",
-                reason=leg.end_reason or "unknown",
-                duration=round(call.ended - call.started, 3),
-                **leg.stats(),
-            )
+            ended: dict[str, object] = {
+                "reason": leg.end_reason or "unknown",
+                "duration": round(call.ended - call.started, 3),
+            }
+            ended.update(leg.stats())
+            event_fields(log, "call.ended", ended)
             for cb in self.on_end:
                 cb(call)
 

@@ -22,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     call = sub.add_parser("call", help="place one outbound call with an agent attached")
     call.add_argument("target", help="SIP URI, e.g. sip:alice@192.0.2.10:5060")
     call.add_argument("--agent", default="echo", help="agent to attach (default: echo)")
-    call.add_argument("--duration", type=float, default=None, help="hang up after this many seconds")
+    call.add_argument(
+        "--duration", type=float, default=None, help="hang up after this many seconds"
+    )
     sub.add_parser("settings", help="list every setting with its environment name and value")
     sub.add_parser("doctor", help="check settings and that the SIP port can be bound")
     return p
@@ -48,7 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(app.place_call(settings, args.target, args.agent, args.duration))
         asyncio.run(app.serve(settings))
     except OSError as exc:
-        print(f"callbridge: {exc} (is another process using the port? set CALLBRIDGE_SIP_PORT)", file=sys.stderr)
+        print(
+            f"callbridge: {exc} (is another process using the port? set CALLBRIDGE_SIP_PORT)",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         pass

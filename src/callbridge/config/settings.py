@@ -259,7 +259,9 @@ def _unknown_hint(dotted: str, known: Mapping[str, Any]) -> str:
 
 def _check_relations(s: Settings) -> None:
     if s.rtp.port_min > s.rtp.port_max:
-        raise ConfigError("rtp.port_min", f"{s.rtp.port_min} is above rtp.port_max {s.rtp.port_max}")
+        raise ConfigError(
+            "rtp.port_min", f"{s.rtp.port_min} is above rtp.port_max {s.rtp.port_max}"
+        )
     if s.rtp.jitter_min_ms > s.rtp.jitter_max_ms:
         raise ConfigError("rtp.jitter_min_ms", "must not exceed rtp.jitter_max_ms")
     for codec in s.rtp.codecs.split(","):

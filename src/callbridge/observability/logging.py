@@ -1,47 +1,22 @@
-"""Structured logging. Every line logged inside a call's tasks carries that call's id.
-
-The call id travels in a ContextVar: tasks created inside `call_context()` inherit it, so
-no layer has to pass it along explicitly.
-"""
+"""Log formatting: text or JSON lines, each line of a call carrying its call id (core.log)."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any, TextIO
 
-_call_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_id", default=None)
+from callbridge.core.log import call_context, current_call_id, event
 
-
-
-@contextlib.contextmanager
-def call_context(call_id: str) -> Iterator[None]:
-    token = _call_id.set(call_id)
-    try:
-        yield
-    finally:
-        _call_id.reset(token)
-
-
-def current_call_id() -> str | None:
-    return _call_id.get()
-
-
-def event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log a named event with structured fields (they become JSON keys)."""
-    if logger.isEnabledFor(level):
-        logger.log(level, msg, extra={"fields": fields}, stacklevel=2)
+__all__ = ["JsonFormatter", "TextFormatter", "call_context", "event", "setup_logging"]
 
 
 class _CallIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "call_id"):
-            record.call_id = _call_id.get()
+            record.call_id = current_call_id()
         return True
 
 

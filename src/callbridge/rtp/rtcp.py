@@ -181,10 +181,15 @@ RtcpPacket = SenderReport | ReceiverReport | SourceDescription | Bye | UnknownRt
 def _packet(packet_type: int, count: int, body: bytes) -> bytes:
     if not 0 <= count <= _MAX_COUNT:
         raise ValueError(f"RTCP count {count} exceeds {_MAX_COUNT}; split into several packets")
+    first = 0x80 | count
     if len(body) % 4:
-        raise ValueError("RTCP body must be a multiple of 32 bits")
+        # Only an opaque body (unknown type, profile extension) can be unaligned: it came
+        # from a padded packet, so pad it again (§6.4.1 P bit; the last octet is the count).
+        pad = 4 - len(body) % 4
+        body += b"\x00" * (pad - 1) + bytes((pad,))
+        first |= 0x20
     # §6.4.1: length counts 32-bit words minus one, header included, i.e. the body's words.
-    return _HEADER.pack(0x80 | count, packet_type, len(body) // 4) + body
+    return _HEADER.pack(first, packet_type, len(body) // 4) + body
 
 
 def serialize_compound(packets: Iterable[RtcpPacket]) -> bytes:

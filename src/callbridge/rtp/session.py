@@ -14,7 +14,19 @@ from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
 from callbridge.rtp.dtmf import DtmfReceiver
 from callbridge.rtp.jitter import JitterBuffer, JitterConfig
 from callbridge.rtp.packet import RtpPacket, RtpParseError, is_rtcp
+from callbridge.rtp.rtcp import (
+    ReceiverReport,
+    ReceptionStats,
+    RtcpParseError,
+    SenderReport,
+    SenderStats,
+    build_bye,
+    build_report,
+    parse_compound,
+)
 from callbridge.rtp.sender import RtpSender
+
+RTCP_INTERVAL = 5.0  # RFC 3550 §6.2: the minimum interval for a two-party session
 
 Addr = tuple[str, int]
 
@@ -45,7 +57,12 @@ class RtpCounters:
     bytes_out: int = 0
     ignored: int = 0  # from an unlatched source, malformed, or an unknown payload type
     rtcp_in: int = 0
+    rtcp_out: int = 0
     ssrcs_in: set[int] = field(default_factory=set)
+    # What the far end reports about our stream (RTCP report blocks about our SSRC).
+    remote_fraction_lost: float = 0.0
+    remote_cumulative_lost: int = 0
+    remote_jitter_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +78,19 @@ class RtpSession:
         now: float,
         jitter: JitterConfig | None = None,
         latch: bool = True,
+        cname: str = "callbridge",
     ) -> None:
         self.params = params
+        self.cname = cname
+        self.receptions: dict[int, ReceptionStats] = {}
         self.jitter = JitterBuffer(jitter or JitterConfig())
         self.dtmf_rx = DtmfReceiver()
         self.counters = RtpCounters()
         self._encode, self._decode = _CODECS[params.codec]
         self.sender = RtpSender(params.payload_type)
+        self.sender_stats = SenderStats(self.sender.ssrc)
+        self._next_rtcp = now + RTCP_INTERVAL / 2  # §6.2: first report after half an interval
+        self._rtcp_latched: Addr | None = None
         self._latch = latch
         self._latched: Addr | None = None
         self._remote = params.remote
@@ -84,7 +107,8 @@ class RtpSession:
         if params.codec != self.params.codec:
             self._encode, self._decode = _CODECS[params.codec]
         if params.payload_type != self.params.payload_type:
-            self.sender = RtpSender(params.payload_type)
+            # Keep the SSRC (RFC 3550 §8: it names the source, not the codec); a new PT is fine.
+            self.sender = RtpSender(params.payload_type, ssrc=self.sender.ssrc)
         self.params = params
 
     @property
@@ -93,11 +117,30 @@ class RtpSession:
 
     # ---- receive --------------------------------------------------------------------------------
 
+    def receive_rtcp(self, data: bytes, source: Addr, now: float) -> None:
+        try:
+            packets = parse_compound(data)
+        except RtcpParseError:
+            self.counters.ignored += 1
+            return
+        self.counters.rtcp_in += 1
+        self._rtcp_latched = source
+        for packet in packets:
+            if isinstance(packet, SenderReport):
+                rx = self.receptions.get(packet.ssrc)
+                if rx is not None:
+                    rx.on_sender_report(packet.ntp_timestamp, now)
+            if isinstance(packet, SenderReport | ReceiverReport):
+                for block in packet.reports:
+                    if block.ssrc == self.sender.ssrc:
+                        c = self.counters
+                        c.remote_fraction_lost = block.fraction_lost / 256
+                        c.remote_cumulative_lost = block.cumulative_lost
+                        c.remote_jitter_ms = 1000 * block.jitter / 8000
+
     def receive(self, data: bytes, source: Addr, now: float) -> list[DtmfDigit]:
-        if is_rtcp(data):
-            self.counters.rtcp_in += 1
-            if self._source_ok(source):
-                self.last_rx = now
+        if is_rtcp(data):  # RFC 5761 multiplexing on the RTP port
+            self.receive_rtcp(data, source, now)
             return []
         try:
             packet = RtpPacket.parse(data)
@@ -105,7 +148,7 @@ class RtpSession:
             self.counters.ignored += 1
             return []
         pt = packet.payload_type
-        if pt != self.params.payload_type and pt != self.params.dtmf_payload_type:
+        if pt not in (self.params.payload_type, self.params.dtmf_payload_type):
             self.counters.ignored += 1
             return []
         if not self._source_ok(source):
@@ -118,7 +161,11 @@ class RtpSession:
         c = self.counters
         c.packets_in += 1
         c.bytes_in += len(data)
-        c.ssrcs_in.add(packet.ssrc)
+        rx = self.receptions.get(packet.ssrc)
+        if rx is None:
+            rx = self.receptions[packet.ssrc] = ReceptionStats(packet.ssrc, min_sequential=0)
+            c.ssrcs_in.add(packet.ssrc)
+        rx.update(packet.sequence, packet.timestamp, now)
         if not self.params.receive:
             return []
         if pt == self.params.dtmf_payload_type:
@@ -142,7 +189,7 @@ class RtpSession:
 
     # ---- send -----------------------------------------------------------------------------------
 
-    def send_frame(self, frame: AudioFrame | None) -> Outgoing | None:
+    def send_frame(self, frame: AudioFrame | None, now: float) -> Outgoing | None:
         """Packetise one 20 ms frame; None means nothing to play (timestamps still advance)."""
         if frame is None or not self.params.send:
             self.sender.skip(FRAME_SAMPLES)
@@ -152,6 +199,7 @@ class RtpSession:
             self._encode(frame.pcm), frame.samples, talkspurt_start=not self._sending_talkspurt
         )
         self._sending_talkspurt = True
+        self.sender_stats.on_sent(packet, now)
         return self._out(bytes(packet))
 
     def dtmf(self, digit: str, duration_ms: int = 160) -> list[tuple[float, bytes]]:
@@ -161,6 +209,34 @@ class RtpSession:
             return []
         self._sending_talkspurt = False
         return [(offset, bytes(p)) for offset, p in self.sender.dtmf(digit, pt, duration_ms)]
+
+    def rtcp_due(self, now: float) -> bool:
+        return now >= self._next_rtcp
+
+    def rtcp_report(self, now: float, ntp_time: float) -> Outgoing:
+        """A compound SR/RR + SDES (§6.1) to the peer's RTCP address; schedules the next one."""
+        self._next_rtcp = now + RTCP_INTERVAL
+        self.counters.rtcp_out += 1
+        data = build_report(
+            self.sender.ssrc,
+            self.cname,
+            now=now,
+            ntp_time=ntp_time,
+            sender=self.sender_stats,
+            receptions=list(self.receptions.values()),
+        )
+        return Outgoing(data, self.rtcp_remote)
+
+    def rtcp_bye(self) -> Outgoing:
+        return Outgoing(build_bye(self.sender.ssrc, self.cname), self.rtcp_remote)
+
+    @property
+    def rtcp_remote(self) -> Addr:
+        # RFC 3550 §11: RTCP on the next port up, unless the peer showed us where it sends from.
+        if self._rtcp_latched is not None:
+            return self._rtcp_latched
+        host, port = self.remote
+        return (host, port + 1)
 
     def _out(self, data: bytes) -> Outgoing:
         self.counters.packets_out += 1
@@ -175,6 +251,12 @@ class RtpSession:
             "rtp_out": c.packets_out,
             "rtp_ignored": c.ignored,
             "rtcp_in": c.rtcp_in,
+            "rtcp_out": c.rtcp_out,
+            "lost": sum(max(0, r.lost) for r in self.receptions.values()),
+            "jitter_ms": round(
+                max((r.jitter for r in self.receptions.values()), default=0.0) / 8, 2
+            ),
+            "remote_lost": c.remote_cumulative_lost,
             "concealed": j.lost,
             "late": j.late,
             "duplicates": j.duplicates,

@@ -61,7 +61,7 @@ class RtpSocket:
         for port in self.allocator.candidates()[:200]:
             try:
                 rtp, _ = await loop.create_datagram_endpoint(
-                    lambda: _Proto(lambda d, a: self.on_rtp(d, a)), local_addr=(host, port)
+                    lambda: _Proto(self._rtp_in), local_addr=(host, port)
                 )
             except OSError as exc:
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
@@ -69,7 +69,7 @@ class RtpSocket:
                 raise
             try:
                 rtcp, _ = await loop.create_datagram_endpoint(
-                    lambda: _Proto(lambda d, a: self.on_rtcp(d, a)), local_addr=(host, port + 1)
+                    lambda: _Proto(self._rtcp_in), local_addr=(host, port + 1)
                 )
             except OSError:
                 rtp.close()
@@ -78,6 +78,12 @@ class RtpSocket:
             self.allocator.take(port)
             return port
         raise NoFreePort(f"no free RTP port pair in {self.allocator.low}-{self.allocator.high}")
+
+    def _rtp_in(self, data: bytes, addr: Addr) -> None:
+        self.on_rtp(data, addr)
+
+    def _rtcp_in(self, data: bytes, addr: Addr) -> None:
+        self.on_rtcp(data, addr)
 
     def send(self, data: bytes, addr: Addr) -> None:
         if self._rtp is not None:

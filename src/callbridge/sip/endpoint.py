@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from callbridge.core.clock import Clock
-from callbridge.observability.logging import event
+from callbridge.core.log import event
 from callbridge.sip.ua import Output, SendDatagram, UserAgent
 
 log = logging.getLogger("callbridge.sip")
@@ -43,7 +43,9 @@ class SipEndpoint:
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(host, port))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=(host, port)
+        )
         self._transport = transport
         sock = transport.get_extra_info("sockname")
         self.local_addr = (sock[0], sock[1])
@@ -63,10 +65,18 @@ class SipEndpoint:
         try:
             outputs = self.ua.receive(data, source, self.clock.now())
         except Exception:  # never let one datagram take the endpoint down
-            log.exception("sip.internal_error", extra={"fields": {"source": f"{source[0]}:{source[1]}"}})
+            log.exception(
+                "sip.internal_error", extra={"fields": {"source": f"{source[0]}:{source[1]}"}}
+            )
             return
         if self.ua.bad_messages:
-            event(log, "sip.bad_message", logging.WARNING, source=f"{source[0]}:{source[1]}", size=len(data))
+            event(
+                log,
+                "sip.bad_message",
+                logging.WARNING,
+                source=f"{source[0]}:{source[1]}",
+                size=len(data),
+            )
             self.ua.bad_messages = 0
         self._dispatch(outputs)
 

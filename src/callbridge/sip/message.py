@@ -107,7 +107,12 @@ def _encode_head(start_line: str, headers: Headers, body: bytes) -> bytes:
             wrote_length = True
             # Keep the value as written when it is already right, so parse(bytes(m)) == m.
             stripped = value.strip()
-            if len(stripped) < 12 and stripped.isascii() and stripped.isdigit() and int(stripped) == len(body):
+            if (
+                len(stripped) < 12
+                and stripped.isascii()
+                and stripped.isdigit()
+                and int(stripped) == len(body)
+            ):
                 lines.append(f"{name}: {value}")
             else:
                 lines.append(f"{name}: {len(body)}")
@@ -165,7 +170,6 @@ SipMessage = SipRequest | SipResponse
 _REQUEST_LINE_RE = re.compile(rf"([{TOKEN_CHARS}]+) (\S+) (SIP/[0-9]{{1,3}}\.[0-9]{{1,3}})")
 _STATUS_LINE_RE = re.compile(r"(SIP/[0-9]{1,3}\.[0-9]{1,3}) ([1-6][0-9][0-9])(?: ([^\r\n]*))?")
 _DIGITS_RE = re.compile(r"[0-9]{1,10}")
-_FOLD_RE = re.compile(r"\r?\n[ \t]+")
 _WS_IN_RE = re.compile(r"[ \t]")
 _MEDIA_TYPE_RE = re.compile(rf"[ \t]*[{TOKEN_CHARS}]+[ \t]*/[ \t]*[{TOKEN_CHARS}]+[ \t]*(;.*)?")
 # RFC 3261 §20.17: rfc1123-date, and the zone is always "GMT" (RFC 4475 §3.1.2.12 baddate).

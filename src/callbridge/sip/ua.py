@@ -12,6 +12,7 @@ import itertools
 from dataclasses import dataclass, field
 from enum import Enum
 
+from callbridge.sip.client_transaction import make_cancel
 from callbridge.sip.dialog import Dialog
 from callbridge.sip.message import (
     Headers,
@@ -204,7 +205,9 @@ class UserAgent:
     def ring(self, call_id: str, now: float) -> list[Output]:
         call = self._early_uas(call_id)
         assert call.server_tx is not None
-        resp = make_response(call.invite, 180, to_tag=call.local_tag, headers=self._contact_hdr(call))
+        resp = make_response(
+            call.invite, 180, to_tag=call.local_tag, headers=self._contact_hdr(call)
+        )
         return self._respond(call.server_tx, resp, now)
 
     def set_local_host(self, call_id: str, host: str) -> None:
@@ -219,7 +222,11 @@ class UserAgent:
             call.invite,
             200,
             to_tag=call.local_tag,
-            headers=[*self._contact_hdr(call), ("Allow", ALLOW), ("Content-Type", "application/sdp")],
+            headers=[
+                *self._contact_hdr(call),
+                ("Allow", ALLOW),
+                ("Content-Type", "application/sdp"),
+            ],
             body=sdp,
         )
         dialog = Dialog.from_uas(call.invite, call.local_tag, self._contact(call))
@@ -228,7 +235,9 @@ class UserAgent:
         self._by_dialog[dialog.id] = call
         return self._respond(call.server_tx, resp, now)
 
-    def reject(self, call_id: str, status: int, now: float, reason: str | None = None) -> list[Output]:
+    def reject(
+        self, call_id: str, status: int, now: float, reason: str | None = None
+    ) -> list[Output]:
         call = self._early_uas(call_id)
         assert call.server_tx is not None
         headers: list[tuple[str, str]] = []
@@ -239,7 +248,9 @@ class UserAgent:
         out.append(self._end(call, "rejected", status))
         return out
 
-    def answer_reinvite(self, call_id: str, sdp: bytes | None, now: float, status: int = 200) -> list[Output]:
+    def answer_reinvite(
+        self, call_id: str, sdp: bytes | None, now: float, status: int = 200
+    ) -> list[Output]:
         call = self._calls.get(call_id)
         if call is None or call.reinvite_tx is None:
             raise UaError(f"no re-INVITE pending on {call_id}")
@@ -360,7 +371,9 @@ class UserAgent:
         match req.method:
             case "INVITE":
                 if not self.accepting:
-                    return self._respond(tx, make_response(req, 503, headers=[("Retry-After", "5")]), now)
+                    return self._respond(
+                        tx, make_response(req, 503, headers=[("Retry-After", "5")]), now
+                    )
                 cid = self._new_call_id()
                 call = _Call(cid, "uas", req, source, new_tag(), server_tx=tx)
                 self._calls[cid] = call
@@ -378,13 +391,17 @@ class UserAgent:
                     ("Supported", ""),
                     ("User-Agent", self.local.user_agent),
                 ]
-                return self._respond(tx, make_response(req, 200, to_tag=new_tag(), headers=headers), now)
+                return self._respond(
+                    tx, make_response(req, 200, to_tag=new_tag(), headers=headers), now
+                )
             case "BYE":
                 return self._respond(tx, make_response(req, 481), now)
             case _:
                 return self._respond(tx, make_response(req, 405, headers=[("Allow", ALLOW)]), now)
 
-    def _on_in_dialog(self, req: SipRequest, tx: ServerTransaction, to_tag: str, now: float) -> list[Output]:
+    def _on_in_dialog(
+        self, req: SipRequest, tx: ServerTransaction, to_tag: str, now: float
+    ) -> list[Output]:
         key = (req.call_id, to_tag, req.from_.tag or "")
         call = self._by_dialog.get(key)
         if call is None or call.dialog is None:
@@ -400,7 +417,9 @@ class UserAgent:
                 return out
             case "INVITE":
                 if call.reinvite_tx is not None:  # §14.2: glare on our side
-                    return self._respond(tx, make_response(req, 500, headers=[("Retry-After", "1")]), now)
+                    return self._respond(
+                        tx, make_response(req, 500, headers=[("Retry-After", "1")]), now
+                    )
                 call.reinvite_tx = tx
                 return [ReInvite(call.id, req)]
             case "OPTIONS" | "INFO" | "UPDATE":
@@ -508,7 +527,9 @@ class UserAgent:
     def _send_bye(self, call: _Call, now: float) -> list[Output]:
         assert call.dialog is not None
         bye, hop = call.dialog.create_request("BYE", via=Via.parse(self._via_value(call)))
-        bye = SipRequest(bye.method, bye.uri, bye.headers.set("User-Agent", self.local.user_agent), bye.body)
+        bye = SipRequest(
+            bye.method, bye.uri, bye.headers.set("User-Agent", self.local.user_agent), bye.body
+        )
         call.state = _State.ENDING
         if call.role == "uas" and not call.dialog.route_set:
             # Symmetric signalling: the caller's Contact may be a private address behind NAT,
@@ -522,19 +543,7 @@ class UserAgent:
         return [self._wire(s) for s in sends]
 
     def _send_cancel(self, call: _Call, now: float) -> list[Output]:
-        # §9.1: same Request-URI, Call-ID, To, From, CSeq number and top Via as the INVITE.
-        inv = call.invite
-        h = inv.headers
-        headers = Headers(
-            tuple(
-                (name, value)
-                for name, value in h.items
-                if name in ("Via", "Route", "Max-Forwards", "From", "To", "Call-ID")
-            )
-            + (("CSeq", f"{inv.cseq.number} CANCEL"),)
-        )
-        headers = headers.set("Via", h.get_all("Via")[0])
-        cancel = SipRequest("CANCEL", inv.uri, headers)
+        cancel = make_cancel(call.invite)  # §9.1
         call.state = _State.ENDING
         tx, sends = self.layer.send_request(cancel, call.peer, now)
         self._by_client_tx[id(tx)] = call
@@ -558,7 +567,12 @@ class UserAgent:
 
     def _respond(self, tx: ServerTransaction, resp: SipResponse, now: float) -> list[Output]:
         if "User-Agent" not in resp.headers and resp.status >= 200:
-            resp = SipResponse(resp.status, resp.reason, resp.headers.add("Server", self.local.user_agent), resp.body)
+            resp = SipResponse(
+                resp.status,
+                resp.reason,
+                resp.headers.add("Server", self.local.user_agent),
+                resp.body,
+            )
         return [self._wire(s) for s in self.layer.respond(tx, resp, now)]
 
     def _early_uas(self, call_id: str) -> _Call:

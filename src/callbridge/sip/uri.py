@@ -41,6 +41,19 @@ _URI_BAD_CHAR_RE = re.compile(r'[^\x21-\x7e]|[<>"]')
 _WS_RE = re.compile(r"[ \t]+")
 
 
+_ESCAPE_RE = re.compile(rb"%[0-9A-Fa-f]{2}")
+
+
+def uri_unescape(text: str) -> str:
+    """Decode %HH escapes (as UTF-8, undecodable bytes kept via surrogateescape)."""
+    if "%" not in text:
+        return text
+    raw = _ESCAPE_RE.sub(
+        lambda m: bytes((int(m.group()[1:], 16),)), text.encode("utf-8", "surrogateescape")
+    )
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _bad_uri_chars(text: str) -> bool:
     return _URI_BAD_CHAR_RE.search(text) is not None
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallbridgeError
+from callbridge.core.log import event
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
-from callbridge.observability.logging import event
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.socket import NoFreePort, PortAllocator
 from callbridge.sdp.offer_answer import (
@@ -96,7 +96,9 @@ class SipTransport:
         self.acceptor = acceptor
         self.ports = PortAllocator(config.rtp_port_min, config.rtp_port_max)
         ident_host = config.public_host or config.host
-        self.ua = UserAgent(LocalIdentity(ident_host, config.port, config.user_agent), config.timers)
+        self.ua = UserAgent(
+            LocalIdentity(ident_host, config.port, config.user_agent), config.timers
+        )
         self.endpoint = SipEndpoint(self.ua, clock, self._on_event)
         self._legs: dict[str, SipLeg] = {}
         self._pending_answer: dict[str, asyncio.Future[CallAnswered]] = {}
@@ -109,8 +111,12 @@ class SipTransport:
     async def start(self) -> None:
         await self.endpoint.start(self.config.host, self.config.port)
         if self.config.port == 0:  # ephemeral port for tests: advertise the real one
-            self.ua.local = LocalIdentity(self.ua.local.host, self.endpoint.local_addr[1], self.config.user_agent)
-        event(log, "sip.listening", host=self.local_addr[0], port=self.local_addr[1], transport="udp")
+            self.ua.local = LocalIdentity(
+                self.ua.local.host, self.endpoint.local_addr[1], self.config.user_agent
+            )
+        event(
+            log, "sip.listening", host=self.local_addr[0], port=self.local_addr[1], transport="udp"
+        )
 
     def stop_accepting(self) -> None:
         self.ua.accepting = False
@@ -142,7 +148,9 @@ class SipTransport:
         return self.config.host if not _is_wildcard(self.config.host) else "0.0.0.0"
 
     def _local_media(self, host: str, port: int) -> LocalMedia:
-        return LocalMedia(address=host, port=port, codecs=tuple(_CODECS[c] for c in self.config.codecs))
+        return LocalMedia(
+            address=host, port=port, codecs=tuple(_CODECS[c] for c in self.config.codecs)
+        )
 
     def _new_leg(self, ua_call: str, info: LegInfo, local_host: str) -> SipLeg:
         leg = SipLeg(
@@ -175,7 +183,9 @@ class SipTransport:
             case ReInvite(call=cid, request=req):
                 leg = self._legs.get(cid)
                 if leg is None:
-                    self.endpoint.run(lambda now: self.ua.answer_reinvite(cid, None, now, status=481))
+                    self.endpoint.run(
+                        lambda now: self.ua.answer_reinvite(cid, None, now, status=481)
+                    )
                 else:
                     leg.reinvite(req.body if req.content_type == "application/sdp" else b"")
             case CallAnswered(call=cid):
@@ -185,7 +195,13 @@ class SipTransport:
             case CallProgress(call=cid, status=status, reason=reason):
                 leg = self._legs.get(cid)
                 if leg is not None:
-                    event(log, "call.progress", call_id=leg.info.ids.get("call_id"), status=status, reason=reason)
+                    event(
+                        log,
+                        "call.progress",
+                        call_id=leg.info.ids.get("call_id"),
+                        status=status,
+                        reason=reason,
+                    )
             case CallEnded(call=cid, reason=reason, status=status):
                 fut = self._pending_answer.pop(cid, None)
                 if fut is not None and not fut.done():
@@ -212,13 +228,24 @@ class SipTransport:
             direction="inbound",
             local_user=user,
             remote_uri=str(req.from_.uri),
-            ids={"sip_call_id": req.call_id, "remote_tag": req.from_.tag or "", "remote_addr": f"{ev.source[0]}:{ev.source[1]}"},
+            ids={
+                "sip_call_id": req.call_id,
+                "remote_tag": req.from_.tag or "",
+                "remote_addr": f"{ev.source[0]}:{ev.source[1]}",
+            },
         )
         try:
             self.acceptor.admit(info)
         except Rejection as rej:
             status = _REJECT_STATUS.get(rej.kind, 480)
-            event(log, "call.rejected", sip_call_id=req.call_id, user=user, status=status, reason=rej.kind)
+            event(
+                log,
+                "call.rejected",
+                sip_call_id=req.call_id,
+                user=user,
+                status=status,
+                reason=rej.kind,
+            )
             self.endpoint.run(lambda now: self.ua.reject(cid, status, now))
             return
         local_host = self._local_host_for(ev.source[0])
@@ -270,12 +297,16 @@ class SipTransport:
             raise CallFailed(None, f"bad target URI {target!r}: {exc}") from None
         dest_host = uri.host.strip("[]")
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(dest_host, uri.port or 5060, type=socket.SOCK_DGRAM)
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                dest_host, uri.port or 5060, type=socket.SOCK_DGRAM
+            )
         except OSError as exc:
             raise CallFailed(None, f"cannot resolve {dest_host}: {exc}") from None
         dest = (str(infos[0][4][0]), int(infos[0][4][1]))
         local_host = self._local_host_for(dest[0])
-        info = LegInfo(transport="sip", direction="outbound", local_user=from_user, remote_uri=str(uri))
+        info = LegInfo(
+            transport="sip", direction="outbound", local_user=from_user, remote_uri=str(uri)
+        )
         leg = self._new_leg("", info, local_host)
         port = await leg.open_media()
         offer = create_offer(self._local_media(local_host, port))
@@ -284,7 +315,9 @@ class SipTransport:
 
         def place(now: float) -> list[Output]:
             nonlocal ua_call
-            ua_call, outs = self.ua.invite(uri, dest, bytes(offer), now, from_user=from_user, local_host=local_host)
+            ua_call, outs = self.ua.invite(
+                uri, dest, bytes(offer), now, from_user=from_user, local_host=local_host
+            )
             return outs
 
         self.endpoint.run(place)

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -18,12 +19,20 @@ from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegHold, LegInput
 from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, AudioFrame
+from callbridge.core.log import event
 from callbridge.core.ports import LegInfo
-from callbridge.observability.logging import event
 from callbridge.rtp.jitter import JitterConfig
+from callbridge.rtp.rtcp import ntp_from_unix
 from callbridge.rtp.session import RtpParams, RtpSession
 from callbridge.rtp.socket import PortAllocator, RtpSocket
-from callbridge.sdp.offer_answer import LocalMedia, MediaPlan, NoCommonCodec, OfferError, apply_answer, create_answer
+from callbridge.sdp.offer_answer import (
+    LocalMedia,
+    MediaPlan,
+    NoCommonCodec,
+    OfferError,
+    apply_answer,
+    create_answer,
+)
 from callbridge.sdp.session import SdpParseError, SessionDescription
 from callbridge.sdp.session import parse as parse_sdp
 
@@ -33,7 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("callbridge.transports.sip")
 
 TICK = FRAME_MS / 1000
-PLAYOUT_LIMIT_FRAMES = 20  # 400 ms: enough to ride out scheduling hiccups, small enough to flush fast
+PLAYOUT_LIMIT_FRAMES = (
+    20  # 400 ms: enough to ride out scheduling hiccups, small enough to flush fast
+)
 _END = object()
 
 
@@ -71,14 +82,16 @@ class SipLeg:
         self.local_host = local_host
         self.jitter_config = jitter
         self.rtp_timeout = rtp_timeout
-        self.socket = RtpSocket(ports, self._on_rtp, self._on_rtp)
+        self.socket = RtpSocket(ports, self._on_rtp, self._on_rtcp)
         self.session: RtpSession | None = None
         self.pending_offer: SessionDescription | None = None
         self._inputs: asyncio.Queue[LegInput | object] = asyncio.Queue()
         self._playout: collections.deque[AudioFrame] = collections.deque()
         self._room = asyncio.Event()
         self._room.set()
+        self._dtmf_digits: collections.deque[str] = collections.deque()
         self._dtmf_out: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._dtmf_until = 0.0  # the current event (plus the inter-digit gap) lasts until then
         self._samples_played = 0
         self._ended = asyncio.Event()
         self._media_started = asyncio.Event()
@@ -129,16 +142,13 @@ class SipLeg:
         return self._samples_played
 
     async def send_dtmf(self, digits: str) -> None:
-        if self.session is None:
-            return
-        offset = 0.0
+        """Queue digits; the media loop sends them ahead of queued audio, one event at a time."""
+        if self.session is None or self.session.params.dtmf_payload_type is None:
+            raise ValueError("the far end did not negotiate RFC 4733 telephone-event")
         for digit in digits:
-            packets = self.session.dtmf(digit)
-            if not packets:
-                raise ValueError("the far end did not negotiate RFC 4733 telephone-event")
-            base = offset
-            self._dtmf_out.extend((base + off, data) for off, data in packets)
-            offset = base + packets[-1][0] + 0.1  # RFC 4733 §2.5.1.2: a gap between events
+            if digit.upper() not in "0123456789*#ABCD":
+                raise ValueError(f"not a DTMF digit: {digit!r}")
+        self._dtmf_digits.extend(digits.upper())
 
     async def hangup(self, reason: str = "normal") -> None:
         self.request_hangup(reason)
@@ -165,7 +175,11 @@ class SipLeg:
         if plan.remote_hold != self._on_hold:
             self._on_hold = plan.remote_hold
             self._inputs.put_nowait(LegHold(plan.remote_hold))
-            event(log, "call.hold" if plan.remote_hold else "call.resume", call_id=self._info.ids.get("call_id"))
+            event(
+                log,
+                "call.hold" if plan.remote_hold else "call.resume",
+                call_id=self._info.ids.get("call_id"),
+            )
 
     def confirmed(self, sdp: bytes | None) -> None:
         if self.pending_offer is not None and sdp:
@@ -222,6 +236,9 @@ class SipLeg:
     def _finish(self) -> None:
         if self._ended.is_set():
             return
+        if self.session is not None:
+            bye = self.session.rtcp_bye()  # RFC 3550 §6.6: tell the peer this source is gone
+            self.socket.send_rtcp(bye.data, bye.addr)
         self._ended.set()
         self._room.set()
         self._inputs.put_nowait(_END)
@@ -242,21 +259,30 @@ class SipLeg:
         for digit in self.session.receive(data, source, self.clock.now()):
             self._digit(digit)
 
+    def _on_rtcp(self, data: bytes, source: tuple[str, int]) -> None:
+        if self.session is not None:
+            self.session.receive_rtcp(data, source, self.clock.now())
+
     def _digit(self, digit: DtmfDigit) -> None:
         # Runs in the socket callback, outside the call's task context: name the call explicitly.
-        event(log, "call.dtmf", call_id=self._info.ids.get("call_id"), digit=digit.digit, duration_ms=digit.duration_ms)
+        event(
+            log,
+            "call.dtmf",
+            call_id=self._info.ids.get("call_id"),
+            digit=digit.digit,
+            duration_ms=digit.duration_ms,
+        )
         self._inputs.put_nowait(digit)
 
     async def run(self) -> None:
         """Drive media until the call ends. Owned by the call's TaskGroup."""
         start = self.clock.now()
         n = 0
-        dtmf_start: float | None = None
         while not self.ended:
             n += 1
             deadline = start + n * TICK
             await self._sleep_until(deadline)
-            if self.ended:
+            if self._ended.is_set():
                 break
             now = self.clock.now()
             if now - deadline > 0.2:
@@ -270,25 +296,35 @@ class SipLeg:
                 self._digit(digit)
             if frame is not None:
                 self._inputs.put_nowait(frame)
-            if self._dtmf_out:
-                if dtmf_start is None:
-                    dtmf_start = now
-                while self._dtmf_out and dtmf_start + self._dtmf_out[0][0] <= now + 0.001:
-                    _, data = self._dtmf_out.popleft()
-                    self.socket.send(data, session.remote)
-                session.send_frame(None)  # audio is muted during the event; its clock runs on
+            if self._dtmf_step(session, now):
+                session.send_frame(None, now)  # audio is muted during the event; its clock runs on
                 continue
-            dtmf_start = None
             out_frame = self._playout.popleft() if self._playout else None
             if len(self._playout) < PLAYOUT_LIMIT_FRAMES:
                 self._room.set()
-            pkt = session.send_frame(out_frame)
+            pkt = session.send_frame(out_frame, now)
             if pkt is not None:
                 self.socket.send(pkt.data, pkt.addr)
                 self._samples_played += FRAME_SAMPLES
+            if session.rtcp_due(now):
+                report = session.rtcp_report(now, ntp_from_unix(time.time()))
+                self.socket.send_rtcp(report.data, report.addr)
             if now - session.last_rx > self.rtp_timeout and not self._on_hold:
                 event(log, "call.rtp_timeout", logging.WARNING, seconds=self.rtp_timeout)
                 self.request_hangup("rtp_timeout")
+
+    def _dtmf_step(self, session: RtpSession, now: float) -> bool:
+        """Send due RFC 4733 packets; True while an event (or the gap after it) holds the line."""
+        if not self._dtmf_out and self._dtmf_digits and now >= self._dtmf_until:
+            # Each event starts at the current media position, so every digit has its own
+            # RTP timestamp: receivers tell events apart by it (RFC 4733 §2.5.1.4).
+            packets = session.dtmf(self._dtmf_digits.popleft())
+            self._dtmf_out.extend((now + offset, data) for offset, data in packets)
+            self._dtmf_until = now + packets[-1][0] + 0.1 if packets else now
+        while self._dtmf_out and self._dtmf_out[0][0] <= now + 0.001:
+            _, data = self._dtmf_out.popleft()
+            self.socket.send(data, session.remote)
+        return bool(self._dtmf_out) or bool(self._dtmf_digits) or now < self._dtmf_until
 
     async def _sleep_until(self, deadline: float) -> None:
         # Ending is noticed at the next tick (<= 20 ms): cheaper than racing two futures per tick.

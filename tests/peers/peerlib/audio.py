@@ -137,7 +137,9 @@ def synthesize_speech(
         effects += ["repeat", str(repeat)]
     if pad_after_s:
         effects += ["pad", "0", f"{pad_after_s:g}"]
-    sox(str(raw), "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(out), *effects)
+    sox(
+        str(raw), "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(out), *effects
+    )
     raw.unlink()
     return out
 
@@ -155,7 +157,9 @@ class Similarity:
     test_dbfs: float
 
     def ok(self, min_env: float = 0.8, min_fine: float = 0.8) -> bool:
-        return self.env_corr >= min_env and self.fine_corr is not None and self.fine_corr >= min_fine
+        return (
+            self.env_corr >= min_env and self.fine_corr is not None and self.fine_corr >= min_fine
+        )
 
     def __str__(self) -> str:
         fine = "n/a" if self.fine_corr is None else f"{self.fine_corr:.3f}"
@@ -175,7 +179,8 @@ def dbfs(x: Pcm) -> float:
 def _envelope(x: Pcm, n: int = 80) -> npt.NDArray[np.float64]:
     frames = len(x) // n
     blocks = x[: frames * n].astype(np.float64).reshape(frames, n)
-    return np.sqrt(np.mean(blocks**2, axis=1))
+    env: npt.NDArray[np.float64] = np.sqrt(np.mean(blocks**2, axis=1))
+    return env
 
 
 def _ncc(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:

@@ -207,5 +207,16 @@ class BaresipCtl:
                 raise DeadlineExceeded(f"baresip event {etype} not seen in {timeout} s; saw {seen}")
             self.pump(min(deadline, time.monotonic() + 0.2))
 
+    def hold(self, seconds: float, forbidden: str = "CALL_CLOSED") -> None:
+        """Keep the call up for `seconds`, failing if a `forbidden` event arrives meanwhile."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.pump(min(deadline, time.monotonic() + 0.2))
+            early = [e for e in self.events[self._consumed :] if e.get("type") == forbidden]
+            if early:
+                raise AssertionError(f"baresip: {forbidden} during the call: {early[0]}")
+            if self.closed:
+                raise AssertionError("baresip closed the ctrl_tcp connection during the call")
+
     def event_types(self) -> list[str]:
         return [str(e.get("type")) for e in self.events]

@@ -32,7 +32,17 @@ def serve_argv() -> list[str]:
 
 
 def call_argv(uri: str, agent: str, duration_s: float) -> list[str]:
-    return [python(), "-m", "callbridge", "call", uri, "--agent", agent, "--duration", f"{duration_s:g}"]
+    return [
+        python(),
+        "-m",
+        "callbridge",
+        "call",
+        uri,
+        "--agent",
+        agent,
+        "--duration",
+        f"{duration_s:g}",
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +56,20 @@ class GatewayConfig:
 
     @classmethod
     def allocate(cls, data_dir: Path, rtp_range: tuple[int, int], **kw: Any) -> GatewayConfig:
-        return cls(sip_port=free_port(), http_port=free_port(), rtp_range=rtp_range, data_dir=data_dir, **kw)
+        return cls(
+            sip_port=free_port(),
+            http_port=free_port(),
+            rtp_range=rtp_range,
+            data_dir=data_dir,
+            **kw,
+        )
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         # Only the test's own settings: drop any CALLBRIDGE_* from the caller's shell.
-        for key in [k for k in env if k.startswith("CALLBRIDGE_") and k != "CALLBRIDGE_TEST_PYTHON"]:
+        for key in [
+            k for k in env if k.startswith("CALLBRIDGE_") and k != "CALLBRIDGE_TEST_PYTHON"
+        ]:
             del env[key]
         env.update(
             {
@@ -152,7 +170,9 @@ class CallbridgeProcess:
                 return found
             if not self.proc.running():
                 self.log.poll()
-                found = [ev for ev in self.events(msg, **fields) if predicate is None or predicate(ev)]
+                found = [
+                    ev for ev in self.events(msg, **fields) if predicate is None or predicate(ev)
+                ]
                 if len(found) >= count:
                     return found
                 raise AssertionError(
@@ -204,7 +224,10 @@ def _start(
 
 
 def start_gateway(
-    registry: ProcessRegistry, config: GatewayConfig, name: str = "callbridge", timeout: float = 20.0
+    registry: ProcessRegistry,
+    config: GatewayConfig,
+    name: str = "callbridge",
+    timeout: float = 20.0,
 ) -> CallbridgeProcess:
     """`callbridge serve`, returned once it logged sip.listening on the configured port."""
     gw = _start(registry, name, serve_argv(), config)

@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from .audio import Pcm, g711_decode
-from .process import LOOPBACK, DeadlineExceeded, ManagedProcess, ProcessRegistry, free_port, wait_true
+from .process import (
+    LOOPBACK,
+    DeadlineExceeded,
+    ManagedProcess,
+    ProcessRegistry,
+    free_port,
+    wait_true,
+)
 
 TSHARK_READ_TIMEOUT = 120.0
 
@@ -67,9 +74,7 @@ class Capture:
         return self.path
 
 
-def start_capture(
-    registry: ProcessRegistry, name: str, bpf: str, timeout: float = 15.0
-) -> Capture:
+def start_capture(registry: ProcessRegistry, name: str, bpf: str, timeout: float = 15.0) -> Capture:
     """Start tshark on lo with the BPF filter `bpf` (UDP only is typical) and wait until
     it demonstrably captures (a marker datagram shows up in its output)."""
     sentinel = free_port()

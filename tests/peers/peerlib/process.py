@@ -28,7 +28,9 @@ class DeadlineExceeded(AssertionError):
     """A bounded wait ran out. An AssertionError so pytest reports it as a test failure."""
 
 
-def wait_until(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T:
+def wait_until(
+    check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02
+) -> T:
     """Poll `check` until it returns something other than None, or fail after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:

@@ -205,7 +205,9 @@ class SippStats:
 
 
 def parse_stats(path: Path) -> SippStats:
-    lines = [line.rstrip("\n") for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    lines = [
+        line.rstrip("\n") for line in path.read_text(errors="replace").splitlines() if line.strip()
+    ]
     if not lines:
         raise AssertionError(f"empty SIPp statistics file {path}")
     header = tuple(c.strip() for c in lines[0].split(";"))

@@ -31,7 +31,7 @@ class PcapInfo:
 
 
 def _ip_checksum(header: bytes) -> int:
-    s = sum(struct.unpack("!10H", header))
+    s: int = sum(struct.unpack("!10H", header))
     s = (s >> 16) + (s & 0xFFFF)
     s += s >> 16
     return (~s) & 0xFFFF
@@ -95,14 +95,18 @@ def wav_to_pcap(
         t = i * ptime / 1000.0
         if kind == "a":
             assert isinstance(data, bytes)
-            hdr = struct.pack("!BBHII", 0x80, (0x80 if marker_next else 0) | pt, seq & 0xFFFF, ts, ssrc)
+            hdr = struct.pack(
+                "!BBHII", 0x80, (0x80 if marker_next else 0) | pt, seq & 0xFFFF, ts, ssrc
+            )
             pkts.append((t, hdr + data))
             marker_next = False
         elif kind == "e":
             assert isinstance(data, str)
             if k == 1:
                 ev_ts = ts
-            hdr = struct.pack("!BBHII", 0x80, (0x80 if k == 1 else 0) | te_pt, seq & 0xFFFF, ev_ts, ssrc)
+            hdr = struct.pack(
+                "!BBHII", 0x80, (0x80 if k == 1 else 0) | te_pt, seq & 0xFFFF, ev_ts, ssrc
+            )
             pkts.append((t, hdr + struct.pack("!BBH", EVENTS[data], 10, k * spf)))
         else:
             assert isinstance(data, str)
@@ -118,7 +122,9 @@ def wav_to_pcap(
             sec = int(t)
             usec = round((t - sec) * 1e6)
             f.write(struct.pack("<IIII", base + sec, usec, len(fr), len(fr)) + fr)
-    return PcapInfo(packets=len(pkts), seconds=len(slots) * ptime / 1000, ssrc=ssrc, payload_type=pt)
+    return PcapInfo(
+        packets=len(pkts), seconds=len(slots) * ptime / 1000, ssrc=ssrc, payload_type=pt
+    )
 
 
 def main() -> None:

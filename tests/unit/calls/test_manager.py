@@ -19,7 +19,9 @@ from callbridge.core.ports import LegInfo, Rejection
 class ScriptedLeg:
     """Delivers scripted inputs, records what the agent plays; ends on hangup or script end."""
 
-    def __init__(self, script: list[LegInput], user: str = "agent", end_after_script: bool = True) -> None:
+    def __init__(
+        self, script: list[LegInput], user: str = "agent", end_after_script: bool = True
+    ) -> None:
         self._info = LegInfo("test", "inbound", local_user=user)
         self.script = script
         self.played: list[AudioFrame] = []

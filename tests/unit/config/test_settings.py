@@ -68,7 +68,7 @@ def test_bad_values_name_the_field_and_the_fix(env: dict[str, str], field: str, 
 def test_unknown_key_in_file_suggests(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[sip]\nprot = 5060\n")
-    with pytest.raises(ConfigError, match="did you mean 'sip.port'"):
+    with pytest.raises(ConfigError, match=r"did you mean 'sip\.port'"):
         load_settings(cfg, environ={})
 
 
@@ -84,7 +84,9 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 def test_api_needs_token_off_loopback() -> None:
     with pytest.raises(ConfigError, match="CALLBRIDGE_API_TOKEN"):
         load_settings(environ={"CALLBRIDGE_HTTP_HOST": "0.0.0.0"})
-    s = load_settings(environ={"CALLBRIDGE_HTTP_HOST": "0.0.0.0", "CALLBRIDGE_API_TOKEN": "s3cret-token"})
+    s = load_settings(
+        environ={"CALLBRIDGE_HTTP_HOST": "0.0.0.0", "CALLBRIDGE_API_TOKEN": "s3cret-token"}
+    )
     assert "s3cret" not in repr(s)
 
 

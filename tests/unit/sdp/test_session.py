@@ -110,8 +110,10 @@ def test_direction_media_level_overrides_session_level() -> None:
 
 
 def test_media_level_connection_overrides_session_level() -> None:
-    text = load("sipp_uac_pcap.sdp").decode().replace(
-        "RTP/AVP 8 101\r\n", "RTP/AVP 8 101\r\nc=IN IP4 198.51.100.1\r\n"
+    text = (
+        load("sipp_uac_pcap.sdp")
+        .decode()
+        .replace("RTP/AVP 8 101\r\n", "RTP/AVP 8 101\r\nc=IN IP4 198.51.100.1\r\n")
     )
     sd = parse(text)
     assert sd.media_connection(sd.media[0]) == Connection("198.51.100.1")
@@ -163,7 +165,9 @@ def test_blank_and_trailing_lines_ignored() -> None:
 def test_fractional_ptime_rounds() -> None:
     m = MediaDescription("audio", 1, "RTP/AVP", ("0",), attributes=(("ptime", "20.0"),))
     assert m.ptime == 20
-    assert MediaDescription("audio", 1, "RTP/AVP", ("0",), attributes=(("ptime", "x"),)).ptime is None
+    assert (
+        MediaDescription("audio", 1, "RTP/AVP", ("0",), attributes=(("ptime", "x"),)).ptime is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -253,7 +257,7 @@ def _session(draw: st.DrawFn) -> SessionDescription:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_session())
 def test_parse_of_serialised_is_identity(sd: SessionDescription) -> None:
     assert parse(str(sd)) == sd
@@ -264,15 +268,17 @@ def test_parse_of_serialised_is_identity(sd: SessionDescription) -> None:
 @given(st.one_of(st.text(max_size=200), st.binary(max_size=200)))
 def test_parse_fails_only_with_sdp_parse_error(data: str | bytes) -> None:
     try:
-        parse(data)
+        sd = parse(data)
     except SdpParseError:
-        pass
+        return
+    assert parse(str(sd)) == sd  # whatever we accept, we can re-emit
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from(load("baresip.sdp").decode().split("\r\n")), max_size=25))
 def test_shuffled_real_lines_fail_only_with_sdp_parse_error(lines: list[str]) -> None:
     try:
-        parse("v=0\r\n" + "\r\n".join(lines))
+        sd = parse("v=0\r\n" + "\r\n".join(lines))
     except SdpParseError:
-        pass
+        return
+    assert parse(bytes(sd)) == sd

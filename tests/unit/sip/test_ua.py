@@ -21,7 +21,9 @@ PEER = ("127.0.0.1", 25080)
 SDP = b"v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 26100 RTP/AVP 0\r\n"
 
 
-def invite(branch: str = "z9hG4bK-1", call_id: str = "cid-1", user: str = "agent", body: bytes = SDP) -> bytes:
+def invite(
+    branch: str = "z9hG4bK-1", call_id: str = "cid-1", user: str = "agent", body: bytes = SDP
+) -> bytes:
     return (
         f"INVITE sip:{user}@127.0.0.1:5060 SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:25080;branch={branch}\r\n"
@@ -36,7 +38,9 @@ def invite(branch: str = "z9hG4bK-1", call_id: str = "cid-1", user: str = "agent
     ).encode() + body
 
 
-def in_dialog(method: str, to_tag: str, cseq: int, branch: str, call_id: str = "cid-1", body: bytes = b"") -> bytes:
+def in_dialog(
+    method: str, to_tag: str, cseq: int, branch: str, call_id: str = "cid-1", body: bytes = b""
+) -> bytes:
     return (
         f"{method} sip:agent@127.0.0.1:5060 SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:25080;branch={branch}\r\n"
@@ -131,7 +135,9 @@ def test_cancel_before_answer_gives_487() -> None:
     ua.ring(ev.call, 0.0)
     cancel = invite().replace(b"INVITE sip:", b"CANCEL sip:", 1).replace(b"1 INVITE", b"1 CANCEL")
     cancel = cancel.split(b"\r\n\r\n")[0].replace(b"Content-Type: application/sdp\r\n", b"")
-    cancel = cancel.replace(f"Content-Length: {len(SDP)}".encode(), b"Content-Length: 0") + b"\r\n\r\n"
+    cancel = (
+        cancel.replace(f"Content-Length: {len(SDP)}".encode(), b"Content-Length: 0") + b"\r\n\r\n"
+    )
     outs = ua.receive(cancel, PEER, 0.2)
     assert sorted(statuses(outs)) == [200, 487]
     assert events(outs) == [CallEnded(ev.call, "cancelled", 487)]
@@ -187,7 +193,9 @@ def test_out_of_order_cseq_in_dialog_is_500() -> None:
     ua = new_ua()
     _, tag = answered_call(ua)
     ua.receive(in_dialog("ACK", tag, 1, "z9hG4bK-ack"), PEER, 0.1)
-    assert statuses(ua.receive(in_dialog("INVITE", tag, 5, "z9hG4bK-r1", body=SDP), PEER, 1.0)) == []
+    assert (
+        statuses(ua.receive(in_dialog("INVITE", tag, 5, "z9hG4bK-r1", body=SDP), PEER, 1.0)) == []
+    )
     assert statuses(ua.receive(in_dialog("BYE", tag, 3, "z9hG4bK-r2"), PEER, 1.1)) == [500]
 
 
@@ -235,7 +243,9 @@ def test_outbound_call_2xx_gets_ack_and_retransmitted_2xx_gets_it_again() -> Non
     call, outs = ua.invite(SipUri.parse("sip:uas@127.0.0.1:25070"), dest, SDP, 0.0)
     (inv,) = sent(outs)
     assert isinstance(inv, SipRequest) and inv.method == "INVITE"
-    assert events(ua.receive(_reply(inv, 180, "callee"), dest, 0.1)) == [CallProgress(call, 180, "X")]
+    assert events(ua.receive(_reply(inv, 180, "callee"), dest, 0.1)) == [
+        CallProgress(call, 180, "X")
+    ]
     outs = ua.receive(_reply(inv, 200, "callee", SDP), dest, 0.2)
     acks = [m for m in sent(outs) if isinstance(m, SipRequest) and m.method == "ACK"]
     assert len(acks) == 1 and acks[0].uri == "sip:uas@127.0.0.1:25070"

@@ -1,0 +1,44 @@
+"""Signal level measurements on PCM16 little-endian mono audio."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["FULL_SCALE", "peak", "rms", "rms_dbfs"]
+
+FULL_SCALE = 32768.0
+
+
+def _samples(pcm: bytes) -> npt.NDArray[np.float64]:
+    if len(pcm) % 2:
+        raise ValueError("PCM16 data must have an even number of bytes")
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+
+
+def rms(pcm: bytes) -> float:
+    """Root mean square in sample units (0.0 for empty input)."""
+    x = _samples(pcm)
+    return math.sqrt(float(x @ x) / len(x)) if len(x) else 0.0
+
+
+def rms_dbfs(pcm: bytes) -> float:
+    """RMS level in dB relative to full-scale amplitude (32768).
+
+    A full-scale sine measures -3.01 dBFS (not the AES17 convention). Digital silence and
+    empty input return -inf.
+    """
+    level = rms(pcm)
+    return 20.0 * math.log10(level / FULL_SCALE) if level > 0 else -math.inf
+
+
+def peak(pcm: bytes) -> int:
+    """Largest absolute sample value (32768 for a -32768 sample; 0 for empty input)."""
+    if len(pcm) % 2:
+        raise ValueError("PCM16 data must have an even number of bytes")
+    if not pcm:
+        return 0
+    x = np.frombuffer(pcm, dtype="<i2")
+    return max(int(x.max()), -int(x.min()))

@@ -1,0 +1,546 @@
+"""Time-based adaptive jitter buffer: decoded RTP payloads in, continuous 20 ms frames out.
+
+Sans-IO: `push()` on every packet, `pop()` once per frame on an absolute schedule, both
+given the monotonic `now`. Internally the stream is a timeline of samples keyed by the
+extended (unwrapped) RTP timestamp; `_pos` is the timestamp of the next sample to play.
+
+Playout point (see playout_clock): the sample with timestamp `ts` should play at
+`(ts + base) / rate + target`, where `base` is the smallest recent transit and `target`
+follows the measured jitter. Each `pop()` compares where the cursor is with where it
+should be (`err`, in samples) and closes the gap gradually, never with a jump in the
+waveform:
+
+- too deep (`err` > 1.25 frames): drop a frame while the signal is quiet, or skip the
+  silent gap before a talk-spurt (marker bit, RFC 3551 §4.1); beyond 2 frames, also
+  while talking, remove one pitch period with a cross-fade (rate-limited);
+- too shallow (`err` < 0): insert a concealed frame while quiet; beyond -1/8 frame,
+  also while talking (rate-limited).
+
+So the delay stays within [target, target + 1.25 frames] when there are pauses to adjust
+in, and a little wider during continuous speech.
+
+Because the error is measured against the sender's timestamps, a sender clock running
+fast or slow only makes `err` drift, and the same mechanism absorbs it: no drift.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum, auto
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from callbridge.audio.plc import Concealer
+from callbridge.core.frames import AudioFrame
+from callbridge.rtp.playout_clock import PlayoutClock
+
+__all__ = ["JitterBuffer", "JitterConfig", "JitterStats"]
+
+_SEEN_MEMORY = 1024  # sequence numbers remembered for duplicate detection
+_MAX_CHUNKS = 512  # bounds memory against a sender flooding future timestamps
+_FORCED_INTERVAL = 5  # pops between adjustments made while the signal is not quiet
+_QUIET_DBFS = -40.0  # frames below this are always "quiet"
+_QUIET_REL = 0.01  # ... and so are frames 20 dB below the recent peak frame energy
+_LEVEL_DECAY = 0.995  # per frame: the peak tracker halves in ~140 frames (2.8 s)
+
+
+@dataclass(frozen=True, slots=True)
+class JitterConfig:
+    clock_rate: int = 8000
+    frame_samples: int = 160
+    min_delay: float = 0.020  # target delay range (s) beyond the fastest recent packet
+    max_delay: float = 0.060
+    max_late: int = 10  # consecutive late packets that mean the path got slower: re-anchor
+    resync_seq_jump: int = 100  # |sequence jump| treated as a new stream (RFC 3550 A.1)
+    resync_ts_jump: float = 2.0  # |timestamp jump| (s) treated as a new stream
+    stall_timeout: float = 1.0  # no packets for this long and nothing buffered: pop() -> None
+    ssrc_holdoff: float = 0.5  # after an SSRC change, packets of the old SSRC are dropped
+    base_window: float = 2.0  # window (s) of the minimum-transit estimate
+    spike_window: float = 10.0  # delay spikes keep the target up for this long (s)
+    jitter_factor: float = 3.0  # target >= jitter_factor * RFC 3550 jitter
+
+    def __post_init__(self) -> None:
+        if self.clock_rate <= 0 or self.frame_samples <= 0:
+            raise ValueError("clock_rate and frame_samples must be positive")
+        if not 0 <= self.min_delay <= self.max_delay:
+            raise ValueError("need 0 <= min_delay <= max_delay")
+        if self.max_late < 1 or self.resync_seq_jump < 1 or self.resync_ts_jump <= 0:
+            raise ValueError("max_late, resync_seq_jump and resync_ts_jump must be positive")
+
+
+@dataclass(slots=True)
+class JitterStats:
+    received: int = 0  # push() calls
+    duplicates: int = 0
+    late: int = 0  # arrived after (some of) their samples were due
+    reordered: int = 0  # arrived after a higher sequence number
+    lost: int = 0  # frames that contain concealment of missing samples
+    resyncs: int = 0  # new SSRC, or sequence/timestamp discontinuity
+    frames_out: int = 0
+    inserted: int = 0  # samples synthesised to deepen the buffer
+    dropped: int = 0  # samples removed to make it shallower
+    target_delay: float = 0.0  # seconds
+    delay: float = 0.0  # current playout delay beyond the fastest recent packet (s)
+    depth: float = 0.0  # audio buffered ahead of the playout point (s)
+    jitter: float = 0.0  # RFC 3550 interarrival jitter (s)
+
+
+class _State(Enum):
+    IDLE = auto()  # no packet yet
+    PRIMING = auto()  # waiting until the first sample is due
+    PLAYING = auto()
+    STALLED = auto()  # the source went quiet: pop() returns None until it resumes
+
+
+@dataclass(slots=True)
+class _Chunk:
+    start: int  # extended timestamp of the first sample
+    end: int
+    pcm: bytes
+    marker: bool
+
+
+_Part = bytes | int  # audio, or a count of missing samples
+
+
+def _wrap16(d: int) -> int:
+    return ((d + 0x8000) & 0xFFFF) - 0x8000
+
+
+def _wrap32(d: int) -> int:
+    return ((d + 0x8000_0000) & 0xFFFF_FFFF) - 0x8000_0000
+
+
+def _energy(x: npt.NDArray[np.int16]) -> float:
+    f = x.astype(np.float64)
+    return float(f @ f) / len(f) if len(f) else 0.0
+
+
+class JitterBuffer:
+    def __init__(self, config: JitterConfig | None = None) -> None:
+        cfg = config or JitterConfig()
+        self._cfg = cfg
+        rate = cfg.clock_rate
+        self._frame = cfg.frame_samples
+        self._pitch_min = rate * 5 // 1000
+        self._pitch_max = rate * 15 // 1000
+        self._hard_skip = 8 * self._frame  # beyond this surplus, jump rather than drain
+        self._quiet_abs = (32768.0 * 10 ** (_QUIET_DBFS / 20)) ** 2
+        self._clock = PlayoutClock(
+            rate,
+            cfg.min_delay,
+            cfg.max_delay,
+            base_window=cfg.base_window,
+            spike_window=cfg.spike_window,
+            jitter_factor=cfg.jitter_factor,
+        )
+        self._plc = Concealer(rate)
+        self._stats = JitterStats()
+        self._state = _State.IDLE
+        self._audible = False  # whether a PRIMING pop conceals (mid-stream) or returns None
+        self._pos = 0
+        self._chunks: list[_Chunk] = []
+        self._starts: list[int] = []
+        # Stream identity and sequence/timestamp unwrapping (RFC 3550 A.1).
+        self._ssrc: int | None = None
+        self._old_ssrc: int | None = None
+        self._resync_at = 0.0
+        self._max_seq16 = 0
+        self._max_ext_seq = 0
+        self._ref_ts32 = 0
+        self._ref_ext_ts = 0
+        self._seen: set[int] = set()
+        self._seen_order: deque[int] = deque()
+        self._pending: tuple[int, int, bytes, bool, float] | None = None
+        self._last_arrival = 0.0
+        self._grid = 0  # start timestamp and length of the newest packet: the packet grid
+        self._ptime = cfg.frame_samples
+        self._late_streak = 0
+        self._cooldown = 0
+        self._level = 0.0
+        self._last_energy = 0.0
+
+    @property
+    def stats(self) -> JitterStats:
+        """A snapshot (the buffer keeps counting into its own copy)."""
+        s, rate = self._stats, self._cfg.clock_rate
+        return JitterStats(
+            received=s.received,
+            duplicates=s.duplicates,
+            late=s.late,
+            reordered=s.reordered,
+            lost=s.lost,
+            resyncs=s.resyncs,
+            frames_out=s.frames_out,
+            inserted=s.inserted,
+            dropped=s.dropped,
+            target_delay=self._clock.target / rate,
+            delay=s.delay,
+            depth=self._depth() / rate,
+            jitter=self._clock.jitter / rate,
+        )
+
+    # -- input -----------------------------------------------------------------------
+
+    def push(  # noqa: PLR0917 - the positional signature is the module contract
+        self,
+        ssrc: int,
+        sequence: int,
+        timestamp: int,
+        pcm: bytes,
+        now: float,
+        marker: bool = False,
+    ) -> None:
+        """Accept one decoded payload (PCM16 LE at clock_rate, any length)."""
+        self._stats.received += 1
+        if len(pcm) < 2:
+            return
+        if len(pcm) % 2:
+            pcm = pcm[:-1]
+        sequence &= 0xFFFF
+        timestamp &= 0xFFFF_FFFF
+        cfg = self._cfg
+        if self._ssrc is None:
+            self._begin(ssrc, sequence, timestamp, now, resync=False)
+        elif ssrc != self._ssrc:
+            if ssrc == self._old_ssrc and now - self._resync_at < cfg.ssrc_holdoff:
+                self._stats.late += 1  # a straggler of the stream we just switched away from
+                return
+            self._begin(ssrc, sequence, timestamp, now, resync=True)
+        else:
+            dseq = _wrap16(sequence - self._max_seq16)
+            if abs(dseq) > cfg.resync_seq_jump:
+                # RFC 3550 A.1: believe a big sequence jump only once the next packet
+                # follows it; a lone stray packet is dropped.
+                pending = self._pending
+                if pending is None or sequence != (pending[0] + 1) & 0xFFFF:
+                    self._pending = (sequence, timestamp, pcm, marker, now)
+                    return
+                self._pending = None
+                self._begin(ssrc, pending[0], pending[1], pending[4], resync=True)
+                self._accept(*pending)
+            else:
+                self._pending = None
+                dts = _wrap32(timestamp - self._ref_ts32)
+                if abs(dts) > cfg.resync_ts_jump * cfg.clock_rate:
+                    self._begin(ssrc, sequence, timestamp, now, resync=True)
+        self._accept(sequence, timestamp, pcm, marker, now)
+
+    def _begin(self, ssrc: int, sequence: int, timestamp: int, now: float, resync: bool) -> None:
+        """Start a new stream whose first packet has these numbers."""
+        if resync:
+            self._stats.resyncs += 1
+            if ssrc != self._ssrc:
+                self._old_ssrc = self._ssrc
+                self._resync_at = now
+        self._ssrc = ssrc
+        self._max_seq16 = self._max_ext_seq = sequence
+        self._ref_ts32 = self._ref_ext_ts = timestamp
+        self._seen.clear()
+        self._seen_order.clear()
+        self._pending = None
+        self._late_streak = 0
+        self._clock.reanchor()
+        match self._state:
+            case _State.PLAYING if self._chunks:
+                # Re-key the unplayed tail of the old stream to end where the new one
+                # starts: it plays out while the new stream fills, no gap and no stall.
+                shift = timestamp - self._chunks[-1].end
+                for c in self._chunks:
+                    c.start += shift
+                    c.end += shift
+                self._starts = [c.start for c in self._chunks]
+                self._pos += shift
+            case _State.PLAYING | _State.PRIMING:
+                self._prime(timestamp, audible=True)
+            case _State.IDLE | _State.STALLED:
+                self._prime(timestamp, audible=False)
+
+    def _prime(self, timestamp: int, audible: bool) -> None:
+        self._chunks.clear()
+        self._starts.clear()
+        self._state = _State.PRIMING
+        self._audible = audible
+        self._pos = timestamp
+
+    def _accept(self, sequence: int, timestamp: int, pcm: bytes, marker: bool, now: float) -> None:
+        st = self._stats
+        dseq = _wrap16(sequence - self._max_seq16)
+        ext_seq = self._max_ext_seq + dseq
+        if ext_seq in self._seen:
+            st.duplicates += 1
+            return
+        self._seen.add(ext_seq)
+        self._seen_order.append(ext_seq)
+        if len(self._seen_order) > _SEEN_MEMORY:
+            self._seen.discard(self._seen_order.popleft())
+        if dseq < 0:
+            st.reordered += 1
+        else:
+            self._max_seq16, self._max_ext_seq = sequence, ext_seq
+        dts = _wrap32(timestamp - self._ref_ts32)
+        ts = self._ref_ext_ts + dts
+        if dts > 0:
+            self._ref_ts32, self._ref_ext_ts = timestamp, ts
+        if dts >= 0:
+            self._grid, self._ptime = ts, len(pcm) // 2
+        self._last_arrival = now
+
+        if self._state is _State.STALLED:
+            # The source resumed (hold, DTX): its timestamps may have moved on arbitrarily.
+            self._clock.reanchor()
+            self._prime(ts, audible=False)
+        self._clock.observe(now, ts)
+
+        if self._state is _State.PRIMING:
+            self._pos = min(self._pos, ts)
+        elif ts < self._pos:  # PLAYING: (some of) these samples were already due
+            st.late += 1
+            self._late_streak += 1
+            if self._late_streak >= self._cfg.max_late:
+                # Persistently late: the path got slower than the window minimum admits.
+                # Re-anchor on this packet and re-prime (concealing meanwhile).
+                self._late_streak = 0
+                self._clock.reanchor()
+                self._clock.observe(now, ts)
+                self._state = _State.PRIMING
+                self._pos = ts
+            else:
+                usable = ts + len(pcm) // 2 - self._pos
+                if usable <= 0:
+                    return
+                pcm = pcm[-2 * usable :]
+                ts = self._pos
+        else:
+            self._late_streak = 0
+        self._insert(ts, pcm, marker)
+
+    def _insert(self, start: int, pcm: bytes, marker: bool) -> None:
+        end = start + len(pcm) // 2
+        chunks = self._chunks
+        i = bisect.bisect_right(self._starts, start)
+        # Keep chunks disjoint: samples already buffered win (first arrival).
+        if i > 0 and chunks[i - 1].end > start:
+            prev_end = chunks[i - 1].end
+            if prev_end >= end:
+                return
+            pcm = pcm[2 * (prev_end - start) :]
+            start = prev_end
+        if i < len(chunks) and chunks[i].start < end:
+            end = chunks[i].start
+            pcm = pcm[: 2 * (end - start)]
+        if end <= start or len(chunks) >= _MAX_CHUNKS:
+            return
+        chunks.insert(i, _Chunk(start, end, pcm, marker))
+        self._starts.insert(i, start)
+
+    # -- output ----------------------------------------------------------------------
+
+    def pop(self, now: float) -> AudioFrame | None:
+        """The next frame_samples samples, or None when there is nothing to play."""
+        match self._state:
+            case _State.IDLE | _State.STALLED:
+                return None
+            case _State.PRIMING:
+                if self._clock.position(now) < self._pos + self._lead():
+                    if not self._audible:
+                        return None
+                    self._stats.lost += 1
+                    return self._emit(self._plc.conceal(self._frame), concealed=True)
+                self._state = _State.PLAYING
+                self._audible = True
+            case _State.PLAYING:
+                pass
+        if now - self._last_arrival > self._cfg.stall_timeout and self._depth() <= 0:
+            self._state = _State.STALLED
+            self._audible = False
+            return None
+        err = self._clock.position(now) - self._pos - self._lead()
+        self._stats.delay = (err + self._clock.target) / self._cfg.clock_rate
+        pcm, concealed, lost = self._adjust_and_render(err)
+        if lost:
+            self._stats.lost += 1
+        return self._emit(pcm, concealed)
+
+    def _emit(self, pcm: bytes, concealed: bool) -> AudioFrame:
+        self._stats.frames_out += 1
+        e = _energy(np.frombuffer(pcm, dtype="<i2"))
+        self._last_energy = e
+        self._level = max(e, self._level * _LEVEL_DECAY)
+        return AudioFrame(pcm, self._cfg.clock_rate, concealed)
+
+    def _quiet(self, energy: float) -> bool:
+        return energy < max(self._quiet_abs, _QUIET_REL * self._level)
+
+    def _adjust_and_render(self, err: float) -> tuple[bytes, bool, bool]:
+        """One frame, after at most one delay adjustment. Returns (pcm, concealed, lost)."""
+        f = self._frame
+        st = self._stats
+        if self._cooldown:
+            self._cooldown -= 1
+        if err > self._hard_skip:
+            # Far too deep (start-up transit spike, stalled consumer): jump, and splice
+            # with a little concealment so the jump does not click.
+            skip = int(err)
+            self._take(skip)
+            st.dropped += skip
+            splice = f // 4
+            st.inserted += splice
+            head = self._plc.conceal(splice)
+            pcm, _, lost = self._render(f - splice)
+            return head + pcm, True, lost
+        if err > f + f // 4:
+            if self._skip_silent_gap(int(err)):
+                return self._render(f)
+            x = self._peek(2 * f)
+            if x is not None and self._quiet(_energy(x)):
+                return self._compress(x, f, f // 4), False, False
+            if err > 2 * f and not self._cooldown:
+                x = self._peek(f + self._pitch_max)
+                if x is not None:
+                    k = self._best_lag(x)
+                    self._cooldown = _FORCED_INTERVAL
+                    return self._compress(x[: f + k], k, k), False, False
+        elif err < 0:
+            if self._quiet(self._last_energy):
+                x = self._peek(f)
+                if x is None or self._at_talkspurt() or self._quiet(_energy(x)):
+                    st.inserted += f
+                    return self._plc.conceal(f), True, False
+            if err < -f / 8 and not self._cooldown:
+                # A whole frame keeps the frame grid aligned with the packet grid.
+                self._cooldown = _FORCED_INTERVAL
+                st.inserted += f
+                return self._plc.conceal(f), True, False
+        return self._render(f)
+
+    def _render(self, n: int) -> tuple[bytes, bool, bool]:
+        """Play the next n samples, concealing gaps. Returns (pcm, concealed, lost)."""
+        parts = self._take(n)
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return self._plc.good(parts[0]), False, False
+        out: list[bytes] = []
+        run: list[bytes] = []
+        lost = False
+        for part in parts:
+            if isinstance(part, bytes):
+                run.append(part)
+                continue
+            if run:
+                out.append(self._plc.good(b"".join(run)))
+                run.clear()
+            out.append(self._plc.conceal(part))
+            lost = True
+        if run:
+            out.append(self._plc.good(b"".join(run)))
+        return b"".join(out), lost, lost
+
+    def _compress(self, x: npt.NDArray[np.int16], k: int, overlap: int) -> bytes:
+        """Play len(x) - k samples for len(x): drop k, cross-fading x[:ov] into x[k:k+ov]."""
+        f = x.astype(np.float64)
+        up = np.arange(1, overlap + 1) / (overlap + 1)
+        head = f[:overlap] * (1.0 - up) + f[k : k + overlap] * up
+        y = np.concatenate((head, f[k + overlap :]))
+        pcm = np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes()
+        self._take(len(x))
+        self._stats.dropped += k
+        return self._plc.good(pcm)
+
+    def _best_lag(self, x: npt.NDArray[np.int16]) -> int:
+        """Pitch-like lag whose removal is least audible (max normalised correlation)."""
+        lo, hi = self._pitch_min, self._pitch_max
+        n = self._frame // 2
+        f = x.astype(np.float64)
+        ref = f[:n]
+        cand = sliding_window_view(f[lo : hi + n], n)  # row j <-> lag lo + j
+        corr = cand @ ref
+        energy = np.einsum("ij,ij->i", cand, cand)
+        score = np.where(corr > 0, corr * corr, -corr * corr) / np.maximum(energy, 1.0)
+        return lo + int(np.argmax(score))
+
+    def _skip_silent_gap(self, err: int) -> bool:
+        """At a talk-spurt start after silence, shorten the silence instead of speech."""
+        if not self._chunks or not self._quiet(self._last_energy):
+            return False
+        nxt = self._chunks[0]
+        if not nxt.marker or nxt.start <= self._pos:
+            return False
+        skip = min(nxt.start - self._pos, err)
+        self._take(skip)
+        self._stats.dropped += skip
+        return True
+
+    def _at_talkspurt(self) -> bool:
+        return bool(self._chunks) and self._chunks[0].marker and self._chunks[0].start == self._pos
+
+    # -- timeline --------------------------------------------------------------------
+
+    def _lead(self) -> int:
+        """How far past `_pos` the packet completing the coming frames starts, worst case.
+
+        A sample arrives with its packet, so a frame whose end lies in a later packet than
+        its start waits for that packet. Over successive frames the offset of the packet
+        grid within the frame runs through the multiples of gcd(frame, ptime); the worst
+        one decides (0 when 20 ms packets line up with 20 ms frames, 10 ms for 30 ms
+        packets).
+        """
+        f = self._frame
+        d = math.gcd(f, self._ptime)
+        return f - 1 - (self._pos + f - 1 - self._grid) % d
+
+    def _depth(self) -> int:
+        if self._state is not _State.PLAYING or not self._chunks:
+            return 0
+        return max(0, self._chunks[-1].end - self._pos)
+
+    def _peek(self, n: int) -> npt.NDArray[np.int16] | None:
+        """The next n samples if all are buffered, without consuming them."""
+        pos, end = self._pos, self._pos + n
+        parts: list[bytes] = []
+        for c in self._chunks:
+            if c.end <= pos:
+                continue
+            if c.start > pos:
+                return None
+            stop = min(c.end, end)
+            parts.append(c.pcm[2 * (pos - c.start) : 2 * (stop - c.start)])
+            pos = stop
+            if pos >= end:
+                return np.frombuffer(b"".join(parts), dtype="<i2")
+        return None
+
+    def _take(self, n: int) -> list[_Part]:
+        """Consume the next n samples: audio slices and gap lengths, in order."""
+        chunks = self._chunks
+        cur, end = self._pos, self._pos + n
+        out: list[_Part] = []
+        done = 0
+        for c in chunks:
+            if cur >= end:
+                break
+            if c.end <= cur:
+                done += 1
+                continue
+            if c.start > cur:
+                gap_end = min(c.start, end)
+                out.append(gap_end - cur)
+                cur = gap_end
+                if cur >= end:
+                    break
+            stop = min(c.end, end)
+            out.append(c.pcm[2 * (cur - c.start) : 2 * (stop - c.start)])
+            cur = stop
+            if c.end <= end:
+                done += 1
+        if cur < end:
+            out.append(end - cur)
+        if done:
+            del chunks[:done]
+            del self._starts[:done]
+        self._pos = end
+        return out

@@ -1,0 +1,69 @@
+"""Acceptance 4: 50 concurrent SIPp calls with RTP both ways for 20 s each: no failed call,
+no retransmission storm, every call started and ended in the gateway's log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import GatewayFactory, require_tools
+from .peerlib import audio
+from .peerlib.process import PORT_BLOCKS, ProcessRegistry, free_port
+from .peerlib.sipp import start_uac
+from .peerlib.wav2pcap import wav_to_pcap
+
+pytestmark = pytest.mark.peer
+
+CALLS = 50
+HOLD_MS = 20_000
+RATE = 25  # calls/s: all 50 are up after 2 s, so the peak concurrency is 50
+SPEECH = "Load test audio. The quick brown fox jumps over the lazy dog."
+
+
+def test_fifty_concurrent_calls_with_rtp(
+    registry: ProcessRegistry, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    require_tools("sipp", "espeak-ng", "sox")
+    gateway = gateway_factory(rtp_ports=4 * CALLS + 40)
+    # Speech repeated and cut to the hold time: RTP for all 20 s of each call, then BYE.
+    speech = audio.synthesize_speech(SPEECH, tmp_path / "speech.wav", repeat=6)
+    pcm = audio.read_wav(speech)[: HOLD_MS * 8]
+    assert len(pcm) == HOLD_MS * 8, len(pcm)
+    wav = audio.write_wav(tmp_path / "media.wav", pcm)
+    media = tmp_path / "media.pcap"
+    wav_to_pcap(wav, media, codec="pcmu")
+
+    uac_mp, _ = PORT_BLOCKS.take(4 * CALLS + 8)  # [auto_media_port] = -mp + 4 * (call# - 1)
+    uac = start_uac(
+        registry, "uac", "uac_play.xml", target=gateway.sip_addr, service="agent",
+        sip_port=free_port(), media_port=uac_mp, calls=CALLS, rate=RATE, limit=CALLS,
+        hold_ms=HOLD_MS, timeout_s=60, files={"media.pcap": media},
+    )  # fmt: skip
+    rc = uac.wait(70)
+    stats = uac.stats()
+    assert rc == 0, uac.describe()
+    assert stats.counter("TotalCallCreated") == CALLS, stats.summary()
+    assert stats.counter("SuccessfulCall(C)") == CALLS, stats.summary()
+    assert stats.counter("FailedCall(C)") == 0, stats.summary()
+    assert stats.counter("Retransmissions(C)") == 0, f"retransmissions: {stats.summary()}"
+    assert stats.peak_concurrent == CALLS, stats.summary()
+
+    started = gateway.wait_for("call.started", timeout=5, count=CALLS)
+    ended = gateway.wait_for("call.ended", timeout=15, count=CALLS)
+    assert len(started) == CALLS and len(ended) == CALLS, (len(started), len(ended))
+    started_ids = {ev["call_id"] for ev in started}
+    assert started_ids == {ev["call_id"] for ev in ended}
+    sip_ids = {ev.get("sip_call_id") for ev in started}
+    assert sip_ids == {f"{n}-{uac.proc.pid}@127.0.0.1" for n in range(1, CALLS + 1)}
+
+    # ~HOLD_MS / 20 ms = 1000 packets each way per call; allow 10 % for setup/teardown edges.
+    expected = HOLD_MS // 20
+    low = []
+    for ev in ended:
+        missing = [k for k in ("rtp_in", "rtp_out") if k not in ev]
+        assert not missing, f"call.ended lacks {missing}: {ev}"
+        if int(ev["rtp_in"]) < 0.9 * expected or int(ev["rtp_out"]) < 0.9 * expected:
+            low.append((ev["call_id"], ev["rtp_in"], ev["rtp_out"]))
+    assert not low, f"calls with < 90 % of the expected {expected} packets (id, in, out): {low}"
+    gateway.assert_no_crash()

@@ -1,0 +1,417 @@
+"""Acceptance 5: the 49 RFC 4475 torture messages, each sent as ONE UDP datagram to the
+running gateway. Every message gets the answer the table below expects (or none), the
+gateway stays up (an OPTIONS to 'agent' is answered 200 after every message), and no
+INVITE transaction is left open (non-2xx finals are ACKed, 2xx get ACK+BYE, unanswered
+INVITEs are CANCELled).
+
+Each message is sent from its own socket and its responses are collected on that socket.
+The one change made to the RFC's bytes: requests get `;rport` added to their top Via, right
+after its sent-by (RFC 3581 §3, as any current UAC sends it), unless it already has one. The
+gateway routes responses by RFC 3261 §18.2.2 + RFC 3581 §4 (received IP, then rport, else
+the sent-by port, default 5060); the torture messages' sent-by hosts are fictitious, so
+without rport every answer would go to 127.0.0.1:5060 and could not be observed. Responses
+(bcast, bigcode, ...) and everything else stay byte-exact.
+
+EXPECTED is the wire-level table for *this* gateway as a UAS: it serves only its agents
+('agent', 'echo'), so a well-formed request to any other user gets 404 (RFC 3261
+§8.2.2.1), OPTIONS included (§11.2: "the same [response] that would have been generated
+had the request been an INVITE"). The §8.2 order decides which error wins: method (405/501,
+§8.2.1) before Request-URI (416/404, §8.2.2.1) before Require (420, §8.2.2.3) before
+content (415, §8.2.3); where RFC 4475 or the §8.2 order allow either answer, both are
+listed. tests/unit/sip/test_torture.py did not exist when this was written, so the table
+is defined here (it is not the parser-level table of that unit test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .peerlib.callbridge import CallbridgeProcess
+from .peerlib.process import LOOPBACK
+
+pytestmark = pytest.mark.peer
+
+TORTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "sip-torture"
+
+WAIT_FINAL_S = 2.0  # an answer on loopback takes milliseconds
+WAIT_SILENCE_S = 1.0  # how long "no response" is observed
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    statuses: frozenset[int]  # acceptable final statuses; empty: must be dropped silently
+    why: str
+
+
+def _e(*codes: int, why: str) -> Expect:
+    return Expect(frozenset(codes), why)
+
+
+_UNKNOWN_USER = "well-formed, to a user the gateway does not serve: 404 (§8.2.2.1"
+_REGISTER = "REGISTER to a UA that is no registrar: 405 + Allow (§8.2.1; RFC 4475 §3.3.7)"
+_STRAY = "a response matching no client transaction: discarded (RFC 3261 §18.1.2, §17.1.3)"
+
+EXPECTED: dict[str, Expect] = {
+    # 3.1.1 valid messages: must be parsed and processed
+    "wsinv": _e(404, 481, why="valid INVITE with a To tag and no such dialog: 481 (§12.2.2), or 404 first (user vivekg)"),
+    "intmeth": _e(405, 501, why="valid request with an unknown method: 501 (§21.5.2) or 405 (§8.2.1)"),
+    "esc01": _e(404, why=_UNKNOWN_USER + "; user 'sips:user@example.com' escaped)"),
+    "escnull": _e(405, why=_REGISTER + "; %00 in URIs must not break the parser"),
+    "esc02": _e(405, 501, why="method RE%47IST%45R is not REGISTER (no unescaping of methods): unknown method"),
+    "lwsdisp": _e(404, why=_UNKNOWN_USER + "/§11.2; OPTIONS)"),
+    "longreq": _e(404, why=_UNKNOWN_USER + ")"),
+    "dblreq": _e(405, why=_REGISTER + "; bytes after Content-Length (the 2nd request) are discarded (§18.3)"),
+    "semiuri": _e(404, why=_UNKNOWN_USER + "/§11.2; user 'user;par=u%40example.net')"),
+    "transports": _e(404, why=_UNKNOWN_USER + "/§11.2; OPTIONS)"),
+    "mpart01": _e(405, 501, why="MESSAGE (RFC 3428) is not supported: 405 (§8.2.1), or 501 if not recognised"),
+    "unreason": _e(why=_STRAY),
+    "noreason": _e(why=_STRAY),
+    # 3.1.2 invalid messages: 400 where a response can be formed, else dropped
+    "badinv01": _e(400, why="extraneous ; and , in Via and Contact: 400 (RFC 4475 §3.1.2.1)"),
+    "clerr": _e(400, why="Content-Length larger than the UDP payload: 400 (§18.3, RFC 4475 §3.1.2.2)"),
+    "ncl": _e(400, why="negative Content-Length: an error, 400 (RFC 4475 §3.1.2.3)"),
+    "scalar02": _e(400, why="overlarge CSeq / Max-Forwards / Expires: 400 (RFC 4475 §3.1.2.4)"),
+    "scalarlg": _e(why="malformed (overlarge scalars) *response*: dropped (" + _STRAY + ")"),
+    "quotbal": _e(400, why="unterminated quoted display name in To: 400 (RFC 4475 §3.1.2.6)"),
+    "ltgtruri": _e(400, why="Request-URI in <>: 400 (RFC 4475 §3.1.2.7, §25.1)"),
+    "lwsruri": _e(400, why="LWS inside the Request-URI: 400 (RFC 4475 §3.1.2.8)"),
+    "lwsstart": _e(400, 404, why="multiple SP in the Request-Line: 400, or liberal -> unknown user 404 (RFC 4475 §3.1.2.9)"),
+    "trws": _e(400, 404, why="SP after SIP-Version: 400, or liberal -> OPTIONS to unknown user 404 (RFC 4475 §3.1.2.10)"),
+    "escruri": _e(400, 404, why="escaped headers in the Request-URI: 400, or liberal (ignore them) -> 404 (RFC 4475 §3.1.2.11)"),
+    "baddate": _e(400, 404, why="non-GMT Date: may be rejected, better ignored -> unknown user 404 (RFC 4475 §3.1.2.12)"),
+    "regbadct": _e(400, 405, why="Contact with URI headers outside <>: 400, or 405 for REGISTER first (§8.2.1; RFC 4475 §3.1.2.13)"),
+    "badaspec": _e(400, 404, why="spaces inside <> in To: 400, or liberal -> OPTIONS to unknown user 404 (RFC 4475 §3.1.2.14)"),
+    "baddn": _e(400, 404, why="unquoted display name with ',': 400, or liberal -> 404 (RFC 4475 §3.1.2.15)"),
+    "badvers": _e(505, why="SIP/7.0: 505 Version Not Supported (RFC 4475 §3.1.2.16)"),
+    "mismatch01": _e(400, why="CSeq method INVITE on an OPTIONS: 400 (RFC 4475 §3.1.2.17)"),
+    "mismatch02": _e(400, 501, why="unknown method + CSeq mismatch: 501 preferred, 400 acceptable (RFC 4475 §3.1.2.18)"),
+    "bigcode": _e(why="response code 4294967301: invalid response, dropped (RFC 4475 §3.1.2.19)"),
+    # 3.2 transaction layer
+    "badbranch": _e(400, 404, why="branch=z9hG4bK with no id: 400, or RFC 2543 matching -> OPTIONS 404 (RFC 4475 §3.2.1)"),
+    # 3.3 application layer
+    "insuf": _e(400, why="no To, From, Call-ID, Max-Forwards: 400 (RFC 4475 §3.3.1)"),
+    "unkscm": _e(416, why="Request-URI scheme nobodyKnowsThisScheme: 416 (§8.2.2.1, RFC 4475 §3.3.2)"),
+    "novelsc": _e(416, 404, why="soap.beep: Request-URI: 416, or 404 if the scheme were served (RFC 4475 §3.3.3)"),
+    "unksm2": _e(405, why=_REGISTER + "; isbn:/http:/name: URIs in headers must parse"),
+    "bext01": _e(404, 420, why="Require: unknown option: 420 + Unsupported (§8.2.2.3), but 404 for the unknown user comes first in §8.2"),
+    "invut": _e(404, 415, why="Content-Type application/unknownformat: 415 + Accept (§8.2.3), or 404 first (§8.2.2.1)"),
+    "regaut01": _e(405, why="REGISTER with an unknown Authorization scheme, to a non-registrar: 405 (RFC 4475 §3.3.7)"),
+    "multi01": _e(400, why="several To/From/Call-ID/CSeq: 400 (RFC 4475 §3.3.8)"),
+    "mcl01": _e(400, why="two Content-Length values: 400 (RFC 4475 §3.3.9)"),
+    "bcast": _e(why=_STRAY + "; never answered towards 255.255.255.255"),
+    "zeromf": _e(404, why="Max-Forwards: 0 at an endpoint is processed normally (RFC 4475 §3.3.11): OPTIONS to unknown user 404"),
+    "cparam01": _e(405, why=_REGISTER),
+    "cparam02": _e(405, why=_REGISTER),
+    "regescrt": _e(405, why=_REGISTER),
+    "sdp01": _e(400, 404, 406, why="Accept without application/sdp: 406 or 400 (RFC 4475 §3.3.15), or 404 first"),
+    # 3.4 backward compatibility
+    "inv2543": _e(404, why="RFC 2543 INVITE (no branch cookie, no Max-Forwards) is processed: unknown user 404 (RFC 4475 §3.4.1)"),
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- tiny SIP client
+
+_COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "l": "content-length",
+            "m": "contact", "c": "content-type", "e": "content-encoding", "k": "supported"}  # fmt: skip
+
+
+_TOP_VIA = re.compile(
+    rb"^(?:via|v)[ \t]*:\s*SIP\s*/\s*[^/\s]+\s*/\s*[^\s;,/]+\s+(?:\[[^\]]*\]|[^\s;,:]+)(?:\s*:\s*\d+)?",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def with_rport(data: bytes) -> bytes:
+    """The request with `;rport` after its top Via's sent-by (see the module docstring)."""
+    if data.startswith(b"SIP/"):
+        return data
+    head_end = data.find(b"\r\n\r\n")
+    head_end = len(data) if head_end < 0 else head_end
+    first_eol = data.find(b"\r\n")
+    m = _TOP_VIA.search(data, first_eol + 2, head_end)
+    if m is None:
+        return data
+    line_end = data.find(b"\r\n", m.end())
+    if b"rport" in data[m.end() : line_end].lower():
+        return data
+    return data[: m.end()] + b";rport" + data[m.end() :]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]  # (lower-case long name, value), unfolded
+    raw: bytes
+
+    def get(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+def parse_response(data: bytes) -> Response | None:
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    lines = head.split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].upper().startswith("SIP/") or not parts[1].isdigit():
+        return None
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+        elif ":" in line:
+            name, value = line.split(":", 1)
+            key = name.strip().lower()
+            headers.append((_COMPACT.get(key, key), value.strip()))
+    return Response(int(parts[1]), parts[2] if len(parts) > 2 else "", tuple(headers), data)
+
+
+@dataclass(eq=False)
+class Outcome:
+    name: str
+    method: str
+    responses: list[Response] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> Response | None:
+        return next((r for r in self.responses if r.status >= 200), None)
+
+
+@contextlib.contextmanager
+def udp_socket() -> Iterator[socket.socket]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((LOOPBACK, 0))
+        yield s
+    finally:
+        s.close()
+
+
+def receive(sock: socket.socket, until: float, stop_when_final: bool) -> list[Response]:
+    out: list[Response] = []
+    while True:
+        left = until - time.monotonic()
+        if left <= 0:
+            return out
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65535)
+        except TimeoutError:
+            return out
+        resp = parse_response(data)
+        if resp is not None:
+            out.append(resp)
+            if stop_when_final and resp.status >= 200:
+                return out
+
+
+def _request(lines: list[str]) -> bytes:
+    return ("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode()
+
+
+def _cseq_number(resp: Response) -> str | None:
+    cseq = resp.get("cseq")
+    return cseq.split()[0] if cseq else None
+
+
+def ack_non_2xx(sock: socket.socket, gw: tuple[str, int], ruri: str, final: Response) -> str | None:
+    """RFC 3261 §17.1.1.3: same branch (top Via of the request, copied into the response)."""
+    via, frm, to, cid, num = (
+        final.get("via"), final.get("from"), final.get("to"), final.get("call-id"), _cseq_number(final),
+    )  # fmt: skip
+    if not (via and frm and to and cid and num):
+        return "final response lacks Via/From/To/Call-ID/CSeq: no ACK sent"
+    top_via = via.split(",", 1)[0].strip()
+    sock.sendto(
+        _request([f"ACK {ruri} SIP/2.0", f"Via: {top_via}", "Max-Forwards: 70", f"From: {frm}",
+                  f"To: {to}", f"Call-ID: {cid}", f"CSeq: {num} ACK"]),
+        gw,
+    )  # fmt: skip
+    return None
+
+
+def end_accepted_call(sock: socket.socket, gw: tuple[str, int], final: Response) -> str:
+    """A 2xx to an INVITE that should not have been accepted: ACK and BYE it (§13.2.2.4)."""
+    contact = final.get("contact") or ""
+    target = contact[contact.find("<") + 1 : contact.find(">")] if "<" in contact else contact
+    frm, to, cid, num = (
+        final.get("from"),
+        final.get("to"),
+        final.get("call-id"),
+        _cseq_number(final),
+    )
+    port = sock.getsockname()[1]
+    for method, n in (("ACK", num), ("BYE", str(int(num or 0) + 1))):
+        sock.sendto(
+            _request([f"{method} {target} SIP/2.0",
+                      f"Via: SIP/2.0/UDP {LOOPBACK}:{port};branch=z9hG4bK-torture-{method}-{os.getpid()}",
+                      "Max-Forwards: 70", f"From: {frm}", f"To: {to}", f"Call-ID: {cid}", f"CSeq: {n} {method}"]),
+            gw,
+        )  # fmt: skip
+    bye = receive(sock, time.monotonic() + WAIT_FINAL_S, stop_when_final=False)
+    return f"answered 2xx: ACK+BYE sent, BYE got {[r.status for r in bye]}"
+
+
+def cancel_pending(sock: socket.socket, gw: tuple[str, int], ruri: str, prov: Response) -> str:
+    """No final answer to an INVITE: CANCEL it (§9.1) and ACK the 487."""
+    via, frm, to, cid, num = (
+        prov.get("via"), prov.get("from"), prov.get("to"), prov.get("call-id"), _cseq_number(prov),
+    )  # fmt: skip
+    if not (via and frm and to and cid and num):
+        return "provisional response lacks headers: cannot CANCEL"
+    to_no_tag = to.split(";tag=")[0]
+    sock.sendto(
+        _request([f"CANCEL {ruri} SIP/2.0", f"Via: {via.split(',', 1)[0].strip()}", "Max-Forwards: 70",
+                  f"From: {frm}", f"To: {to_no_tag}", f"Call-ID: {cid}", f"CSeq: {num} CANCEL"]),
+        gw,
+    )  # fmt: skip
+    got = receive(sock, time.monotonic() + WAIT_FINAL_S, stop_when_final=False)
+    invite_final = next(
+        (r for r in got if r.status >= 300 and (r.get("cseq") or "").endswith("INVITE")), None
+    )
+    if invite_final is not None:
+        ack_non_2xx(sock, gw, ruri, invite_final)
+    return f"no final answer: CANCEL sent, got {[r.status for r in got]}"
+
+
+def options_ping(gw: tuple[str, int], n: int) -> int | None:
+    """OPTIONS sip:agent@gateway; returns the final status (None: no answer in 2 s)."""
+    with udp_socket() as s:
+        port = s.getsockname()[1]
+        s.sendto(
+            _request([f"OPTIONS sip:agent@{gw[0]}:{gw[1]} SIP/2.0",
+                      f"Via: SIP/2.0/UDP {LOOPBACK}:{port};branch=z9hG4bK-probe-{os.getpid()}-{n}",
+                      "Max-Forwards: 70", f"From: <sip:probe@{LOOPBACK}>;tag=probe{n}",
+                      f"To: <sip:agent@{gw[0]}:{gw[1]}>", f"Call-ID: probe-{n}-{os.getpid()}@{LOOPBACK}",
+                      "CSeq: 1 OPTIONS", "Accept: application/sdp"]),
+            gw,
+        )  # fmt: skip
+        got = receive(s, time.monotonic() + WAIT_FINAL_S, stop_when_final=True)
+    return next((r.status for r in got if r.status >= 200), None)
+
+
+def run_message(gw: tuple[str, int], name: str, data: bytes) -> Outcome:
+    first_line = data.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+    tokens = first_line.split()
+    method = tokens[0] if tokens else ""
+    out = Outcome(name, method)
+    expect = EXPECTED[name]
+    with udp_socket() as s:
+        s.sendto(with_rport(data), gw)
+        if expect.statuses:
+            out.responses = receive(s, time.monotonic() + WAIT_FINAL_S, stop_when_final=True)
+        else:
+            out.responses = receive(s, time.monotonic() + WAIT_SILENCE_S, stop_when_final=False)
+        if method == "INVITE" and len(tokens) > 1:
+            ruri = tokens[1]
+            final = out.final
+            if final is not None and final.status >= 300:
+                note = ack_non_2xx(s, gw, ruri, final)
+                if note:
+                    out.notes.append(note)
+            elif final is not None:
+                out.notes.append(end_accepted_call(s, gw, final))
+            elif out.responses:
+                out.notes.append(cancel_pending(s, gw, ruri, out.responses[-1]))
+    return out
+
+
+def check(outcome: Outcome) -> str | None:
+    """None when the outcome matches EXPECTED, else a one-line description."""
+    expect = EXPECTED[outcome.name]
+    final = outcome.final
+    got = "no response" if not outcome.responses else f"{[r.status for r in outcome.responses]}"
+    if not expect.statuses:
+        if outcome.responses:
+            return f"{outcome.name}: expected no response, got {got} -- {expect.why}"
+        return None
+    want = sorted(expect.statuses)
+    if final is None:
+        return f"{outcome.name}: expected {want}, got {got} -- {expect.why}"
+    if final.status not in expect.statuses:
+        return (
+            f"{outcome.name}: expected {want}, got {final.status} {final.reason!r} -- {expect.why}"
+        )
+    finals = {r.status for r in outcome.responses if r.status >= 200}
+    if len(finals) > 1:
+        return f"{outcome.name}: several different final responses {sorted(finals)}"
+    return None
+
+
+def test_torture_table_covers_the_corpus() -> None:
+    names = sorted(p.stem for p in TORTURE_DIR.glob("*.dat"))
+    assert len(names) == 49, names
+    assert sorted(EXPECTED) == names
+
+
+def test_with_rport_touches_only_the_top_via() -> None:
+    for path in sorted(TORTURE_DIR.glob("*.dat")):
+        data = path.read_bytes()
+        out = with_rport(data)
+        if data.startswith(b"SIP/") or path.stem == "mpart01":  # mpart01 already has rport
+            assert out == data, path.stem
+            continue
+        assert len(out) == len(data) + len(b";rport"), path.stem
+        assert out.replace(b";rport", b"", 1) == data, path.stem
+    wsinv = with_rport((TORTURE_DIR / "wsinv.dat").read_bytes())
+    assert b"192.0.2.2;rport;branch=390skdjuw" in wsinv
+    badinv = with_rport((TORTURE_DIR / "badinv01.dat").read_bytes())
+    assert b"Via: SIP/2.0/UDP 192.0.2.15;rport;;,;,," in badinv
+    lwsdisp = with_rport((TORTURE_DIR / "lwsdisp.dat").read_bytes())
+    assert b"Via: SIP/2.0/UDP funky.example.com;rport;branch=z9hG4bKkdjuw" in lwsdisp
+
+
+def test_rfc4475_torture_messages_over_udp(gateway: CallbridgeProcess) -> None:
+    gw = gateway.sip_addr
+    assert options_ping(gw, 0) == 200, "OPTIONS to agent before the torture run"
+    outcomes: list[Outcome] = []
+    problems: list[str] = []
+    for i, path in enumerate(sorted(TORTURE_DIR.glob("*.dat")), start=1):
+        outcome = run_message(gw, path.stem, path.read_bytes())
+        outcomes.append(outcome)
+        problem = check(outcome)
+        if problem:
+            problems.append(problem)
+        alive = options_ping(gw, i)
+        if alive != 200:
+            problems.append(
+                f"after {path.stem}: OPTIONS to agent got {alive} (gateway running: {gateway.proc.running()})"
+            )
+            break
+
+    # dblreq: only the REGISTER may be answered; its trailing INVITE must be discarded (§18.3).
+    dbl = next((o for o in outcomes if o.name == "dblreq"), None)
+    if dbl is not None:
+        cids = {r.get("call-id") for r in dbl.responses}
+        if cids - {"dblreq.0ha0isndaksdj99sdfafnl3lk233412"}:
+            problems.append(f"dblreq: the trailing INVITE was answered too (Call-IDs {cids})")
+
+    table = "\n".join(
+        f"  {o.name:11} {o.method[:12]:12} -> {[r.status for r in o.responses] or 'none'}"
+        + (f"  ({'; '.join(o.notes)})" if o.notes else "")
+        for o in outcomes
+    )
+    print("RFC 4475 over UDP:\n" + table)
+    bad = gateway.events("sip.bad_message")
+    assert gateway.proc.running(), "the gateway died during the torture run"
+    assert not problems, (
+        f"{len(problems)} torture message(s) answered unexpectedly "
+        f"({len(bad)} sip.bad_message events logged):\n  "
+        + "\n  ".join(problems)
+        + "\nall:\n"
+        + table
+    )
+    gateway.assert_no_crash()
