@@ -47,6 +47,7 @@ _FORCED_INTERVAL = 5  # pops between adjustments made while the signal is not qu
 _QUIET_DBFS = -40.0  # frames below this are always "quiet"
 _QUIET_REL = 0.01  # ... and so are frames 20 dB below the recent peak frame energy
 _LEVEL_DECAY = 0.995  # per frame: the peak tracker halves in ~140 frames (2.8 s)
+_LEVEL_EVERY = 4  # frames between level samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +163,8 @@ class JitterBuffer:
         self._ptime = cfg.frame_samples
         self._late_streak = 0
         self._cooldown = 0
-        self._level = 0.0
-        self._last_energy = 0.0
+        self._level = 0.0  # sampled, decaying peak frame energy
+        self._last_pcm = b""
 
     @property
     def stats(self) -> JitterStats:
@@ -368,14 +369,20 @@ class JitterBuffer:
         return self._emit(pcm, concealed)
 
     def _emit(self, pcm: bytes, concealed: bool) -> AudioFrame:
-        self._stats.frames_out += 1
-        e = _energy(np.frombuffer(pcm, dtype="<i2"))
-        self._last_energy = e
-        self._level = max(e, self._level * _LEVEL_DECAY)
+        st = self._stats
+        st.frames_out += 1
+        self._last_pcm = pcm
+        if st.frames_out % _LEVEL_EVERY == 0:  # a sampled peak level is plenty, and cheap
+            e = _energy(np.frombuffer(pcm, dtype="<i2"))
+            self._level = max(e, self._level * _LEVEL_DECAY**_LEVEL_EVERY)
         return AudioFrame(pcm, self._cfg.clock_rate, concealed)
 
     def _quiet(self, energy: float) -> bool:
         return energy < max(self._quiet_abs, _QUIET_REL * self._level)
+
+    def _last_quiet(self) -> bool:
+        """Whether the frame just played was quiet (computed only when deciding)."""
+        return self._quiet(_energy(np.frombuffer(self._last_pcm, dtype="<i2")))
 
     def _adjust_and_render(self, err: float) -> tuple[bytes, bool, bool]:
         """One frame, after at most one delay adjustment. Returns (pcm, concealed, lost)."""
@@ -407,7 +414,7 @@ class JitterBuffer:
                     self._cooldown = _FORCED_INTERVAL
                     return self._compress(x[: f + k], k, k), False, False
         elif err < 0:
-            if self._quiet(self._last_energy):
+            if self._last_quiet():
                 x = self._peek(f)
                 if x is None or self._at_talkspurt() or self._quiet(_energy(x)):
                     st.inserted += f
@@ -465,7 +472,7 @@ class JitterBuffer:
 
     def _skip_silent_gap(self, err: int) -> bool:
         """At a talk-spurt start after silence, shorten the silence instead of speech."""
-        if not self._chunks or not self._quiet(self._last_energy):
+        if not self._chunks or not self._last_quiet():
             return False
         nxt = self._chunks[0]
         if not nxt.marker or nxt.start <= self._pos:

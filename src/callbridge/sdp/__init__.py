@@ -1,0 +1,47 @@
+"""SDP (RFC 4566) and the RFC 3264 offer/answer model. Sans-IO."""
+
+from callbridge.sdp.offer_answer import (
+    PCMA,
+    PCMU,
+    AnswerError,
+    Codec,
+    LocalMedia,
+    MediaPlan,
+    NoCommonCodec,
+    OfferError,
+    apply_answer,
+    create_answer,
+    create_offer,
+    next_version,
+)
+from callbridge.sdp.session import (
+    Connection,
+    MediaDescription,
+    Origin,
+    SdpParseError,
+    SessionDescription,
+    Timing,
+    parse,
+)
+
+__all__ = [
+    "PCMA",
+    "PCMU",
+    "AnswerError",
+    "Codec",
+    "Connection",
+    "LocalMedia",
+    "MediaDescription",
+    "MediaPlan",
+    "NoCommonCodec",
+    "OfferError",
+    "Origin",
+    "SdpParseError",
+    "SessionDescription",
+    "Timing",
+    "apply_answer",
+    "create_answer",
+    "create_offer",
+    "next_version",
+    "parse",
+]

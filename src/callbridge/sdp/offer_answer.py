@@ -83,7 +83,7 @@ class MediaPlan:
     remote_hold: bool  # the peer put us on hold (RFC 3264 §8.4)
 
 
-class NoCommonCodec(Exception):  # noqa: N818 -- name fixed by the UA-facing API
+class NoCommonCodec(Exception):
     """No codec in common: the UA answers 488 Not Acceptable Here (RFC 3264 §6)."""
 
 

@@ -236,15 +236,15 @@ def test_short_digit_is_end_packets_only_with_marker_on_first() -> None:
 def test_sender_parameter_validation() -> None:
     kw = {"payload_type": 101, "ssrc": 1, "first_sequence": 0, "timestamp": 0}
     with pytest.raises(ValueError):
-        dtmf_packets("1", **kw, volume=64)  # type: ignore[arg-type]
+        dtmf_packets("1", **kw, volume=64)
     with pytest.raises(ValueError):
-        dtmf_packets("1", **kw, duration_ms=0)  # type: ignore[arg-type]
+        dtmf_packets("1", **kw, duration_ms=0)
     with pytest.raises(ValueError):
-        dtmf_packets("1", **kw, end_repeats=0)  # type: ignore[arg-type]
+        dtmf_packets("1", **kw, end_repeats=0)
     with pytest.raises(ValueError):
         dtmf_packets("1", payload_type=128, ssrc=1, first_sequence=0, timestamp=0)
     with pytest.raises(ValueError):
-        dtmf_packets("1", **kw, duration_ms=9000)  # type: ignore[arg-type]
+        dtmf_packets("1", **kw, duration_ms=9000)
 
 
 @pytest.mark.parametrize("digit", list(DTMF_DIGITS))

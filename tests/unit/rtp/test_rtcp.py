@@ -428,3 +428,10 @@ def test_build_bye_is_a_compound_packet() -> None:
         SourceDescription((SdesChunk(5, ((1, "me"),)),)),
         Bye((5,), "hangup"),
     )
+
+
+def test_padded_opaque_body_reserialises_with_padding() -> None:
+    data = bytes.fromhex("80c90001 00000001 a1cc0001 61626301")  # RR, then APP with 1 pad octet
+    packets = parse_compound(data)
+    assert packets[1] == UnknownRtcp(204, 1, b"abc")
+    assert serialize_compound(packets) == data
