@@ -60,4 +60,5 @@ def test_baresip_hears_its_speech_echoed(
     assert len(recs) == 1, f"expected one -dec.wav recording, got {recs}"
     heard = audio.read_wav(recs[0])
     sim = audio.compare(audio.read_wav(ref_wav), heard)
+    print(f"baresip recording vs speech: {sim}")
     assert sim.ok(min_env=0.8, min_fine=0.8), f"baresip did not hear its speech echoed: {sim}"

@@ -70,6 +70,7 @@ def test_outbound_call_echoes_the_prompt(registry: ProcessRegistry, tmp_path: Pa
         f"no PCMU from callbridge to the UAS (payload types seen: { ({r.pt for r in back}) })"
     )
     sim = audio.compare(prompt, rtp_to_pcm(pcmu, 0))
+    print(f"RTP back vs prompt: {sim}")
     assert sim.ok(min_env=0.8, min_fine=0.8), f"callbridge did not send the prompt back: {sim}"
     # The call lasted about --duration (hung up by callbridge, not by a timeout).
     span = pcmu[-1].time - pcmu[0].time

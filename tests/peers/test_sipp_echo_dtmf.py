@@ -67,6 +67,7 @@ def test_sipp_pcma_echo_and_rfc4733_dtmf(
     echoed = rtp_to_pcm(pcma, 8)
     assert len(echoed) >= 0.9 * len(reference), (len(echoed), len(reference))
     sim = audio.compare(reference, echoed)
+    print(f"echo vs g711a.pcap: {sim}")
     assert sim.ok(min_env=0.8, min_fine=0.8), f"echo does not contain the caller's audio: {sim}"
 
     end = ended[0]

@@ -65,5 +65,11 @@ def test_fifty_concurrent_calls_with_rtp(
         assert not missing, f"call.ended lacks {missing}: {ev}"
         if int(ev["rtp_in"]) < 0.9 * expected or int(ev["rtp_out"]) < 0.9 * expected:
             low.append((ev["call_id"], ev["rtp_in"], ev["rtp_out"]))
+    rtp_in = [int(ev["rtp_in"]) for ev in ended]
+    rtp_out = [int(ev["rtp_out"]) for ev in ended]
+    print(f"sipp: {stats.summary()}")
+    print(
+        f"gateway rtp_in min/max {min(rtp_in)}/{max(rtp_in)}, rtp_out min/max {min(rtp_out)}/{max(rtp_out)}"
+    )
     assert not low, f"calls with < 90 % of the expected {expected} packets (id, in, out): {low}"
     gateway.assert_no_crash()

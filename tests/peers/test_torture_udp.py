@@ -49,6 +49,7 @@ TORTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "sip-torture"
 
 WAIT_FINAL_S = 2.0  # an answer on loopback takes milliseconds
 WAIT_SILENCE_S = 1.0  # how long "no response" is observed
+ACK_CHECK_S = 0.8  # > T1: a final response not stopped by our ACK would be retransmitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,26 @@ def with_rport(data: bytes) -> bytes:
     return data[: m.end()] + b";rport" + data[m.end() :]
 
 
+def top_via(data: bytes) -> str | None:
+    """The first via-parm of the request's top Via, unfolded (an ACK or CANCEL must carry
+    exactly this value, RFC 3261 §17.1.1.3 / §9.1)."""
+    first_eol = data.find(b"\r\n")
+    head_end = data.find(b"\r\n\r\n")
+    head_end = len(data) if head_end < 0 else head_end
+    m = _TOP_VIA.search(data, first_eol + 2, head_end)
+    if m is None:
+        return None
+    start = data.index(b":", m.start()) + 1
+    end = start
+    while True:  # the header ends at a CRLF not followed by folding whitespace
+        end = data.find(b"\r\n", end)
+        if end < 0 or end >= head_end or data[end + 2 : end + 3] not in (b" ", b"\t"):
+            break
+        end += 2
+    value = re.sub(rb"\r\n[ \t]+", b" ", data[start : head_end if end < 0 else end])
+    return value.split(b",", 1)[0].strip().decode("utf-8", "replace")
+
+
 _BRANCH = re.compile(rb"branch\s*=\s*([^\s;,]+)", re.IGNORECASE)
 
 
@@ -224,6 +245,7 @@ class Outcome:
     method: str
     responses: list[Response] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    after_ack: list[int] = field(default_factory=list)  # responses that arrived after our ACK
 
     @property
     def final(self) -> Response | None:
@@ -267,14 +289,19 @@ def _cseq_number(resp: Response) -> str | None:
     return cseq.split()[0] if cseq else None
 
 
-def ack_non_2xx(sock: socket.socket, gw: tuple[str, int], ruri: str, final: Response) -> str | None:
-    """RFC 3261 §17.1.1.3: same branch (top Via of the request, copied into the response)."""
-    via, frm, to, cid, num = (
-        final.get("via"), final.get("from"), final.get("to"), final.get("call-id"), _cseq_number(final),
-    )  # fmt: skip
-    if not (via and frm and to and cid and num):
-        return "final response lacks Via/From/To/Call-ID/CSeq: no ACK sent"
-    top_via = via.split(",", 1)[0].strip()
+def ack_non_2xx(
+    sock: socket.socket, gw: tuple[str, int], ruri: str, via: str, final: Response
+) -> str | None:
+    """RFC 3261 §17.1.1.3: the request's Request-URI and top Via, the response's To tag."""
+    frm, to, cid, num = (
+        final.get("from"),
+        final.get("to"),
+        final.get("call-id"),
+        _cseq_number(final),
+    )
+    if not (frm and to and cid and num):
+        return "final response lacks From/To/Call-ID/CSeq: no ACK sent"
+    top_via = via
     sock.sendto(
         _request([f"ACK {ruri} SIP/2.0", f"Via: {top_via}", "Max-Forwards: 70", f"From: {frm}",
                   f"To: {to}", f"Call-ID: {cid}", f"CSeq: {num} ACK"]),
@@ -305,16 +332,16 @@ def end_accepted_call(sock: socket.socket, gw: tuple[str, int], final: Response)
     return f"answered 2xx: ACK+BYE sent, BYE got {[r.status for r in bye]}"
 
 
-def cancel_pending(sock: socket.socket, gw: tuple[str, int], ruri: str, prov: Response) -> str:
+def cancel_pending(
+    sock: socket.socket, gw: tuple[str, int], ruri: str, via: str, prov: Response
+) -> str:
     """No final answer to an INVITE: CANCEL it (§9.1) and ACK the 487."""
-    via, frm, to, cid, num = (
-        prov.get("via"), prov.get("from"), prov.get("to"), prov.get("call-id"), _cseq_number(prov),
-    )  # fmt: skip
-    if not (via and frm and to and cid and num):
+    frm, to, cid, num = prov.get("from"), prov.get("to"), prov.get("call-id"), _cseq_number(prov)
+    if not (frm and to and cid and num):
         return "provisional response lacks headers: cannot CANCEL"
     to_no_tag = to.split(";tag=")[0]
     sock.sendto(
-        _request([f"CANCEL {ruri} SIP/2.0", f"Via: {via.split(',', 1)[0].strip()}", "Max-Forwards: 70",
+        _request([f"CANCEL {ruri} SIP/2.0", f"Via: {via}", "Max-Forwards: 70",
                   f"From: {frm}", f"To: {to_no_tag}", f"Call-ID: {cid}", f"CSeq: {num} CANCEL"]),
         gw,
     )  # fmt: skip
@@ -323,7 +350,7 @@ def cancel_pending(sock: socket.socket, gw: tuple[str, int], ruri: str, prov: Re
         (r for r in got if r.status >= 300 and (r.get("cseq") or "").endswith("INVITE")), None
     )
     if invite_final is not None:
-        ack_non_2xx(sock, gw, ruri, invite_final)
+        ack_non_2xx(sock, gw, ruri, via, invite_final)
     return f"no final answer: CANCEL sent, got {[r.status for r in got]}"
 
 
@@ -349,8 +376,10 @@ def run_message(gw: tuple[str, int], name: str, data: bytes) -> Outcome:
     method = tokens[0] if tokens else ""
     out = Outcome(name, method)
     expect = EXPECTED[name]
+    sent = with_rport(data)
+    via = top_via(sent) or ""
     with udp_socket() as s:
-        s.sendto(with_rport(data), gw)
+        s.sendto(sent, gw)
         if expect.statuses:
             out.responses = receive(s, time.monotonic() + WAIT_FINAL_S, stop_when_final=True)
         else:
@@ -359,13 +388,18 @@ def run_message(gw: tuple[str, int], name: str, data: bytes) -> Outcome:
             ruri = tokens[1]
             final = out.final
             if final is not None and final.status >= 300:
-                note = ack_non_2xx(s, gw, ruri, final)
+                note = ack_non_2xx(s, gw, ruri, via, final)
                 if note:
                     out.notes.append(note)
+                else:
+                    # Timer G would retransmit the final after T1 (500 ms) had the ACK not
+                    # matched the server transaction (RFC 3261 §17.2.1).
+                    late = receive(s, time.monotonic() + ACK_CHECK_S, stop_when_final=False)
+                    out.after_ack = [r.status for r in late]
             elif final is not None:
                 out.notes.append(end_accepted_call(s, gw, final))
             elif out.responses:
-                out.notes.append(cancel_pending(s, gw, ruri, out.responses[-1]))
+                out.notes.append(cancel_pending(s, gw, ruri, via, out.responses[-1]))
     return out
 
 
@@ -390,6 +424,8 @@ def check(outcome: Outcome) -> str | None:
     finals = {r.status for r in outcome.responses if r.status >= 200}
     if len(finals) > 1:
         return f"{outcome.name}: several different final responses {sorted(finals)}"
+    if outcome.after_ack:
+        return f"{outcome.name}: responses {outcome.after_ack} after our ACK (ACK not matched, §17.2.1)"
     return None
 
 
@@ -414,6 +450,10 @@ def test_with_rport_touches_only_the_top_via() -> None:
     assert b"Via: SIP/2.0/UDP 192.0.2.15;rport;;,;,," in badinv
     lwsdisp = with_rport((TORTURE_DIR / "lwsdisp.dat").read_bytes())
     assert b"Via: SIP/2.0/UDP funky.example.com;rport;branch=z9hG4bKkdjuw" in lwsdisp
+    assert top_via(wsinv) == "SIP  /   2.0 /UDP 192.0.2.2;rport;branch=390skdjuw"
+    assert top_via(lwsdisp) == "SIP/2.0/UDP funky.example.com;rport;branch=z9hG4bKkdjuw"
+    longreq = (TORTURE_DIR / "longreq.dat").read_bytes()
+    assert top_via(longreq) == "SIP/2.0/TCP sip33.example.com"
 
 
 def test_messages_are_split_where_rfc4475_reuses_a_transaction() -> None:
@@ -459,6 +499,7 @@ def test_rfc4475_torture_messages_over_udp(gateway_factory: GatewayFactory) -> N
     outcomes.sort(key=lambda o: o.name)
     table = "\n".join(
         f"  {o.name:11} {o.method[:12]:12} -> {[r.status for r in o.responses] or 'none'}"
+        + (f"  after ACK: {o.after_ack}" if o.after_ack else "")
         + (f"  ({'; '.join(o.notes)})" if o.notes else "")
         for o in outcomes
     )

@@ -4,11 +4,11 @@ Differences from the Appendix I reference, both to keep the concealer zero-laten
 clean stream passes through bit-exact:
 
 - Appendix I delays its output by 3.75 ms so it can overlap-add the last real quarter
-  period with the replica at the start of an erasure. Here the replica's first quarter
-  period is instead offset by the mismatch at the join, ramped to zero, which gives the
-  same continuity (value and slope) without holding back real audio.
-- The pitch search is one exact normalised cross-correlation over all lags (one small
-  matrix-vector product) instead of the decimated coarse + fine search.
+  period into the pitch buffer, making the replayed loop seamless. Here the loop's first
+  quarter period is instead offset by the mismatch at the wrap, ramped to zero: the same
+  continuity (value and slope) without holding back real audio.
+- The pitch search is one exact normalised cross-correlation over all lags (a single
+  numpy correlate) instead of the decimated coarse + fine search.
 
 Everything else follows Appendix I: 48.75 ms history, 5-15 ms pitch range, 20 ms
 correlation window, one period replayed for the first 10 ms then two and three periods
@@ -22,17 +22,32 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["Concealer"]
+__all__ = ["Concealer", "best_lag"]
 
 _F64 = npt.NDArray[np.float64]
 _MAX_PERIODS = 3
 _ATTENUATION_PER_BLOCK = 0.2  # 20 % per 10 ms (Appendix I ATTENFAC)
 
 
+def best_lag(x: _F64, n: int, lo: int, hi: int) -> int:
+    """Best lag p in [lo, hi] for which x repeats itself, returned as p - lo.
+
+    Lag p compares x[-n:] with x[-n-p:-p] by normalised cross-correlation (sign kept, so
+    an inverted match scores low); len(x) must be >= n + hi. Used for the pitch period
+    here and for pitch-synchronous time-scale changes in the jitter buffer.
+    """
+    x = x[-(n + hi) :]
+    target = x[-n:]
+    corr = np.correlate(x[: hi + n - lo], target, mode="valid")  # index i <-> lag hi - i
+    sq = np.concatenate(([0.0], np.cumsum(x * x)))
+    energy = sq[n : hi + n - lo + 1] - sq[: hi - lo + 1]
+    score = corr * np.abs(corr) / np.maximum(energy, 1.0)
+    return int(np.argmax(score[::-1]))  # in lag order: ties go to the shorter lag
+
+
 def _to_pcm(x: _F64) -> bytes:
-    return np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
+    return np.minimum(np.maximum(np.rint(x), -32768.0), 32767.0).astype("<i2").tobytes()
 
 
 class Concealer:
@@ -63,10 +78,10 @@ class Concealer:
         # Erasure state; `_erased` == 0 means "not concealing".
         self._erased = 0
         self._src: _F64 = np.zeros(0)
+        self._span: _F64 = np.zeros(0)
         self._pitch = 0
         self._periods = 1
         self._pos = 0
-        self._join = 0.0  # value mismatch at the erasure start, ramped out over 1/4 period
         self._xfade: _F64 | None = None  # pending period-change cross-fade samples
 
     @property
@@ -126,22 +141,28 @@ class Concealer:
         self._pitch = self._estimate_pitch(h)
         self._periods = 1
         self._pos = 0
-        # Continue with the replica's slope: its first sample should follow h[-1] the way
-        # h[-P] followed h[-P-1]; the difference is ramped out (see module docstring).
-        self._join = float(h[-1] - h[-self._pitch - 1])
+        self._span = self._make_span()
 
     def _estimate_pitch(self, h: _F64) -> int:
         """Lag in [pitch_min, pitch_max] maximising the normalised cross-correlation."""
         lo, hi, n = self._pitch_min, self._pitch_max, self._corr_len
-        target = h[-n:]
-        segment = h[-(n + hi) :]
-        windows = sliding_window_view(segment, n)  # windows[i] starts (n + hi - i) back
-        # Lag p compares target with the window starting p samples earlier: index hi - p.
-        cand = windows[: hi - lo + 1][::-1]  # row j <-> lag lo + j
-        corr = cand @ target
-        energy = np.einsum("ij,ij->i", cand, cand)
-        score = np.where(corr > 0, corr * corr, -corr * corr) / np.maximum(energy, 1.0)
-        return lo + int(np.argmax(score))
+        return lo + best_lag(h[-(n + hi) :], n, lo, hi)
+
+    def _make_span(self) -> _F64:
+        """The last `periods` pitch periods of history, as a seamless loop.
+
+        The loop plays h[-1] and then wraps to its own start h[-span]; for that step to
+        look like the step from h[-span-1] to h[-span], the start is offset by the
+        mismatch, ramped out over a quarter period (see module docstring). This smooths
+        the entry into the erasure and every later wrap alike.
+        """
+        h = self._src
+        n = self._pitch * self._periods
+        span = h[-n:].copy()
+        ov = max(1, self._pitch // 4)
+        ramp = 1.0 - np.arange(ov) / ov
+        span[:ov] += (h[-1] - h[-n - 1]) * ramp
+        return span
 
     def _add_period(self) -> None:
         if self._periods >= _MAX_PERIODS:
@@ -150,25 +171,27 @@ class Concealer:
         # reduce the buzz of a single repeated period; the switch is cross-faded.
         ov = max(1, self._pitch // 4)
         old = self._replica(ov, advance=False)
+        # Keeping `_pos` keeps the phase: the same offset in a span one period longer is
+        # one period further back in the history.
         self._periods += 1
-        # Same phase in the new span, i.e. one period further back in the history.
-        self._pos %= self._pitch * (self._periods - 1)
+        self._span = self._make_span()
         new = self._replica(ov, advance=False)
         up = np.arange(1, ov + 1) / (ov + 1)
         self._xfade = old * (1.0 - up) + new * up
 
     def _replica(self, n: int, advance: bool = True) -> _F64:
-        span = self._pitch * self._periods
-        idx = (self._pos + np.arange(n)) % span
-        out = self._src[len(self._src) - span + idx]
+        span = len(self._span)
+        out = self._span[(self._pos + np.arange(n)) % span]
         if advance:
             self._pos = (self._pos + n) % span
         return out
 
-    def _gain(self, n: int) -> _F64:
+    def _gain(self, n: int) -> _F64 | float:
+        if self._erased + n <= self._block:
+            return 1.0  # the first 10 ms are not attenuated
         t = self._erased + np.arange(n, dtype=np.float64)
         g = 1.0 - (t - self._block) * (_ATTENUATION_PER_BLOCK / self._block)
-        return np.clip(g, 0.0, 1.0)
+        return np.minimum(np.maximum(g, 0.0), 1.0)
 
     def _synth(self, n: int) -> _F64:
         """Next `n` concealment samples (advances the replica, not `_erased`)."""
@@ -179,20 +202,14 @@ class Concealer:
             k = min(len(self._xfade), n)
             x[:k] = self._xfade[:k]
             self._xfade = self._xfade[k:] if k < len(self._xfade) else None
-        ov = max(1, self._pitch // 4)
-        if self._erased < ov:
-            t = self._erased + np.arange(n)
-            x = x + self._join * np.clip(1.0 - t / ov, 0.0, 1.0)
         return x * self._gain(n)
 
     def _recover(self, pcm: bytes) -> bytes:
-        x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
         blocks = -(-self._erased // self._block)  # 10 ms blocks started in this erasure
-        ov = min(self._pitch // 4 + self._overlap_step * (blocks - 1), self._block, len(x))
-        if ov > 0:
-            synth = self._synth(ov)  # still on the erasure's gain curve
-            up = np.arange(1, ov + 1) / (ov + 1)
-            x[:ov] = synth * (1.0 - up) + x[:ov] * up
+        ov = min(self._pitch // 4 + self._overlap_step * (blocks - 1), self._block, len(pcm) // 2)
+        synth = self._synth(ov)  # still on the erasure's gain curve
         self._erased = 0
         self._xfade = None
-        return _to_pcm(x)
+        x = np.frombuffer(pcm, dtype="<i2", count=ov).astype(np.float64)
+        up = np.arange(1, ov + 1) / (ov + 1)
+        return _to_pcm(synth * (1.0 - up) + x * up) + pcm[2 * ov :]

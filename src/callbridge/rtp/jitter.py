@@ -1,31 +1,39 @@
 """Time-based adaptive jitter buffer: decoded RTP payloads in, continuous 20 ms frames out.
 
 Sans-IO: `push()` on every packet, `pop()` once per frame on an absolute schedule, both
-given the monotonic `now`. Internally the stream is a timeline of samples keyed by the
-extended (unwrapped) RTP timestamp; `_pos` is the timestamp of the next sample to play.
+given the monotonic `now`. Received audio sits on a sample timeline keyed by the
+extended (unwrapped, RFC 3550 A.1) RTP timestamp, with a cursor at the next sample to
+play (sample_timeline). Every pop yields exactly one frame: received samples, or
+`Concealer` output (G.711 Appendix I) for the ones that are missing.
 
-Playout point (see playout_clock): the sample with timestamp `ts` should play at
+Playout point (playout_clock): the sample with timestamp `ts` should play at
 `(ts + base) / rate + target`, where `base` is the smallest recent transit and `target`
-follows the measured jitter. Each `pop()` compares where the cursor is with where it
-should be (`err`, in samples) and closes the gap gradually, never with a jump in the
-waveform:
+follows the measured jitter (RFC 3550 §6.4.1) and recent delay spikes, within
+[min_delay, max_delay]. A frame whose end lies in a later packet than its start (30 ms
+packets, or after a pitch-sized drop) also waits for that packet (`_lead`). Each `pop()`
+compares where the cursor is with where it should be (`err`, in samples) and closes the
+gap gradually, never with a jump in the waveform:
 
 - too deep (`err` > 1.25 frames): drop a frame while the signal is quiet, or skip the
   silent gap before a talk-spurt (marker bit, RFC 3551 §4.1); beyond 2 frames, also
   while talking, remove one pitch period with a cross-fade (rate-limited);
-- too shallow (`err` < 0): insert a concealed frame while quiet; beyond -1/8 frame,
-  also while talking (rate-limited).
+- too shallow (`err` < 0): insert a concealed frame while quiet or at a talk-spurt
+  start; beyond -1/8 frame, also while talking (rate-limited).
 
 So the delay stays within [target, target + 1.25 frames] when there are pauses to adjust
-in, and a little wider during continuous speech.
+in, and a little wider during continuous speech. Because the error is measured against
+the sender's timestamps, a sender clock running fast or slow only makes `err` drift, and
+the same mechanism absorbs it: no drift.
 
-Because the error is measured against the sender's timestamps, a sender clock running
-fast or slow only makes `err` drift, and the same mechanism absorbs it: no drift.
+`pop()` returns None before the first packet, while the first packet waits for its
+playout time, and once the source has been silent for `stall_timeout` with nothing left
+to play (hold, DTX, hang-up); the next packet restarts playout on a fresh anchor. A new
+SSRC, or a sequence/timestamp discontinuity, re-anchors too, but the old stream's
+unplayed tail is re-keyed to end where the new stream starts, so nothing stalls.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -33,16 +41,15 @@ from enum import Enum, auto
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
-from callbridge.audio.plc import Concealer
+from callbridge.audio.plc import Concealer, best_lag
 from callbridge.core.frames import AudioFrame
 from callbridge.rtp.playout_clock import PlayoutClock
+from callbridge.rtp.sample_timeline import SampleTimeline
 
 __all__ = ["JitterBuffer", "JitterConfig", "JitterStats"]
 
 _SEEN_MEMORY = 1024  # sequence numbers remembered for duplicate detection
-_MAX_CHUNKS = 512  # bounds memory against a sender flooding future timestamps
 _FORCED_INTERVAL = 5  # pops between adjustments made while the signal is not quiet
 _QUIET_DBFS = -40.0  # frames below this are always "quiet"
 _QUIET_REL = 0.01  # ... and so are frames 20 dB below the recent peak frame energy
@@ -98,17 +105,6 @@ class _State(Enum):
     STALLED = auto()  # the source went quiet: pop() returns None until it resumes
 
 
-@dataclass(slots=True)
-class _Chunk:
-    start: int  # extended timestamp of the first sample
-    end: int
-    pcm: bytes
-    marker: bool
-
-
-_Part = bytes | int  # audio, or a count of missing samples
-
-
 def _wrap16(d: int) -> int:
     return ((d + 0x8000) & 0xFFFF) - 0x8000
 
@@ -144,9 +140,7 @@ class JitterBuffer:
         self._stats = JitterStats()
         self._state = _State.IDLE
         self._audible = False  # whether a PRIMING pop conceals (mid-stream) or returns None
-        self._pos = 0
-        self._chunks: list[_Chunk] = []
-        self._starts: list[int] = []
+        self._tl = SampleTimeline()
         # Stream identity and sequence/timestamp unwrapping (RFC 3550 A.1).
         self._ssrc: int | None = None
         self._old_ssrc: int | None = None
@@ -165,6 +159,7 @@ class JitterBuffer:
         self._cooldown = 0
         self._level = 0.0  # sampled, decaying peak frame energy
         self._last_pcm = b""
+        self._last_was_quiet: bool | None = None
 
     @property
     def stats(self) -> JitterStats:
@@ -247,27 +242,21 @@ class JitterBuffer:
         self._pending = None
         self._late_streak = 0
         self._clock.reanchor()
+        tail_end = self._tl.end
         match self._state:
-            case _State.PLAYING if self._chunks:
+            case _State.PLAYING if tail_end is not None:
                 # Re-key the unplayed tail of the old stream to end where the new one
                 # starts: it plays out while the new stream fills, no gap and no stall.
-                shift = timestamp - self._chunks[-1].end
-                for c in self._chunks:
-                    c.start += shift
-                    c.end += shift
-                self._starts = [c.start for c in self._chunks]
-                self._pos += shift
+                self._tl.shift(timestamp - tail_end)
             case _State.PLAYING | _State.PRIMING:
                 self._prime(timestamp, audible=True)
             case _State.IDLE | _State.STALLED:
                 self._prime(timestamp, audible=False)
 
     def _prime(self, timestamp: int, audible: bool) -> None:
-        self._chunks.clear()
-        self._starts.clear()
+        self._tl.reset(timestamp)
         self._state = _State.PRIMING
         self._audible = audible
-        self._pos = timestamp
 
     def _accept(self, sequence: int, timestamp: int, pcm: bytes, marker: bool, now: float) -> None:
         st = self._stats
@@ -298,47 +287,29 @@ class JitterBuffer:
             self._prime(ts, audible=False)
         self._clock.observe(now, ts)
 
+        tl = self._tl
         if self._state is _State.PRIMING:
-            self._pos = min(self._pos, ts)
-        elif ts < self._pos:  # PLAYING: (some of) these samples were already due
+            tl.pos = min(tl.pos, ts)
+        elif ts < tl.pos:  # PLAYING: (some of) these samples were already due
             st.late += 1
             self._late_streak += 1
             if self._late_streak >= self._cfg.max_late:
                 # Persistently late: the path got slower than the window minimum admits.
                 # Re-anchor on this packet and re-prime (concealing meanwhile).
                 self._late_streak = 0
-                self._clock.reanchor()
+                self._clock.reanchor(path_changed=True)
                 self._clock.observe(now, ts)
                 self._state = _State.PRIMING
-                self._pos = ts
+                tl.pos = ts
             else:
-                usable = ts + len(pcm) // 2 - self._pos
+                usable = ts + len(pcm) // 2 - tl.pos
                 if usable <= 0:
                     return
                 pcm = pcm[-2 * usable :]
-                ts = self._pos
+                ts = tl.pos
         else:
             self._late_streak = 0
-        self._insert(ts, pcm, marker)
-
-    def _insert(self, start: int, pcm: bytes, marker: bool) -> None:
-        end = start + len(pcm) // 2
-        chunks = self._chunks
-        i = bisect.bisect_right(self._starts, start)
-        # Keep chunks disjoint: samples already buffered win (first arrival).
-        if i > 0 and chunks[i - 1].end > start:
-            prev_end = chunks[i - 1].end
-            if prev_end >= end:
-                return
-            pcm = pcm[2 * (prev_end - start) :]
-            start = prev_end
-        if i < len(chunks) and chunks[i].start < end:
-            end = chunks[i].start
-            pcm = pcm[: 2 * (end - start)]
-        if end <= start or len(chunks) >= _MAX_CHUNKS:
-            return
-        chunks.insert(i, _Chunk(start, end, pcm, marker))
-        self._starts.insert(i, start)
+        tl.insert(ts, pcm, marker)
 
     # -- output ----------------------------------------------------------------------
 
@@ -348,7 +319,7 @@ class JitterBuffer:
             case _State.IDLE | _State.STALLED:
                 return None
             case _State.PRIMING:
-                if self._clock.position(now) < self._pos + self._lead():
+                if self._clock.position(now) < self._tl.pos + self._lead():
                     if not self._audible:
                         return None
                     self._stats.lost += 1
@@ -361,7 +332,7 @@ class JitterBuffer:
             self._state = _State.STALLED
             self._audible = False
             return None
-        err = self._clock.position(now) - self._pos - self._lead()
+        err = self._clock.position(now) - self._tl.pos - self._lead()
         self._stats.delay = (err + self._clock.target) / self._cfg.clock_rate
         pcm, concealed, lost = self._adjust_and_render(err)
         if lost:
@@ -372,6 +343,7 @@ class JitterBuffer:
         st = self._stats
         st.frames_out += 1
         self._last_pcm = pcm
+        self._last_was_quiet = None
         if st.frames_out % _LEVEL_EVERY == 0:  # a sampled peak level is plenty, and cheap
             e = _energy(np.frombuffer(pcm, dtype="<i2"))
             self._level = max(e, self._level * _LEVEL_DECAY**_LEVEL_EVERY)
@@ -381,8 +353,11 @@ class JitterBuffer:
         return energy < max(self._quiet_abs, _QUIET_REL * self._level)
 
     def _last_quiet(self) -> bool:
-        """Whether the frame just played was quiet (computed only when deciding)."""
-        return self._quiet(_energy(np.frombuffer(self._last_pcm, dtype="<i2")))
+        """Whether the frame just played was quiet (computed once, only when deciding)."""
+        if self._last_was_quiet is None:
+            e = _energy(np.frombuffer(self._last_pcm, dtype="<i2"))
+            self._last_was_quiet = self._quiet(e)
+        return self._last_was_quiet
 
     def _adjust_and_render(self, err: float) -> tuple[bytes, bool, bool]:
         """One frame, after at most one delay adjustment. Returns (pcm, concealed, lost)."""
@@ -394,7 +369,7 @@ class JitterBuffer:
             # Far too deep (start-up transit spike, stalled consumer): jump, and splice
             # with a little concealment so the jump does not click.
             skip = int(err)
-            self._take(skip)
+            self._tl.take(skip)
             st.dropped += skip
             splice = f // 4
             st.inserted += splice
@@ -404,18 +379,22 @@ class JitterBuffer:
         if err > f + f // 4:
             if self._skip_silent_gap(int(err)):
                 return self._render(f)
-            x = self._peek(2 * f)
-            if x is not None and self._quiet(_energy(x)):
-                return self._compress(x, f, f // 4), False, False
+            if self._last_quiet():
+                x = self._tl.peek(2 * f)
+                if x is not None and self._quiet(_energy(x)):
+                    return self._compress(x, f, f // 4, at=0), False, False
             if err > 2 * f and not self._cooldown:
-                x = self._peek(f + self._pitch_max)
+                lo, hi, n = self._pitch_min, self._pitch_max, f // 2
+                x = self._tl.peek(f + hi)
                 if x is not None:
-                    k = self._best_lag(x)
+                    # Remove one pitch-like period k where the waveform repeats best:
+                    # cross-fade x[hi-k : hi] into x[hi : hi+k], the windows compared.
+                    k = lo + best_lag(x[: hi + n].astype(np.float64), n, lo, hi)
                     self._cooldown = _FORCED_INTERVAL
-                    return self._compress(x[: f + k], k, k), False, False
+                    return self._compress(x[: f + k], k, k, at=hi - k), False, False
         elif err < 0:
             if self._last_quiet():
-                x = self._peek(f)
+                x = self._tl.peek(f)
                 if x is None or self._at_talkspurt() or self._quiet(_energy(x)):
                     st.inserted += f
                     return self._plc.conceal(f), True, False
@@ -428,7 +407,7 @@ class JitterBuffer:
 
     def _render(self, n: int) -> tuple[bytes, bool, bool]:
         """Play the next n samples, concealing gaps. Returns (pcm, concealed, lost)."""
-        parts = self._take(n)
+        parts = self._tl.take(n)
         if len(parts) == 1 and isinstance(parts[0], bytes):
             return self._plc.good(parts[0]), False, False
         out: list[bytes] = []
@@ -447,45 +426,35 @@ class JitterBuffer:
             out.append(self._plc.good(b"".join(run)))
         return b"".join(out), lost, lost
 
-    def _compress(self, x: npt.NDArray[np.int16], k: int, overlap: int) -> bytes:
-        """Play len(x) - k samples for len(x): drop k, cross-fading x[:ov] into x[k:k+ov]."""
+    def _compress(self, x: npt.NDArray[np.int16], k: int, overlap: int, at: int) -> bytes:
+        """Play len(x) - k samples for len(x): drop x[at : at+k] with a cross-fade."""
         f = x.astype(np.float64)
         up = np.arange(1, overlap + 1) / (overlap + 1)
-        head = f[:overlap] * (1.0 - up) + f[k : k + overlap] * up
-        y = np.concatenate((head, f[k + overlap :]))
-        pcm = np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes()
-        self._take(len(x))
+        fade = f[at : at + overlap] * (1.0 - up) + f[at + k : at + k + overlap] * up
+        y = np.concatenate((f[:at], fade, f[at + k + overlap :]))
+        pcm = np.minimum(np.maximum(np.rint(y), -32768.0), 32767.0).astype("<i2").tobytes()
+        self._tl.take(len(x))
         self._stats.dropped += k
         return self._plc.good(pcm)
 
-    def _best_lag(self, x: npt.NDArray[np.int16]) -> int:
-        """Pitch-like lag whose removal is least audible (max normalised correlation)."""
-        lo, hi = self._pitch_min, self._pitch_max
-        n = self._frame // 2
-        f = x.astype(np.float64)
-        ref = f[:n]
-        cand = sliding_window_view(f[lo : hi + n], n)  # row j <-> lag lo + j
-        corr = cand @ ref
-        energy = np.einsum("ij,ij->i", cand, cand)
-        score = np.where(corr > 0, corr * corr, -corr * corr) / np.maximum(energy, 1.0)
-        return lo + int(np.argmax(score))
-
     def _skip_silent_gap(self, err: int) -> bool:
         """At a talk-spurt start after silence, shorten the silence instead of speech."""
-        if not self._chunks or not self._last_quiet():
+        nxt = self._tl.next_chunk()
+        if nxt is None:
             return False
-        nxt = self._chunks[0]
-        if not nxt.marker or nxt.start <= self._pos:
+        start, marker = nxt
+        if not marker or start <= self._tl.pos or not self._last_quiet():
             return False
-        skip = min(nxt.start - self._pos, err)
-        self._take(skip)
+        skip = min(start - self._tl.pos, err)
+        self._tl.take(skip)
         self._stats.dropped += skip
         return True
 
     def _at_talkspurt(self) -> bool:
-        return bool(self._chunks) and self._chunks[0].marker and self._chunks[0].start == self._pos
+        nxt = self._tl.next_chunk()
+        return nxt is not None and nxt[1] and nxt[0] == self._tl.pos
 
-    # -- timeline --------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------
 
     def _lead(self) -> int:
         """How far past `_pos` the packet completing the coming frames starts, worst case.
@@ -498,56 +467,7 @@ class JitterBuffer:
         """
         f = self._frame
         d = math.gcd(f, self._ptime)
-        return f - 1 - (self._pos + f - 1 - self._grid) % d
+        return f - 1 - (self._tl.pos + f - 1 - self._grid) % d
 
     def _depth(self) -> int:
-        if self._state is not _State.PLAYING or not self._chunks:
-            return 0
-        return max(0, self._chunks[-1].end - self._pos)
-
-    def _peek(self, n: int) -> npt.NDArray[np.int16] | None:
-        """The next n samples if all are buffered, without consuming them."""
-        pos, end = self._pos, self._pos + n
-        parts: list[bytes] = []
-        for c in self._chunks:
-            if c.end <= pos:
-                continue
-            if c.start > pos:
-                return None
-            stop = min(c.end, end)
-            parts.append(c.pcm[2 * (pos - c.start) : 2 * (stop - c.start)])
-            pos = stop
-            if pos >= end:
-                return np.frombuffer(b"".join(parts), dtype="<i2")
-        return None
-
-    def _take(self, n: int) -> list[_Part]:
-        """Consume the next n samples: audio slices and gap lengths, in order."""
-        chunks = self._chunks
-        cur, end = self._pos, self._pos + n
-        out: list[_Part] = []
-        done = 0
-        for c in chunks:
-            if cur >= end:
-                break
-            if c.end <= cur:
-                done += 1
-                continue
-            if c.start > cur:
-                gap_end = min(c.start, end)
-                out.append(gap_end - cur)
-                cur = gap_end
-                if cur >= end:
-                    break
-            stop = min(c.end, end)
-            out.append(c.pcm[2 * (cur - c.start) : 2 * (stop - c.start)])
-            cur = stop
-            if c.end <= end:
-                done += 1
-        if cur < end:
-            out.append(end - cur)
-        if done:
-            del chunks[:done]
-            del self._starts[:done]
-        self._pos = end
-        return out
+        return self._tl.depth if self._state is _State.PLAYING else 0

@@ -120,17 +120,21 @@ class PlayoutClock:
         """Target playout delay beyond the base, in samples."""
         return self._target
 
-    def reanchor(self) -> None:
-        """Forget the timestamp-to-time relation (new stream or changed path).
+    def reanchor(self, *, path_changed: bool = False) -> None:
+        """Forget the timestamp-to-time relation.
 
-        Jitter and spike history describe the network, not the stream, so they are kept.
+        For a new stream on the same path, jitter and spike history describe the network
+        and are kept. When the path itself changed (`path_changed`), the spikes were
+        measured against the old base and are meaningless, so they go too.
         """
         self._base.reset()
         self._last_transit = None
+        if path_changed:
+            self._spike.reset()
 
     def observe(self, now: float, timestamp: int) -> float:
         """Account one arrival; returns its extra delay over the base (samples, >= 0)."""
-        transit = now * self._rate - timestamp
+        transit = float(now) * self._rate - timestamp
         if self._last_transit is not None:
             # RFC 3550 §6.4.1 / A.8: J += (|D| - J) / 16, in arrival order.
             d = abs(transit - self._last_transit)

@@ -69,7 +69,7 @@ ALL_SAMPLES = np.arange(-32768, 32768, dtype="<i2")
 
 
 def decoded(data: bytes) -> list[int]:
-    return np.frombuffer(data, dtype="<i2").tolist()
+    return [int(v) for v in np.frombuffer(data, dtype="<i2")]
 
 
 # -- exactness --------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -190,7 +190,7 @@ def test_reordered_neighbours_are_bit_exact() -> None:
     for k in range(0, len(pkts) - 1, 2):
         a, b = pkts[k], pkts[k + 1]
         if k % 6 == 2:  # swap every third pair: b overtakes a by 1 ms
-            a, b = Pkt(b.arrival + 0.001, **_rest(a)), Pkt(b.arrival, **_rest(b))
+            a, b = replace(a, arrival=b.arrival + 0.001), replace(b, arrival=b.arrival)
         swapped += [a, b]
     jb = JitterBuffer()
     frames = started(run(jb, swapped, duration=3.0))
@@ -200,16 +200,12 @@ def test_reordered_neighbours_are_bit_exact() -> None:
     assert jb.stats.late == jb.stats.lost == 0
 
 
-def _rest(p: Pkt) -> dict[str, object]:
-    return {"ssrc": p.ssrc, "seq": p.seq, "ts": p.ts, "pcm": p.pcm, "marker": p.marker}
-
-
 def test_duplicates_are_dropped_and_counted() -> None:
     sig = voiced(RATE * 2)
     pkts = list(stream(sig))
-    dups = [Pkt(p.arrival + 0.005, **_rest(p)) for p in pkts[::3]]
+    dups = [replace(p, arrival=p.arrival + 0.005) for p in pkts[::3]]
     # A duplicate arriving after its audio was played is still a duplicate, not late.
-    dups += [Pkt(p.arrival + 0.2, **_rest(p)) for p in pkts[1::7]]
+    dups += [replace(p, arrival=p.arrival + 0.2) for p in pkts[1::7]]
     jb = JitterBuffer()
     frames = started(run(jb, pkts + dups, duration=2.5))
     out = pcm_of(frames)
@@ -350,7 +346,7 @@ def test_stray_packet_of_previous_ssrc_does_not_flip_back() -> None:
     pkts = list(stream(a, ssrc=111))
     last = pkts[-1]
     pkts += list(stream(b, ssrc=222, seq0=9, ts0=77, start=2.0))
-    pkts.append(Pkt(last.arrival + 0.07, **_rest(last)))  # late duplicate after the switch
+    pkts.append(replace(last, arrival=last.arrival + 0.07))  # late duplicate after the switch
     jb = JitterBuffer()
     started(run(jb, pkts, duration=4.0))
     assert jb.stats.resyncs == 1
@@ -395,14 +391,14 @@ def test_source_stops_then_resumes() -> None:
     jb = JitterBuffer()
     frames = run(jb, pkts, duration=7.5)
     t = [0.0071 + k * TICK for k in range(len(frames))]
-    playing_a = [f for f, tt in zip(frames, t) if 0.2 < tt < 2.05]
+    playing_a = [f for f, tt in zip(frames, t, strict=True) if 0.2 < tt < 2.05]
     assert all(f is not None and not f.concealed for f in playing_a)
-    gap = [f for f, tt in zip(frames, t) if 2.1 < tt < 3.0]
+    gap = [f for f, tt in zip(frames, t, strict=True) if 2.1 < tt < 3.0]
     assert all(f is not None and f.concealed for f in gap)  # concealment, fading to silence
     assert all(f is not None and rms(np.frombuffer(f.pcm, "<i2")) == 0 for f in gap[5:])
-    stalled = [f for f, tt in zip(frames, t) if 3.1 < tt < 5.0]
+    stalled = [f for f, tt in zip(frames, t, strict=True) if 3.1 < tt < 5.0]
     assert stalled and all(f is None for f in stalled)
-    resumed = started([f for f, tt in zip(frames, t) if tt > 3.1])
+    resumed = started([f for f, tt in zip(frames, t, strict=True) if tt > 3.1])
     # Arrives at 5.05 s, plays from 5.07 s, fading in over the first frame, then bit-exact.
     assert 5.07 <= t[frames.index(resumed[0])] < 5.07 + TICK
     assert not any(f.concealed for f in resumed[: 2 * RATE // FRAME])
@@ -445,3 +441,114 @@ def test_clock_skew_does_not_drift(skew: float, kind: str) -> None:
     concealed = sum(f.concealed for f in frames)
     assert concealed <= 0.02 * len(frames)  # no runaway concealment
     assert st.lost <= 0.01 * len(frames)
+    # Every drop and insert is cross-faded: no sample step beyond what the input has.
+    step = np.abs(np.diff(pcm_of(frames).astype(np.float64)))
+    assert step.max() <= 1.1 * np.abs(np.diff(sig.astype(np.float64))).max()
+
+
+# -- talk-spurts, path changes, consumer hiccups ---------------------------------------------
+
+
+def test_dtx_talk_spurts_with_marker() -> None:
+    # Silence suppression: nothing is sent during pauses; each spurt starts with marker=1
+    # (RFC 3551 §4.1) and timestamps keep counting real time.
+    sig = talk_spurts(RATE * 10)
+    on = (np.arange(len(sig) // FRAME) * FRAME / RATE) % 2.0 < 1.2
+    pkts = []
+    for k, p in enumerate(stream(sig)):
+        if on[k]:
+            pkts.append(Pkt(p.arrival, p.ssrc, p.seq, p.ts, p.pcm, marker=k == 0 or not on[k - 1]))
+    seq = {p.ts: i for i, p in enumerate(pkts)}
+    pkts = [
+        Pkt(p.arrival, p.ssrc, (1000 + seq[p.ts]) & 0xFFFF, p.ts, p.pcm, p.marker) for p in pkts
+    ]
+    jb = JitterBuffer()
+    frames = started(run(jb, pkts, duration=10.0))
+    out = pcm_of(frames)
+    # Spurts play bit-exact in their place; pauses are concealment fading to silence.
+    for k, f in enumerate(frames):
+        if on[k] and k > 0 and on[k - 1]:
+            assert np.array_equal(np.frombuffer(f.pcm, "<i2"), sig[k * FRAME : (k + 1) * FRAME])
+        if not on[k] and k >= 4 and not on[k - 4]:
+            assert not np.any(np.frombuffer(f.pcm, "<i2"))
+    assert len(out) >= len(sig) - 4 * FRAME
+    assert jb.stats.late == 0
+
+
+def test_marker_lets_the_buffer_shrink_in_the_pause() -> None:
+    # The first packet is 60 ms slow, so playout starts 60 ms too deep; the surplus is
+    # removed from the first pause (the silent gap before the next marked packet).
+    sig = talk_spurts(RATE * 6)
+    on = (np.arange(len(sig) // FRAME) * FRAME / RATE) % 2.0 < 1.2
+    pkts = []
+    for k, p in enumerate(stream(sig, jitter=lambda k: 0.060 if k == 0 else 0.0)):
+        if on[k]:
+            pkts.append(Pkt(p.arrival, p.ssrc, p.seq, p.ts, p.pcm, marker=k > 0 and not on[k - 1]))
+    jb = JitterBuffer(JitterConfig(spike_window=0.5))
+    delays: list[float] = []
+    run(jb, pkts, duration=6.0, on_pop=lambda now, f: delays.append(jb.stats.delay))
+    t = np.arange(len(delays)) * TICK
+    assert max(np.array(delays)[(t > 0.5) & (t < 1.2)]) > 0.070  # still too deep while talking
+    assert max(np.array(delays)[(t > 2.1) & (t < 3.2)]) < 0.045  # fixed in the pause
+    assert jb.stats.dropped >= 0.040 * RATE
+
+
+def test_path_delay_increase_reanchors() -> None:
+    # At 3 s the route changes and every packet arrives 150 ms later, for good.
+    sig = voiced(RATE * 8)
+    jb = JitterBuffer()
+    frames = started(
+        run(jb, stream(sig, jitter=lambda k: 0.150 if k >= 150 else 0.0), duration=8.0)
+    )
+    assert len(frames) >= 8.0 / TICK - 10
+    # A short outage (concealment) at the change, then clean playback again.
+    concealed = [i for i, f in enumerate(frames) if f.concealed]
+    assert 3 <= len(concealed) <= 25
+    assert not any(f.concealed for f in frames[-150:])
+    assert jb.stats.delay <= 0.045
+    out = pcm_of(frames[-150:])
+    find_in(out, sig, min_len=len(out) - 10 * FRAME)
+
+
+def test_consumer_pause_is_recovered_by_skipping() -> None:
+    # The receiver task stalls for 400 ms (packets keep arriving); afterwards the buffer
+    # must not keep the extra 400 ms of latency.
+    sig = voiced(RATE * 5)
+    pending = sorted(stream(sig), key=lambda p: p.arrival)
+    jb = JitterBuffer()
+    i = 0
+    frames = []
+    for k in range(round(5.0 / TICK)):
+        now = 0.0071 + k * TICK
+        while i < len(pending) and pending[i].arrival <= now:
+            p = pending[i]
+            jb.push(p.ssrc, p.seq, p.ts, p.pcm, p.arrival, p.marker)
+            i += 1
+        if 2.0 <= now < 2.4:
+            continue  # no pops
+        frames.append(jb.pop(now))
+    assert all(f is not None for f in frames[5:])
+    assert jb.stats.delay <= 0.045
+    assert jb.stats.dropped >= 0.3 * RATE
+
+
+def test_stats_is_a_snapshot_and_config_is_validated() -> None:
+    jb = JitterBuffer()
+    s = jb.stats
+    jb.push(1, 1, 0, bytes(320), 0.0)
+    assert s.received == 0
+    assert jb.stats.received == 1
+    with pytest.raises(ValueError):
+        JitterConfig(min_delay=0.1, max_delay=0.05)
+    with pytest.raises(ValueError):
+        JitterConfig(frame_samples=0)
+
+
+def test_odd_and_empty_payloads() -> None:
+    jb = JitterBuffer()
+    jb.push(1, 1, 0, b"", 0.0)
+    assert jb.pop(0.1) is None
+    jb.push(1, 2, 0, bytes(321), 0.0)
+    frame = jb.pop(0.1)
+    assert frame is not None
+    assert frame.samples == FRAME

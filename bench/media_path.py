@@ -1,0 +1,108 @@
+"""Per-call media cost: how much CPU one call's 20 ms frame costs on the receive and send paths.
+
+    .venv/bin/python bench/media_path.py [--frames N]
+
+Prints a table with a baseline measured in the same run (bare RTP parse + serialise of the
+same packets), so the numbers compare across machines: what matters is the ratio and the
+calls-per-core estimate (one core = 1 s of CPU per second; a call needs 50 frames/s each way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from callbridge.audio.g711 import ulaw_encode
+from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
+from callbridge.rtp.packet import RtpPacket
+from callbridge.rtp.session import RtpParams, RtpSession
+from callbridge.sip.message import parse
+from callbridge.sip.ua import LocalIdentity, UserAgent
+
+SRC = ("127.0.0.1", 40000)
+
+
+def packets(n: int) -> list[bytes]:
+    rng = np.random.default_rng(1)
+    pcm = (rng.normal(0, 3000, n * FRAME_SAMPLES)).clip(-32768, 32767).astype("<i2").tobytes()
+    out = []
+    for i in range(n):
+        payload = ulaw_encode(pcm[i * 320 : (i + 1) * 320])
+        out.append(bytes(RtpPacket(0, i & 0xFFFF, i * 160, 0xABCDEF, payload)))
+    return out
+
+
+def timed(fn: Callable[[], None], repeat: int = 5) -> float:
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=3000)
+    n = ap.parse_args().frames
+    data = packets(n)
+    frame = AudioFrame(bytes(range(256)) * 1 + bytes(64))
+
+    def baseline() -> None:
+        for d in data:
+            bytes(RtpPacket.parse(d))
+
+    def receive_path() -> None:
+        s = RtpSession(RtpParams(SRC, "PCMU", 0, 101), 0.0)
+        for i, d in enumerate(data):
+            now = i * 0.02
+            s.receive(d, SRC, now)
+            s.tick(now)
+
+    def send_path() -> None:
+        s = RtpSession(RtpParams(SRC, "PCMU", 0, 101), 0.0)
+        for i in range(n):
+            s.send_frame(frame, i * 0.02)
+
+    invite = (
+        b"INVITE sip:agent@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-%d\r\n"
+        b"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:agent@127.0.0.1>\r\nCall-ID: %d\r\nCSeq: 1 INVITE\r\n"
+        b"Contact: <sip:a@127.0.0.1:5070>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+
+    def sip_parse() -> None:
+        for i in range(200):
+            parse(invite % (i, i))
+
+    def sip_invite() -> None:
+        ua = UserAgent(LocalIdentity("127.0.0.1", 5060))
+        for i in range(200):
+            ua.receive(invite % (i, i), SRC, 0.0)
+
+    base = timed(baseline) / n
+    rx = timed(receive_path) / n
+    tx = timed(send_path) / n
+    sp = timed(sip_parse) / 200
+    si = timed(sip_invite) / 200
+    per_call = (rx + tx) * 50  # CPU seconds per second of call
+    rows = [
+        ("RTP parse+serialise (baseline)", base * 1e6, 1.0),
+        ("receive: parse, decode, jitter push+pop", rx * 1e6, rx / base),
+        ("send: encode, packetise", tx * 1e6, tx / base),
+        ("SIP parse (INVITE)", sp * 1e6, sp / base),
+        ("SIP INVITE through the UA (100 Trying)", si * 1e6, si / base),
+    ]
+    print(f"{'path':44} {'us/op':>9} {'x baseline':>11}")
+    for name, us, ratio in rows:
+        print(f"{name:44} {us:9.1f} {ratio:11.1f}")
+    print(
+        f"\nmedia CPU per call: {per_call * 100:.2f}% of a core -> ~{int(1 / per_call)} calls per core (media only)"
+    )
+
+
+if __name__ == "__main__":
+    main()
