@@ -234,3 +234,43 @@ async def test_unknown_user_404_and_no_common_codec_488(gateway: Gateway, phone:
         dest=dest,
     )
     assert (await phone.recv("488")).call_id == "nc1"
+
+
+async def test_reinvite_moves_media_to_the_new_address(gateway: Gateway, phone: Phone) -> None:
+    dest = gateway.sip.local_addr
+    ended = ended_future(gateway)
+    phone.send(
+        headers(phone, gateway, "INVITE", 1, "move1") + "\nContent-Type: application/sdp",
+        sdp(phone.rtp_port),
+        dest=dest,
+    )
+    ok = await phone.recv("200")
+    tag = ok.to.tag or ""
+    gw_rtp = ("127.0.0.1", parse_sdp(ok.body).media[0].port)
+    phone.send(headers(phone, gateway, "ACK", 1, "move1", tag), dest=dest)
+    phone.rtp.sendto(bytes(RtpPacket(0, 1, 160, 0x99, b"\x55" * 160)), gw_rtp)
+    await phone.recv_rtp()  # echo arrives at the first address
+    # The phone moves its media to a new socket (e.g. a network change) with a re-INVITE.
+    new_rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    new_rtp.bind(("127.0.0.1", 0))
+    new_rtp.setblocking(False)
+    try:
+        port2 = new_rtp.getsockname()[1]
+        phone.send(
+            headers(phone, gateway, "INVITE", 2, "move1", tag) + "\nContent-Type: application/sdp",
+            sdp(port2),
+            dest=dest,
+        )
+        await phone.recv("200")
+        phone.send(headers(phone, gateway, "ACK", 2, "move1", tag), dest=dest)
+        loop = asyncio.get_running_loop()
+        for seq in range(2, 60):
+            new_rtp.sendto(bytes(RtpPacket(0, seq, seq * 160, 0x99, b"\x55" * 160)), gw_rtp)
+        async with asyncio.timeout(5):
+            pkt = RtpPacket.parse(await loop.sock_recv(new_rtp, 2048))
+        assert pkt.payload_type == 0
+    finally:
+        new_rtp.close()
+    phone.send(headers(phone, gateway, "BYE", 3, "move1", tag), dest=dest)
+    await phone.recv("200")
+    await asyncio.wait_for(ended, 5)

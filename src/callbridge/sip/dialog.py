@@ -57,8 +57,13 @@ class Dialog:
 
     @classmethod
     def from_uas(cls, invite: SipRequest, local_tag: str, local_contact: NameAddr) -> Dialog:
-        """§12.1.1: the dialog a UAS creates when it answers `invite` (1xx with tag or 2xx)."""
-        contact = _first_contact(invite, "INVITE")
+        """§12.1.1: the dialog a UAS creates when it answers `invite` (1xx with tag or 2xx).
+
+        Raises ValueError when no dialog can be formed (e.g. a tel: Contact).
+        """
+        # An RFC 2543 INVITE may lack Contact (RFC 4475 §3.4 inv2543): the From address is
+        # then where the caller can be reached, as RFC 2543 intended.
+        contact = invite.contacts[0] if invite.contacts else invite.from_
         return cls(
             call_id=invite.call_id,
             local_tag=local_tag,

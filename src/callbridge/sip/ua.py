@@ -374,6 +374,9 @@ class UserAgent:
                     return self._respond(
                         tx, make_response(req, 503, headers=[("Retry-After", "5")]), now
                     )
+                problem = self._dialog_problem(req)
+                if problem is not None:
+                    return self._respond(tx, make_response(req, 400, problem), now)
                 cid = self._new_call_id()
                 call = _Call(cid, "uas", req, source, new_tag(), server_tx=tx)
                 self._calls[cid] = call
@@ -574,6 +577,17 @@ class UserAgent:
                 resp.body,
             )
         return [self._wire(s) for s in self.layer.respond(tx, resp, now)]
+
+    @staticmethod
+    def _dialog_problem(invite: SipRequest) -> str | None:
+        """Why this INVITE cannot create a dialog (checked before we ring, not when answering)."""
+        if not invite.contacts and (invite.vias[0].branch or "").startswith("z9hG4bK"):
+            return "Missing Contact"  # §8.1.1.8: an RFC 3261 INVITE must have one
+        try:
+            Dialog.from_uas(invite, "probe", NameAddr(SipUri("sip", "invalid")))
+        except (ValueError, SipParseError, UriParseError) as exc:
+            return f"Bad Contact or Record-Route: {exc}"[:100]
+        return None
 
     def _early_uas(self, call_id: str) -> _Call:
         call = self._calls.get(call_id)

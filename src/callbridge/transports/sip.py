@@ -147,7 +147,7 @@ class SipTransport:
     def _rtp_bind_host(self) -> str:
         return self.config.host if not _is_wildcard(self.config.host) else "0.0.0.0"
 
-    def _local_media(self, host: str, port: int) -> LocalMedia:
+    def local_media(self, host: str, port: int) -> LocalMedia:
         return LocalMedia(
             address=host, port=port, codecs=tuple(_CODECS[c] for c in self.config.codecs)
         )
@@ -253,7 +253,7 @@ class SipTransport:
         leg = self._new_leg(cid, info, local_host)
         try:
             port = await leg.open_media()
-            local = self._local_media(local_host, port)
+            local = self.local_media(local_host, port)
             if req.body:
                 offer = parse_sdp(req.body)
                 answer, plan = create_answer(offer, local)
@@ -309,7 +309,7 @@ class SipTransport:
         )
         leg = self._new_leg("", info, local_host)
         port = await leg.open_media()
-        offer = create_offer(self._local_media(local_host, port))
+        offer = create_offer(self.local_media(local_host, port))
         fut: asyncio.Future[CallAnswered] = asyncio.get_running_loop().create_future()
         ua_call = ""
 

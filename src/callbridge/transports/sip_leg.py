@@ -26,12 +26,12 @@ from callbridge.rtp.rtcp import ntp_from_unix
 from callbridge.rtp.session import RtpParams, RtpSession
 from callbridge.rtp.socket import PortAllocator, RtpSocket
 from callbridge.sdp.offer_answer import (
-    LocalMedia,
     MediaPlan,
     NoCommonCodec,
     OfferError,
     apply_answer,
     create_answer,
+    create_offer,
 )
 from callbridge.sdp.session import SdpParseError, SessionDescription
 from callbridge.sdp.session import parse as parse_sdp
@@ -196,15 +196,9 @@ class SipLeg:
     def reinvite(self, body: bytes) -> None:
         ua, ep = self.transport.ua, self.transport.endpoint
         cid = self.ua_call
-        local = LocalMedia(
-            address=self.local_host,
-            port=self.socket.port,
-            codecs=self.transport._local_media(self.local_host, self.socket.port).codecs,
-        )
+        local = self.transport.local_media(self.local_host, self.socket.port)
         if not body:
             # An offerless re-INVITE: we offer what we have (§14.1), the ACK would answer.
-            from callbridge.sdp.offer_answer import create_offer
-
             self.pending_offer = create_offer(local)
             sdp = bytes(self.pending_offer)
             ep.run(lambda now: ua.answer_reinvite(cid, sdp, now))

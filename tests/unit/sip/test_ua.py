@@ -277,3 +277,40 @@ def test_outbound_call_times_out() -> None:
     invites = [m for m in sent(outs) if isinstance(m, SipRequest) and m.method == "INVITE"]
     assert len(invites) >= 5  # Timer A retransmissions at 0.5, 1.5, 3.5, 7.5, 15.5, 31.5
     assert CallEnded(call, "timeout", 408) in events(outs)
+
+
+# ---- robustness: nothing a peer sends may raise out of the UA ---------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TORTURE = [p.read_bytes() for p in sorted((Path(__file__).parents[2] / "fixtures" / "sip-torture").glob("*.dat"))]
+_SEEDS = [*_TORTURE, invite(), in_dialog("BYE", "x", 2, "z9hG4bK-b"), in_dialog("ACK", "x", 1, "z9hG4bK-a")]
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(_SEEDS)))
+    for _ in range(draw(st.integers(0, 4))):
+        pos = draw(st.integers(0, len(data)))
+        if draw(st.booleans()):
+            data[pos:pos] = draw(st.sampled_from([b"\r\n", b" ", b",", b";", b"<", b"\xff", b"tag=", b"0"]))
+        else:
+            del data[pos : pos + draw(st.integers(1, 20))]
+    return bytes(data)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(_mutated(), min_size=1, max_size=4))
+def test_no_datagram_sequence_raises_and_every_reply_parses_or_is_a_400(datagrams: list[bytes]) -> None:
+    ua = new_ua()
+    now = 0.0
+    for data in datagrams:
+        for out in ua.receive(data, PEER, now):
+            if isinstance(out, IncomingCall):
+                ua.answer(out.call, b"v=0\r\n", now)
+        now += 0.3
+        ua.poll(now)
+    ua.poll(now + 100)
