@@ -1,5 +1,5 @@
-"""Fixtures for the peer tests: process registry (kill by PID at teardown), port blocks,
-the callbridge gateway, and logs of every process attached to the report of a failed test."""
+"""Fixtures for the peer tests: process registry (kill by PID at teardown), the callbridge
+gateway, and the logs of every process attached to the report of a failed test."""
 
 from __future__ import annotations
 
@@ -30,12 +30,6 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Process
     request.node.stash[REGISTRY_KEY] = reg
     yield reg
     reg.stop_all()
-
-
-@pytest.fixture
-def rtp_block() -> Callable[[int], tuple[int, int]]:
-    """Take a block of free UDP ports (first, last), distinct from every other block."""
-    return PORT_BLOCKS.take
 
 
 GatewayFactory = Callable[..., CallbridgeProcess]

@@ -11,7 +11,7 @@ from .conftest import require_tools
 from .peerlib import audio
 from .peerlib.baresip import BaresipConfig, BaresipCtl, start_baresip
 from .peerlib.callbridge import CallbridgeProcess
-from .peerlib.process import PORT_BLOCKS, ProcessRegistry, free_port
+from .peerlib.process import PORT_BLOCKS, ProcessRegistry, free_port, free_port_pair
 
 pytestmark = pytest.mark.peer
 
@@ -26,7 +26,7 @@ def test_baresip_hears_its_speech_echoed(
     ref_wav = audio.synthesize_speech(SPEECH, tmp_path / "speech.wav")
     # aufile hangs up at EOF: pad the microphone well past the call length.
     mic_wav = audio.synthesize_speech(SPEECH, tmp_path / "mic.wav", pad_after_s=CALL_SECONDS + 30)
-    sip_port = free_port()
+    sip_port = free_port_pair()
     ctrl_port = free_port()
     while ctrl_port in (sip_port, sip_port + 1):  # baresip also binds TCP SIP and TLS SIP+1
         ctrl_port = free_port()

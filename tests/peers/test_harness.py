@@ -4,7 +4,10 @@ If these fail, the acceptance tests cannot be trusted either way."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +16,15 @@ import pytest
 from .conftest import require_tools
 from .peerlib import audio
 from .peerlib.baresip import BaresipConfig, BaresipCtl, start_baresip
+from .peerlib.callbridge import GatewayConfig, start_gateway
 from .peerlib.capture import read_dtmf, read_rtp, rtp_to_pcm, start_capture
-from .peerlib.process import PORT_BLOCKS, ProcessRegistry, free_port
+from .peerlib.process import (
+    PORT_BLOCKS,
+    DeadlineExceeded,
+    ProcessRegistry,
+    free_port,
+    free_port_pair,
+)
 from .peerlib.sipp import BUNDLED, start_uac, start_uas
 from .peerlib.wav2pcap import wav_to_pcap
 
@@ -172,7 +182,7 @@ def test_baresip_to_sipp_uas_echo_recording(registry: ProcessRegistry, tmp_path:
     src_wav = audio.synthesize_speech(SENTENCE_A, tmp_path / "src.wav", pad_after_s=40)
     uas_sip = free_port()
     uas_mp, _ = PORT_BLOCKS.take(4)
-    bs_sip, bs_ctrl = free_port(), free_port()
+    bs_sip, bs_ctrl = free_port_pair(), free_port()
     while bs_ctrl in (bs_sip, bs_sip + 1):
         bs_ctrl = free_port()
     cfg = BaresipConfig(
@@ -211,3 +221,53 @@ def test_tools_report_versions() -> None:
     assert "SIPp v3.6" in sipp_v.stdout + sipp_v.stderr
     tshark_v = subprocess.run(["tshark", "-v"], capture_output=True, text=True, timeout=10)
     assert "TShark" in tshark_v.stdout
+
+
+FAKE_GATEWAY = r"""
+import json, os, signal, sys, time
+def log(**kw):
+    sys.stderr.write(json.dumps({"ts": time.time(), "level": "INFO", "logger": "fake", **kw}) + "\n")
+    sys.stderr.flush()
+def on_int(signum, frame):
+    sys.stderr.write("Traceback (most recent call last):\n  File 'x'\nRuntimeError: boom\n")
+    sys.exit(3)
+signal.signal(signal.SIGINT, on_int)
+log(msg="sip.listening", host="127.0.0.1", port=int(os.environ["CALLBRIDGE_SIP_PORT"]))
+sys.stderr.write("not json\n")
+log(msg="call.started", call_id="c1", direction="inbound")
+log(msg="call.dtmf", call_id="c1", digit="5")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_gateway_fixture_against_a_fake_process(registry: ProcessRegistry, tmp_path: Path) -> None:
+    """The callbridge fixture's log parsing, waits, crash detection and SIGINT handling,
+    against a stand-in process that logs like the gateway and crashes on SIGINT."""
+    cfg = GatewayConfig.allocate(tmp_path / "data", PORT_BLOCKS.take(4))
+    env_keys = set(cfg.env())
+    assert {"CALLBRIDGE_SIP_PORT", "CALLBRIDGE_RTP_PORT_MIN", "CALLBRIDGE_LOG_FORMAT"} <= env_keys
+    gw = start_gateway(registry, cfg, argv=[sys.executable, "-c", FAKE_GATEWAY])
+    assert gw.wait_for("call.started", lambda ev: ev["direction"] == "inbound", timeout=5)
+    assert [ev["digit"] for ev in gw.events("call.dtmf", call_id="c1")] == ["5"]
+    assert gw.log.other_lines == ["not json"]
+    assert gw.events("call.ended") == []
+    with pytest.raises(DeadlineExceeded):
+        gw.wait_for("call.ended", timeout=0.3)
+    assert gw.crash_evidence() == []
+    assert gw.shutdown(grace=5) == 3
+    assert not gw.proc.killed
+    assert gw.crash_evidence(), "the traceback printed on SIGINT must be detected"
+    # A wait on an exited process fails at once instead of running into its deadline.
+    t0 = time.monotonic()
+    with pytest.raises(AssertionError, match="exited"):
+        gw.wait_for("call.ended", timeout=30)
+    assert time.monotonic() - t0 < 5
+
+
+def test_port_blocks_do_not_overlap() -> None:
+    blocks = [PORT_BLOCKS.take(n) for n in (4, 40, 7, 200)]
+    spans = sorted(blocks)
+    for (_, last), (first, _) in itertools.pairwise(spans):
+        assert last < first, spans
+    assert all(first % 2 == 0 and last - first + 1 >= 4 for first, last in blocks)

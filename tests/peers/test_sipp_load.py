@@ -3,6 +3,8 @@ no retransmission storm, every call started and ended in the gateway's log."""
 
 from __future__ import annotations
 
+import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -72,4 +74,35 @@ def test_fifty_concurrent_calls_with_rtp(
         f"gateway rtp_in min/max {min(rtp_in)}/{max(rtp_in)}, rtp_out min/max {min(rtp_out)}/{max(rtp_out)}"
     )
     assert not low, f"calls with < 90 % of the expected {expected} packets (id, in, out): {low}"
+    gateway.assert_no_crash()
+
+
+def test_sigint_sends_bye_to_live_calls(
+    registry: ProcessRegistry, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """The run contract: SIGINT shuts the gateway down gracefully, hanging up (BYE) every
+    live call, and it exits 0. The SIPp UAC waits for the callee's BYE (its own fallback
+    BYE only after 60 s, far beyond the deadlines here)."""
+    require_tools("sipp", "espeak-ng", "sox")
+    calls = 5
+    gateway = gateway_factory(rtp_ports=40)
+    wav = audio.synthesize_speech(SPEECH, tmp_path / "speech.wav", pad_after_s=30)
+    media = tmp_path / "media.pcap"
+    wav_to_pcap(wav, media, codec="pcmu")
+    uac_mp, _ = PORT_BLOCKS.take(4 * calls + 8)
+    uac = start_uac(
+        registry, "uac", "uac_play_wait_bye.xml", target=gateway.sip_addr, service="agent",
+        sip_port=free_port(), media_port=uac_mp, calls=calls, rate=10, limit=calls,
+        timeout_s=60, files={"media.pcap": media}, extra=["-recv_timeout", "60000"],
+    )  # fmt: skip
+    started = gateway.wait_for("call.started", timeout=10, count=calls)
+    gateway.proc.signal(signal.SIGINT)
+    assert gateway.wait_exit(15) == 0, gateway.stderr_tail()
+    assert uac.wait(15) == 0, uac.describe()
+    assert uac.stats().counter("SuccessfulCall(C)") == calls, uac.describe()
+    ended = gateway.events("call.ended")
+    assert {ev["call_id"] for ev in ended} == {ev["call_id"] for ev in started}
+    log = uac.messages_path.read_text(errors="replace")
+    byes = len(re.findall(r"message received \[\d+\] bytes :\s*\nBYE sip:", log))
+    assert byes >= calls, f"SIPp received {byes} BYE requests for {calls} calls"
     gateway.assert_no_crash()

@@ -17,37 +17,45 @@ share branch, sent-by and method). Sent to one server within a transaction lifet
 second is rightly a retransmission of the first (RFC 3261 §17.2.3) and gets the first one's
 response, so the messages are split into rounds without such repeats, one gateway each.
 
-EXPECTED is the wire-level table for *this* gateway as a UAS: it serves only its agents
-('agent', 'echo'), so a well-formed request to any other user gets 404 (RFC 3261
-§8.2.2.1), OPTIONS included (§11.2: "the same [response] that would have been generated
-had the request been an INVITE"). The §8.2 order decides which error wins: method (405/501,
-§8.2.1) before Request-URI (416/404, §8.2.2.1) before Require (420, §8.2.2.3) before
-content (415, §8.2.3); where RFC 4475 or the §8.2 order allow either answer, both are
-listed. tests/unit/sip/test_torture.py did not exist when this was written, so the table
-is defined here (it is not the parser-level table of that unit test).
+Expected answers: the unit test's table (tests/unit/sip/test_torture.py EXPECTED: the
+status the UAS validation gives each message) is imported and enforced exactly on the wire.
+Where it says None ("processed normally" or "dropped"), RFC_ALLOWED below decides: this
+gateway serves only its agents ('agent', 'echo'), so a well-formed request to any other
+user gets 404 (RFC 3261 §8.2.2.1), OPTIONS included (§11.2: "the same [response] that
+would have been generated had the request been an INVITE"), and stray responses are
+dropped. RFC_ALLOWED lists for every message what RFC 4475 and the §8.2 order (method
+405/501 §8.2.1, then Request-URI 416/404 §8.2.2.1, Require 420 §8.2.2.3, content 415
+§8.2.3) allow; a unit-table status outside it fails test_unit_table_agrees_with_the_rfc.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from ..unit.sip.test_torture import EXPECTED as UNIT_STATUS
 from .conftest import GatewayFactory
-from .peerlib.process import LOOPBACK
+from .peerlib.sipudp import (
+    WAIT_FINAL_S,
+    Response,
+    ack_non_2xx,
+    cancel_pending,
+    end_accepted_call,
+    options_ping,
+    receive,
+    split_rounds,
+    top_via,
+    udp_socket,
+    with_rport,
+)
 
 pytestmark = pytest.mark.peer
 
 TORTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "sip-torture"
 
-WAIT_FINAL_S = 2.0  # an answer on loopback takes milliseconds
 WAIT_SILENCE_S = 1.0  # how long "no response" is observed
 ACK_CHECK_S = 0.8  # > T1: a final response not stopped by our ACK would be retransmitted
 
@@ -67,7 +75,7 @@ _UNKNOWN_USER = "well-formed, to a user the gateway does not serve: 404 (§8.2.2
 _REGISTER = "REGISTER to a UA that is no registrar: 405 + Allow (§8.2.1; RFC 4475 §3.3.7)"
 _STRAY = "a response matching no client transaction: discarded (RFC 3261 §18.1.2, §17.1.3)"
 
-EXPECTED: dict[str, Expect] = {
+RFC_ALLOWED: dict[str, Expect] = {
     # 3.1.1 valid messages: must be parsed and processed
     "wsinv": _e(404, 481, why="valid INVITE with a To tag and no such dialog: 481 (§12.2.2), or 404 first (user vivekg)"),
     "intmeth": _e(405, 501, why="valid request with an unknown method: 501 (§21.5.2) or 405 (§8.2.1)"),
@@ -125,118 +133,16 @@ EXPECTED: dict[str, Expect] = {
 }  # fmt: skip
 
 
-# --------------------------------------------------------------------------- tiny SIP client
-
-_COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "l": "content-length",
-            "m": "contact", "c": "content-type", "e": "content-encoding", "k": "supported"}  # fmt: skip
-
-
-_TOP_VIA = re.compile(
-    rb"^(?:via|v)[ \t]*:\s*SIP\s*/\s*[^/\s]+\s*/\s*[^\s;,/]+\s+(?:\[[^\]]*\]|[^\s;,:]+)(?:\s*:\s*\d+)?",
-    re.IGNORECASE | re.MULTILINE,
-)
+def wire_expectation(name: str) -> Expect:
+    """The unit table's status when it names one, else what RFC_ALLOWED allows."""
+    status = UNIT_STATUS[name]
+    rfc = RFC_ALLOWED[name]
+    if status is None:
+        return rfc
+    return Expect(frozenset({status}), f"unit table: {status}; RFC: {rfc.why}")
 
 
-def with_rport(data: bytes) -> bytes:
-    """The request with `;rport` after its top Via's sent-by (see the module docstring)."""
-    if data.startswith(b"SIP/"):
-        return data
-    head_end = data.find(b"\r\n\r\n")
-    head_end = len(data) if head_end < 0 else head_end
-    first_eol = data.find(b"\r\n")
-    m = _TOP_VIA.search(data, first_eol + 2, head_end)
-    if m is None:
-        return data
-    line_end = data.find(b"\r\n", m.end())
-    if b"rport" in data[m.end() : line_end].lower():
-        return data
-    return data[: m.end()] + b";rport" + data[m.end() :]
-
-
-def top_via(data: bytes) -> str | None:
-    """The first via-parm of the request's top Via, unfolded (an ACK or CANCEL must carry
-    exactly this value, RFC 3261 §17.1.1.3 / §9.1)."""
-    first_eol = data.find(b"\r\n")
-    head_end = data.find(b"\r\n\r\n")
-    head_end = len(data) if head_end < 0 else head_end
-    m = _TOP_VIA.search(data, first_eol + 2, head_end)
-    if m is None:
-        return None
-    start = data.index(b":", m.start()) + 1
-    end = start
-    while True:  # the header ends at a CRLF not followed by folding whitespace
-        end = data.find(b"\r\n", end)
-        if end < 0 or end >= head_end or data[end + 2 : end + 3] not in (b" ", b"\t"):
-            break
-        end += 2
-    value = re.sub(rb"\r\n[ \t]+", b" ", data[start : head_end if end < 0 else end])
-    return value.split(b",", 1)[0].strip().decode("utf-8", "replace")
-
-
-_BRANCH = re.compile(rb"branch\s*=\s*([^\s;,]+)", re.IGNORECASE)
-
-
-def transaction_key(data: bytes) -> tuple[bytes, ...] | None:
-    """(method, top Via sent-by, branch) as a server matches it (RFC 3261 §17.2.3);
-    None for responses."""
-    if data.startswith(b"SIP/"):
-        return None
-    first_eol = data.find(b"\r\n")
-    head_end = data.find(b"\r\n\r\n")
-    m = _TOP_VIA.search(data, first_eol + 2, len(data) if head_end < 0 else head_end)
-    if m is None:
-        return (data[:first_eol],)
-    sent_by = m.group(0).split()[-1].lower()
-    branch = _BRANCH.search(data, m.end(), data.find(b"\r\n", m.end()))
-    return (data.split(None, 1)[0], sent_by, branch.group(1) if branch else b"")
-
-
-def split_rounds(messages: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
-    """Greedy rounds in which no transaction key repeats."""
-    keys: list[set[tuple[bytes, ...]]] = []
-    rounds: list[list[tuple[str, bytes]]] = []
-    for name, data in messages:
-        key = transaction_key(data)
-        n = next((i for i, ks in enumerate(keys) if key is None or key not in ks), len(rounds))
-        if n == len(rounds):
-            keys.append(set())
-            rounds.append([])
-        if key is not None:
-            keys[n].add(key)
-        rounds[n].append((name, data))
-    return rounds
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]  # (lower-case long name, value), unfolded
-    raw: bytes
-
-    def get(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
-
-
-def parse_response(data: bytes) -> Response | None:
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].upper().startswith("SIP/") or not parts[1].isdigit():
-        return None
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + " " + line.strip())
-        elif ":" in line:
-            name, value = line.split(":", 1)
-            key = name.strip().lower()
-            headers.append((_COMPACT.get(key, key), value.strip()))
-    return Response(int(parts[1]), parts[2] if len(parts) > 2 else "", tuple(headers), data)
+EXPECTED: dict[str, Expect] = {name: wire_expectation(name) for name in RFC_ALLOWED}
 
 
 @dataclass(eq=False)
@@ -250,124 +156,6 @@ class Outcome:
     @property
     def final(self) -> Response | None:
         return next((r for r in self.responses if r.status >= 200), None)
-
-
-@contextlib.contextmanager
-def udp_socket() -> Iterator[socket.socket]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind((LOOPBACK, 0))
-        yield s
-    finally:
-        s.close()
-
-
-def receive(sock: socket.socket, until: float, stop_when_final: bool) -> list[Response]:
-    out: list[Response] = []
-    while True:
-        left = until - time.monotonic()
-        if left <= 0:
-            return out
-        sock.settimeout(left)
-        try:
-            data = sock.recv(65535)
-        except TimeoutError:
-            return out
-        resp = parse_response(data)
-        if resp is not None:
-            out.append(resp)
-            if stop_when_final and resp.status >= 200:
-                return out
-
-
-def _request(lines: list[str]) -> bytes:
-    return ("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode()
-
-
-def _cseq_number(resp: Response) -> str | None:
-    cseq = resp.get("cseq")
-    return cseq.split()[0] if cseq else None
-
-
-def ack_non_2xx(
-    sock: socket.socket, gw: tuple[str, int], ruri: str, via: str, final: Response
-) -> str | None:
-    """RFC 3261 §17.1.1.3: the request's Request-URI and top Via, the response's To tag."""
-    frm, to, cid, num = (
-        final.get("from"),
-        final.get("to"),
-        final.get("call-id"),
-        _cseq_number(final),
-    )
-    if not (frm and to and cid and num):
-        return "final response lacks From/To/Call-ID/CSeq: no ACK sent"
-    top_via = via
-    sock.sendto(
-        _request([f"ACK {ruri} SIP/2.0", f"Via: {top_via}", "Max-Forwards: 70", f"From: {frm}",
-                  f"To: {to}", f"Call-ID: {cid}", f"CSeq: {num} ACK"]),
-        gw,
-    )  # fmt: skip
-    return None
-
-
-def end_accepted_call(sock: socket.socket, gw: tuple[str, int], final: Response) -> str:
-    """A 2xx to an INVITE that should not have been accepted: ACK and BYE it (§13.2.2.4)."""
-    contact = final.get("contact") or ""
-    target = contact[contact.find("<") + 1 : contact.find(">")] if "<" in contact else contact
-    frm, to, cid, num = (
-        final.get("from"),
-        final.get("to"),
-        final.get("call-id"),
-        _cseq_number(final),
-    )
-    port = sock.getsockname()[1]
-    for method, n in (("ACK", num), ("BYE", str(int(num or 0) + 1))):
-        sock.sendto(
-            _request([f"{method} {target} SIP/2.0",
-                      f"Via: SIP/2.0/UDP {LOOPBACK}:{port};branch=z9hG4bK-torture-{method}-{os.getpid()}",
-                      "Max-Forwards: 70", f"From: {frm}", f"To: {to}", f"Call-ID: {cid}", f"CSeq: {n} {method}"]),
-            gw,
-        )  # fmt: skip
-    bye = receive(sock, time.monotonic() + WAIT_FINAL_S, stop_when_final=False)
-    return f"answered 2xx: ACK+BYE sent, BYE got {[r.status for r in bye]}"
-
-
-def cancel_pending(
-    sock: socket.socket, gw: tuple[str, int], ruri: str, via: str, prov: Response
-) -> str:
-    """No final answer to an INVITE: CANCEL it (§9.1) and ACK the 487."""
-    frm, to, cid, num = prov.get("from"), prov.get("to"), prov.get("call-id"), _cseq_number(prov)
-    if not (frm and to and cid and num):
-        return "provisional response lacks headers: cannot CANCEL"
-    to_no_tag = to.split(";tag=")[0]
-    sock.sendto(
-        _request([f"CANCEL {ruri} SIP/2.0", f"Via: {via}", "Max-Forwards: 70",
-                  f"From: {frm}", f"To: {to_no_tag}", f"Call-ID: {cid}", f"CSeq: {num} CANCEL"]),
-        gw,
-    )  # fmt: skip
-    got = receive(sock, time.monotonic() + WAIT_FINAL_S, stop_when_final=False)
-    invite_final = next(
-        (r for r in got if r.status >= 300 and (r.get("cseq") or "").endswith("INVITE")), None
-    )
-    if invite_final is not None:
-        ack_non_2xx(sock, gw, ruri, via, invite_final)
-    return f"no final answer: CANCEL sent, got {[r.status for r in got]}"
-
-
-def options_ping(gw: tuple[str, int], n: int) -> int | None:
-    """OPTIONS sip:agent@gateway; returns the final status (None: no answer in 2 s)."""
-    with udp_socket() as s:
-        port = s.getsockname()[1]
-        s.sendto(
-            _request([f"OPTIONS sip:agent@{gw[0]}:{gw[1]} SIP/2.0",
-                      f"Via: SIP/2.0/UDP {LOOPBACK}:{port};branch=z9hG4bK-probe-{os.getpid()}-{n}",
-                      "Max-Forwards: 70", f"From: <sip:probe@{LOOPBACK}>;tag=probe{n}",
-                      f"To: <sip:agent@{gw[0]}:{gw[1]}>", f"Call-ID: probe-{n}-{os.getpid()}@{LOOPBACK}",
-                      "CSeq: 1 OPTIONS", "Accept: application/sdp"]),
-            gw,
-        )  # fmt: skip
-        got = receive(s, time.monotonic() + WAIT_FINAL_S, stop_when_final=True)
-    return next((r.status for r in got if r.status >= 200), None)
 
 
 def run_message(gw: tuple[str, int], name: str, data: bytes) -> Outcome:
@@ -432,7 +220,22 @@ def check(outcome: Outcome) -> str | None:
 def test_torture_table_covers_the_corpus() -> None:
     names = sorted(p.stem for p in TORTURE_DIR.glob("*.dat"))
     assert len(names) == 49, names
-    assert sorted(EXPECTED) == names
+    assert sorted(RFC_ALLOWED) == names
+    assert sorted(UNIT_STATUS) == names
+
+
+def test_unit_table_agrees_with_the_rfc() -> None:
+    """Every status of the unit table is an answer RFC 4475 allows for that message; where
+    the unit table leaves it to the application (None), only routing (404/481) or
+    silence is expected on the wire."""
+    wrong = [
+        f"{name}: unit {status}, RFC allows {sorted(RFC_ALLOWED[name].statuses)}"
+        for name, status in UNIT_STATUS.items()
+        if status is not None and status not in RFC_ALLOWED[name].statuses
+    ]
+    assert not wrong, wrong
+    left_to_routing = {n: RFC_ALLOWED[n].statuses for n, s in UNIT_STATUS.items() if s is None}
+    assert all(codes <= {400, 404, 481} for codes in left_to_routing.values()), left_to_routing
 
 
 def test_with_rport_touches_only_the_top_via() -> None:

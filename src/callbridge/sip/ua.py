@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -37,6 +38,8 @@ from callbridge.sip.transaction import (
     TransactionLayer,
     TransactionTerminated,
     TransactionTimeout,
+    response_address,
+    stamp_via,
 )
 from callbridge.sip.uri import NameAddr, SipUri, UriParseError
 from callbridge.sip.validation import UasPolicy, check_request, reject_malformed
@@ -44,6 +47,7 @@ from callbridge.sip.validation import UasPolicy, check_request, reject_malformed
 Addr = tuple[str, int]
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+_TX_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
 # ---- what comes out -------------------------------------------------------------------------
@@ -159,8 +163,12 @@ class UserAgent:
         local: LocalIdentity,
         timers: TimerSettings | None = None,
         policy: UasPolicy | None = None,
+        options_status: Callable[[str], int] | None = None,
     ) -> None:
         self.local = local
+        # §11.2: OPTIONS gets the status an INVITE to the same user would get; the app knows
+        # which users exist. A user-less Request-URI is a probe of this node.
+        self.options_status = options_status or (lambda user: 200)
         self.layer = TransactionLayer(timers or TimerSettings())
         self.policy = policy or UasPolicy()
         self._calls: dict[str, _Call] = {}
@@ -184,11 +192,34 @@ class UserAgent:
             if reply is None:
                 return []
             return [SendDatagram(bytes(reply), self._response_addr(reply, source))]
+        if isinstance(message, SipRequest) and message.method != "ACK":
+            stateless = self._unmatchable(message, source)
+            if stateless is not None:
+                return [stateless]
         sends, events = self.layer.receive(message, source, now)
         out: list[Output] = [self._wire(s) for s in sends]
         for ev in events:
             out.extend(self._on_event(ev, now))
         return out
+
+    def _unmatchable(self, request: SipRequest, source: Addr) -> SendDatagram | None:
+        """A request without the headers a transaction is keyed on gets a stateless 400
+        (§8.2, RFC 4475 §3.3.1 'insuf') instead of being dropped by the transaction layer."""
+        if all(name in request.headers for name in _TX_HEADERS):
+            return None
+        error = check_request(request, self.policy)
+        if error is None or "Via" not in request.headers:
+            return None
+        try:
+            stamped = stamp_via(request, source)
+            addr = response_address(stamped.vias[0], source)
+        except (SipParseError, UriParseError):
+            return None
+        error = SipResponse(
+            error.status, error.reason, error.headers.set("Via", str(stamped.vias[0])), error.body
+        )
+        self.bad_messages += 1
+        return SendDatagram(bytes(error), addr)
 
     def poll(self, now: float) -> list[Output]:
         sends, events = self.layer.poll(now)
@@ -386,6 +417,13 @@ class UserAgent:
                 out.append(IncomingCall(cid, req, source))
                 return out
             case "OPTIONS":
+                try:
+                    user = req.request_uri.user or ""
+                except UriParseError:
+                    user = ""
+                status = 503 if not self.accepting else (self.options_status(user) if user else 200)
+                if status != 200:
+                    return self._respond(tx, make_response(req, status), now)
                 headers = [
                     ("Allow", ALLOW),
                     ("Accept", "application/sdp"),

@@ -97,7 +97,9 @@ class SipTransport:
         self.ports = PortAllocator(config.rtp_port_min, config.rtp_port_max)
         ident_host = config.public_host or config.host
         self.ua = UserAgent(
-            LocalIdentity(ident_host, config.port, config.user_agent), config.timers
+            LocalIdentity(ident_host, config.port, config.user_agent),
+            config.timers,
+            options_status=self._options_status,
         )
         self.endpoint = SipEndpoint(self.ua, clock, self._on_event)
         self._legs: dict[str, SipLeg] = {}
@@ -117,6 +119,14 @@ class SipTransport:
         event(
             log, "sip.listening", host=self.local_addr[0], port=self.local_addr[1], transport="udp"
         )
+
+    def _options_status(self, user: str) -> int:
+        # §11.2: the same answer an INVITE to this user would get (404 for unknown agents).
+        try:
+            self.acceptor.admit(LegInfo(transport="sip", direction="inbound", local_user=user))
+        except Rejection as rej:
+            return _REJECT_STATUS.get(rej.kind, 480)
+        return 200
 
     def stop_accepting(self) -> None:
         self.ua.accepting = False

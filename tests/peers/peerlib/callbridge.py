@@ -228,9 +228,11 @@ def start_gateway(
     config: GatewayConfig,
     name: str = "callbridge",
     timeout: float = 20.0,
+    argv: list[str] | None = None,
 ) -> CallbridgeProcess:
-    """`callbridge serve`, returned once it logged sip.listening on the configured port."""
-    gw = _start(registry, name, serve_argv(), config)
+    """`callbridge serve` (or `argv`, for harness self-tests), returned once it logged
+    sip.listening on the configured port."""
+    gw = _start(registry, name, argv or serve_argv(), config)
     try:
         ready = gw.wait_for("sip.listening", timeout=timeout)
     except AssertionError as exc:

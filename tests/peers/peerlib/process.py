@@ -252,6 +252,19 @@ def free_port() -> int:
     raise RuntimeError("no free port found")
 
 
+def free_port_pair() -> int:
+    """A port p with p and p + 1 free (baresip binds SIP on UDP/TCP p and TLS p + 1)."""
+    for _ in range(100):
+        port = free_port()
+        if (
+            port < 65535
+            and _can_bind(port + 1, socket.SOCK_STREAM, LOOPBACK)
+            and not udp_port_bound(port + 1)
+        ):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
 class PortBlocks:
     """Non-overlapping blocks of UDP ports for RTP ranges, below the ephemeral range.
 

@@ -87,10 +87,12 @@ def _start(
         "-trace_stat", "-stf", stats.name, "-fd", "1",
         "-trace_err", "-error_file", errors.name,
         "-trace_msg", "-message_file", messages.name,
+        "-trace_screen", "-screen_file", "screen.log",
     ]  # fmt: skip
     proc = registry.start(name, argv, cwd=workdir, stop_signal=signal.SIGTERM)
     registry.add_log(f"{name} errors.log", errors)
     registry.add_log(f"{name} messages.log", messages)
+    registry.add_log(f"{name} screen.log (written at exit)", workdir / "screen.log")
     return SippRun(proc, workdir, stats, errors, messages, sip_port, media_port)
 
 

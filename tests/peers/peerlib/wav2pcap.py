@@ -6,7 +6,7 @@ optional RFC 4733 telephone-events: by default after the audio, or from `dtmf_at
 seconds on (the event packets then replace audio frames). SIPp rewrites the
 addresses and ports when it replays the file.
 
-    python -m peers.peerlib.wav2pcap IN.wav OUT.pcap [--codec pcmu|pcma] [--dtmf 12#]
+    python -m tests.peers.peerlib.wav2pcap IN.wav OUT.pcap [--codec pcmu|pcma] [--dtmf 12#]
 """
 
 from __future__ import annotations

@@ -286,8 +286,16 @@ from pathlib import Path  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_TORTURE = [p.read_bytes() for p in sorted((Path(__file__).parents[2] / "fixtures" / "sip-torture").glob("*.dat"))]
-_SEEDS = [*_TORTURE, invite(), in_dialog("BYE", "x", 2, "z9hG4bK-b"), in_dialog("ACK", "x", 1, "z9hG4bK-a")]
+_TORTURE = [
+    p.read_bytes()
+    for p in sorted((Path(__file__).parents[2] / "fixtures" / "sip-torture").glob("*.dat"))
+]
+_SEEDS = [
+    *_TORTURE,
+    invite(),
+    in_dialog("BYE", "x", 2, "z9hG4bK-b"),
+    in_dialog("ACK", "x", 1, "z9hG4bK-a"),
+]
 
 
 @st.composite
@@ -296,7 +304,9 @@ def _mutated(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(0, 4))):
         pos = draw(st.integers(0, len(data)))
         if draw(st.booleans()):
-            data[pos:pos] = draw(st.sampled_from([b"\r\n", b" ", b",", b";", b"<", b"\xff", b"tag=", b"0"]))
+            data[pos:pos] = draw(
+                st.sampled_from([b"\r\n", b" ", b",", b";", b"<", b"\xff", b"tag=", b"0"])
+            )
         else:
             del data[pos : pos + draw(st.integers(1, 20))]
     return bytes(data)
@@ -304,7 +314,9 @@ def _mutated(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(_mutated(), min_size=1, max_size=4))
-def test_no_datagram_sequence_raises_and_every_reply_parses_or_is_a_400(datagrams: list[bytes]) -> None:
+def test_no_datagram_sequence_raises_and_every_reply_parses_or_is_a_400(
+    datagrams: list[bytes],
+) -> None:
     ua = new_ua()
     now = 0.0
     for data in datagrams:
