@@ -1,0 +1,1 @@
+"""L2 llm adapters behind a small protocol."""

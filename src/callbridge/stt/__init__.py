@@ -1,0 +1,1 @@
+"""L2 stt adapters behind a small protocol."""

@@ -1,0 +1,1 @@
+"""L2 tts adapters behind a small protocol."""
