@@ -37,17 +37,31 @@ class CallLeg(Protocol):
         """
         ...
 
-    async def play(self, frame: AudioFrame) -> None:
-        """Queue a frame for paced playout. Waits while more than the queue limit is buffered."""
+    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
+        """Queue a frame of `utterance` for paced playout; waits while the queue is full."""
         ...
 
     def flush_playout(self) -> int:
-        """Drop everything queued and not yet sent. Returns the samples dropped."""
+        """Drop everything queued and not yet sent (barge-in). Returns the samples dropped."""
+        ...
+
+    def played(self, utterance: int) -> int:
+        """Samples of `utterance` handed to the wire: what the caller could have heard."""
         ...
 
     @property
     def samples_played(self) -> int:
-        """Agent samples handed to the wire since the leg started (for 'what was heard')."""
+        """Agent samples handed to the wire since the leg started."""
+        ...
+
+    @property
+    def playing(self) -> bool:
+        """Agent audio is queued or was on the wire in the last tick."""
+        ...
+
+    @property
+    def playback_dbfs(self) -> float:
+        """Loudest recent agent frame sent (dBFS): the reference for the barge-in echo guard."""
         ...
 
     async def send_dtmf(self, digits: str) -> None: ...

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias
+
+import httpx
 
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 
@@ -266,6 +270,19 @@ async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
         yield SseEvent(event or "message", "\n".join(data))
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+def new_http_client() -> httpx.AsyncClient:
+    """A client for a brain that was given none.
+
+    The TLS context (CA bundle parsing, ~60 ms) is built once per process, not per call.
+    """
+    return httpx.AsyncClient(verify=_tls_context())
+
+
 def redact(text: str, secret: str | None) -> str:
     if secret:
         text = text.replace(secret, "***")
@@ -293,8 +310,8 @@ def http_error_message(provider: str, status: int, body: bytes, secret: str | No
 
 
 async def first_output_within(
-    stream: AsyncIterator[BrainOutput], timeout: float, provider: str
-) -> AsyncIterator[BrainOutput]:
+    stream: AsyncGenerator[BrainOutput, None], timeout: float, provider: str
+) -> AsyncGenerator[BrainOutput, None]:
     """Pass ``stream`` through, failing if its first output takes longer than ``timeout``.
 
     The deadline covers connecting, the request and everything the server sends before the

@@ -21,6 +21,7 @@ from callbridge.core.events import DtmfDigit, LegHold, LegInput
 from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import LegInfo
+from callbridge.media.playout import PlayoutQueue
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.rtcp import ntp_from_unix
 from callbridge.rtp.session import RtpParams, RtpSession
@@ -86,7 +87,7 @@ class SipLeg:
         self.session: RtpSession | None = None
         self.pending_offer: SessionDescription | None = None
         self._inputs: asyncio.Queue[LegInput | object] = asyncio.Queue()
-        self._playout: collections.deque[AudioFrame] = collections.deque()
+        self._playout = PlayoutQueue()
         self._room = asyncio.Event()
         self._room.set()
         self._dtmf_digits: collections.deque[str] = collections.deque()
@@ -115,7 +116,7 @@ class SipLeg:
                 return
             yield item  # type: ignore[misc]
 
-    async def play(self, frame: AudioFrame) -> None:
+    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
         if self.ended:
             raise CallEnded(self._info.ids.get("call_id", self.ua_call))
         while len(self._playout) >= PLAYOUT_LIMIT_FRAMES:
@@ -129,17 +130,28 @@ class SipLeg:
                 ender.cancel()
             if self.ended:
                 raise CallEnded(self._info.ids.get("call_id", self.ua_call))
-        self._playout.append(frame)
+        self._playout.push(frame, utterance)
 
     def flush_playout(self) -> int:
-        dropped = sum(f.samples for f in self._playout)
-        self._playout.clear()
+        # Takes effect at once: the next tick sends nothing of the dropped audio.
+        dropped = self._playout.flush()
         self._room.set()
         return dropped
+
+    def played(self, utterance: int) -> int:
+        return self._playout.played(utterance)
 
     @property
     def samples_played(self) -> int:
         return self._samples_played
+
+    @property
+    def playing(self) -> bool:
+        return self._playout.playing
+
+    @property
+    def playback_dbfs(self) -> float:
+        return self._playout.peak_dbfs
 
     async def send_dtmf(self, digits: str) -> None:
         """Queue digits; the media loop sends them ahead of queued audio, one event at a time."""
@@ -293,7 +305,8 @@ class SipLeg:
             if self._dtmf_step(session, now):
                 session.send_frame(None, now)  # audio is muted during the event; its clock runs on
                 continue
-            out_frame = self._playout.popleft() if self._playout else None
+            item = self._playout.pop()
+            out_frame = item[0] if item is not None else None
             if len(self._playout) < PLAYOUT_LIMIT_FRAMES:
                 self._room.set()
             pkt = session.send_frame(out_frame, now)

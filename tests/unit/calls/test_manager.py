@@ -24,7 +24,7 @@ class ScriptedLeg:
     ) -> None:
         self._info = LegInfo("test", "inbound", local_user=user)
         self.script = script
-        self.played: list[AudioFrame] = []
+        self.frames: list[AudioFrame] = []
         self.end_reason = ""
         self._ended = asyncio.Event()
         self.end_after_script = end_after_script
@@ -46,15 +46,26 @@ class ScriptedLeg:
             self._ended.set()
         await self._ended.wait()
 
-    async def play(self, frame: AudioFrame) -> None:
-        self.played.append(frame)
+    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
+        self.frames.append(frame)
 
     def flush_playout(self) -> int:
         return 0
 
+    def played(self, utterance: int) -> int:
+        return self.samples_played
+
     @property
     def samples_played(self) -> int:
-        return sum(f.samples for f in self.played)
+        return sum(f.samples for f in self.frames)
+
+    @property
+    def playing(self) -> bool:
+        return False
+
+    @property
+    def playback_dbfs(self) -> float:
+        return -120.0
 
     async def send_dtmf(self, digits: str) -> None:
         pass
@@ -93,7 +104,7 @@ async def test_echo_plays_back_what_it_heard_after_its_delay() -> None:
     leg = ScriptedLeg([*frames[:5], DtmfDigit("5", 100), *frames[5:]])
     call = await run_to_end(manager(), leg)
     # 40 ms delay = 2 frames held back when the call ended.
-    assert leg.played == frames[:8]
+    assert leg.frames == frames[:8]
     assert call.agent_name == "echo"
     assert leg.info.ids["call_id"] == call.id
     assert call.ended is not None

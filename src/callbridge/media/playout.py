@@ -1,0 +1,113 @@
+"""The agent's playout queue, with position: which samples of each utterance reached the wire.
+
+The transport's 20 ms loop calls `pop()` once per tick and sends what it gets; everything the
+queue knows about "heard" comes from those pops. On barge-in, `flush()` drops the rest at once,
+and `played(utterance)` tells the agent how much of its answer the caller actually got, so the
+conversation history can be cut there. The level of the last ~200 ms sent is kept for the
+barge-in echo guard.
+
+Sans-IO and O(1) per frame (one 160-sample dot product for the level).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, AudioFrame
+
+__all__ = ["LEVEL_WINDOW_FRAMES", "PlayoutQueue", "UtteranceId"]
+
+UtteranceId = int | str
+LEVEL_WINDOW_FRAMES = 200 // FRAME_MS  # ~200 ms: covers typical echo path delay
+_FULL_SCALE_SQ = 32768.0 * 32768.0
+
+
+class PlayoutQueue:
+    def __init__(self, level_window: int = LEVEL_WINDOW_FRAMES) -> None:
+        self._frames: deque[tuple[AudioFrame, UtteranceId]] = deque()
+        self._queued_samples = 0
+        self._played: dict[UtteranceId, int] = {}
+        self._dropped: dict[UtteranceId, int] = {}
+        # mean square (full scale = 1.0) and sample count of each recent tick; idle ticks are 0
+        self._levels: deque[tuple[float, int]] = deque(maxlen=level_window)
+        self._last: UtteranceId | None = None  # utterance of the frame the last pop sent
+
+    def __len__(self) -> int:
+        """Frames queued."""
+        return len(self._frames)
+
+    def push(self, frame: AudioFrame, utterance: UtteranceId) -> None:
+        self._frames.append((frame, utterance))
+        self._queued_samples += frame.samples
+        self._played.setdefault(utterance, 0)
+
+    def pop(self) -> tuple[AudioFrame, UtteranceId] | None:
+        """The next frame to send now (the caller sends it); None when idle. One call per tick."""
+        if not self._frames:
+            self._levels.append((0.0, FRAME_SAMPLES))  # the wire carried silence
+            self._last = None
+            return None
+        frame, utterance = item = self._frames.popleft()
+        n = frame.samples
+        self._queued_samples -= n
+        self._played[utterance] = self._played.get(utterance, 0) + n
+        if n:
+            x = np.frombuffer(frame.pcm, dtype="<i2").astype(np.float32)
+            self._levels.append((float(np.dot(x, x)) / (n * _FULL_SCALE_SQ), n))
+        self._last = utterance
+        return item
+
+    def flush(self) -> int:
+        """Drop everything queued and not yet sent (barge-in). Returns the samples dropped."""
+        dropped = self._queued_samples
+        for frame, utterance in self._frames:
+            self._dropped[utterance] = self._dropped.get(utterance, 0) + frame.samples
+        self._frames.clear()
+        self._queued_samples = 0
+        return dropped
+
+    def played(self, utterance: UtteranceId) -> int:
+        """Samples of `utterance` handed out by pop() (what the caller could have heard)."""
+        return self._played.get(utterance, 0)
+
+    def dropped(self, utterance: UtteranceId) -> int:
+        """Samples of `utterance` thrown away by flush()."""
+        return self._dropped.get(utterance, 0)
+
+    def forget(self, utterance: UtteranceId) -> None:
+        """Drop the counters of a finished utterance (long calls have many)."""
+        self._played.pop(utterance, None)
+        self._dropped.pop(utterance, None)
+
+    @property
+    def queued_samples(self) -> int:
+        return self._queued_samples
+
+    @property
+    def playing(self) -> bool:
+        """Audio is queued, or the last tick sent some (still on its way to the caller)."""
+        return bool(self._frames) or self._last is not None
+
+    @property
+    def current(self) -> UtteranceId | None:
+        """The utterance the last tick sent from (None if it sent nothing)."""
+        return self._last
+
+    @property
+    def level_dbfs(self) -> float:
+        """RMS level of what was sent over the window (idle ticks count as silence)."""
+        energy = sum(ms * n for ms, n in self._levels)
+        samples = sum(n for _, n in self._levels)
+        return _dbfs(energy / samples) if samples else -math.inf
+
+    @property
+    def peak_dbfs(self) -> float:
+        """Level of the loudest frame sent over the window: the echo guard's reference."""
+        return _dbfs(max((ms for ms, _ in self._levels), default=0.0))
+
+
+def _dbfs(mean_square: float) -> float:
+    return 10.0 * math.log10(mean_square) if mean_square > 0 else -math.inf
