@@ -1,0 +1,199 @@
+"""The cascade voice agent: turn -> transcript -> brain (streamed) -> clause TTS -> playout.
+
+Full duplex through Conversation: it keeps listening while it speaks, and when the caller
+barges in, the current answer (brain stream and synthesis) is cancelled, the queued audio is
+dropped, and the history keeps only what the caller heard, marked interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from callbridge.agents.conversation import (
+    Conversation,
+    Dtmf,
+    Hold,
+    Interrupted,
+    SpeechResult,
+    UserSpeaking,
+    UserTurn,
+)
+from callbridge.core.clock import Clock
+from callbridge.core.log import event, event_fields
+from callbridge.core.ports import CallLeg
+from callbridge.llm.base import Brain, Message, TextDelta, ToolCall
+
+log = logging.getLogger("callbridge.agents.voice")
+
+APOLOGY = "Sorry, I'm having trouble answering right now. Could you say that again?"
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceAgentConfig:
+    greet: bool = True
+    apology: str = APOLOGY
+    hangup_grace: float = 15.0  # max wait for a goodbye to finish playing before hanging up
+
+
+@dataclass(slots=True)
+class _TurnTiming:
+    started: float
+    speech_end: float | None = None
+    stt_latency: float | None = None
+    first_token: float | None = None
+
+
+class VoiceAgent:
+    def __init__(
+        self,
+        *,
+        brain: Brain,
+        conversation: Callable[[CallLeg], Conversation],
+        clock: Clock,
+        config: VoiceAgentConfig | None = None,
+    ) -> None:
+        self.brain = brain
+        self.make_conversation = conversation
+        self.clock = clock
+        self.config = config or VoiceAgentConfig()
+        self.history: list[Message] = []
+        self._turn: asyncio.Task[None] | None = None
+        self._conv: Conversation | None = None
+
+    async def run(self, leg: CallLeg) -> None:
+        conv = self.make_conversation(leg)
+        self._conv = conv
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(conv.run())
+                if self.config.greet:
+                    self._start_turn(conv, leg, _TurnTiming(self.clock.now()))
+                async for ev in conv.events():
+                    await self._on_event(ev, conv, leg)
+        finally:
+            if self._turn is not None:
+                self._turn.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._turn
+
+    async def _on_event(self, ev: object, conv: Conversation, leg: CallLeg) -> None:
+        match ev:
+            case UserTurn(text=text) if not text.strip():
+                event(
+                    log,
+                    "agent.turn_unheard",
+                    speech_ms=round(1000 * (ev.speech_end - ev.speech_start)),
+                )
+            case UserTurn(text=text):
+                if (self._turn is not None and not self._turn.done()) or conv.speaking:
+                    # Speech that was too short or quiet to interrupt us: a backchannel
+                    # ("uh-huh") while we talk; do not answer it.
+                    event(log, "agent.backchannel", text=text)
+                    return
+                event(log, "agent.heard", text=text, stt_ms=round(1000 * ev.stt_latency))
+                self.history.append(Message("user", text))
+                timing = _TurnTiming(self.clock.now(), ev.speech_end, ev.stt_latency)
+                self._start_turn(conv, leg, timing)
+            case Interrupted():
+                if self._turn is not None:
+                    self._turn.cancel()
+            case Dtmf(digit=digit):
+                event(log, "agent.dtmf", digit=digit)
+            case Hold(on_hold=on_hold):
+                if on_hold:
+                    conv.interrupt()
+            case UserSpeaking():
+                pass
+
+    def _start_turn(self, conv: Conversation, leg: CallLeg, timing: _TurnTiming) -> None:
+        self._turn = asyncio.get_running_loop().create_task(self._answer(conv, leg, timing))
+
+    async def _answer(self, conv: Conversation, leg: CallLeg, timing: _TurnTiming) -> None:
+        tools: list[ToolCall] = []
+        failure: list[BaseException] = []
+
+        async def text() -> AsyncIterator[str]:
+            try:
+                async for out in self.brain.respond(list(self.history)):
+                    if isinstance(out, TextDelta):
+                        if timing.first_token is None:
+                            timing.first_token = self.clock.now()
+                        yield out.text
+                    else:
+                        tools.append(out)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # BrainError or a bug: the caller hears an apology
+                failure.append(exc)
+
+        speech = conv.say(text())
+        try:
+            result = await speech.wait()
+        except asyncio.CancelledError:
+            # Barge-in: the conversation already cut the speech at the playout position.
+            self._record(speech.result, tools, interrupted=True)
+            raise
+        except Exception as exc:  # TTS failure: log, keep the call
+            event(log, "agent.speech_failed", logging.ERROR, error=repr(exc))
+            return
+        if failure:
+            event(log, "agent.brain_failed", logging.WARNING, error=str(failure[0]))
+            if not result.text:
+                apology = conv.say(self.config.apology)
+                result = await apology.wait()
+                self.history.append(Message("assistant", result.text))
+                return
+        self._record(result, tools, interrupted=result.interrupted)
+        self._metrics(timing, result)
+        for call in tools:
+            await self._tool(call, conv, leg, result)
+
+    def _record(self, result: SpeechResult, tools: list[ToolCall], *, interrupted: bool) -> None:
+        if interrupted:
+            self.history.append(Message("assistant", result.heard, interrupted=True))
+            event(log, "agent.interrupted", said=result.text, heard=result.heard)
+        elif result.text or tools:
+            self.history.append(Message("assistant", result.text, tool_calls=tuple(tools)))
+
+    def _metrics(self, timing: _TurnTiming, result: SpeechResult) -> None:
+        fields: dict[str, object] = {"utterance": result.utterance, "text": result.text}
+        if timing.speech_end is not None and result.first_audio_at is not None:
+            # Caller's end of speech to our first audio frame queued (sent at the next tick).
+            fields["voice_to_voice_ms"] = round(1000 * (result.first_audio_at - timing.speech_end))
+        if timing.stt_latency is not None:
+            fields["stt_final_ms"] = round(1000 * timing.stt_latency)
+        if timing.first_token is not None:
+            fields["brain_first_token_ms"] = round(1000 * (timing.first_token - timing.started))
+            if result.first_audio_at is not None:
+                fields["tts_first_audio_ms"] = round(
+                    1000 * (result.first_audio_at - timing.first_token)
+                )
+        event_fields(log, "agent.turn", fields)
+
+    async def _tool(
+        self, call: ToolCall, conv: Conversation, leg: CallLeg, said: SpeechResult
+    ) -> None:
+        event(log, "agent.tool", name=call.name, arguments=call.arguments)
+        outcome = "done"
+        match call.name:
+            case "hang_up":
+                await conv.wait_played(said, self.config.hangup_grace)
+                self.history.append(Message("tool", outcome, tool_call_id=call.id))
+                await leg.hangup("agent_hangup")
+                return
+            case "send_dtmf":
+                digits = str(call.arguments.get("digits", ""))
+                try:
+                    await conv.wait_played(said, self.config.hangup_grace)
+                    await leg.send_dtmf(digits)
+                except ValueError as exc:
+                    outcome = f"failed: {exc}"
+            case "transfer":
+                outcome = "failed: transfer is not available on this line yet"
+            case _:
+                outcome = f"failed: unknown tool {call.name}"
+        self.history.append(Message("tool", outcome, tool_call_id=call.id))

@@ -1,0 +1,297 @@
+"""VoiceAgent + Conversation on a simulated leg, with fake STT/TTS/VAD (the layer's unit test;
+tests/peers/ holds the real-peer proofs). The simulated transport runs the real 20 ms
+schedule on the loop clock and records, per tick, what the agent sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+import numpy as np
+
+from callbridge.agents.conversation import Conversation, ConversationConfig, heard_text
+from callbridge.agents.vad_pool import VadPool
+from callbridge.agents.voice import APOLOGY, VoiceAgent
+from callbridge.core.clocks import LoopClock
+from callbridge.core.events import LegInput
+from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
+from callbridge.core.ports import CallLeg, LegInfo
+from callbridge.llm.base import BrainError, BrainOutput, Message, TextDelta, ToolCall
+from callbridge.media.playout import PlayoutQueue
+from callbridge.media.vad import VadConfig, VadStream
+from callbridge.stt.base import Transcript
+
+LOUD = 6000
+
+
+def tone(amplitude: int, frames: int = 1) -> bytes:
+    t = np.arange(frames * FRAME_SAMPLES)
+    return (amplitude * np.sin(2 * np.pi * 300 * t / 8000)).astype("<i2").tobytes()
+
+
+class EnergyRunner:
+    """Stands in for Silero: 'speech' when the chunk is loud (the test controls loudness)."""
+
+    def run(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rms = np.sqrt(np.mean(np.square(x[:, -256:]), axis=1))
+        return (rms > 0.05).astype(np.float32), state
+
+    def stream(self, config: VadConfig | None = None) -> VadStream:
+        return VadStream(config, silence_state=np.zeros((2, 1, 128), np.float32))
+
+
+class FakeStt:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.fed = 0
+
+    def start(self) -> None:
+        self.fed = 0
+
+    def feed(self, pcm8k: bytes) -> list[Transcript]:
+        self.fed += len(pcm8k)
+        return []
+
+    def finish(self) -> Transcript:
+        return Transcript(self.text if self.fed else "", True)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeTts:
+    """100 ms of a quiet-ish tone per word: long answers are easy to make."""
+
+    sample_rate = 8000
+
+    def synthesize(self, text: str) -> Iterator[bytes]:
+        yield tone(2000, frames=5 * len(text.split()))
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptBrain:
+    def __init__(self, replies: list[str | Exception], tools: Sequence[ToolCall] = ()) -> None:
+        self.replies = replies
+        self.tools = tools
+        self.histories: list[list[Message]] = []
+
+    async def respond(self, history: Sequence[Message]) -> AsyncIterator[BrainOutput]:
+        self.histories.append(list(history))
+        reply = self.replies.pop(0) if self.replies else "Okay."
+        if isinstance(reply, Exception):
+            raise reply
+        for word in reply.split(" "):
+            yield TextDelta(word + " ")
+        for call in self.tools:
+            yield call
+
+
+class SimLeg:
+    """A transport stand-in: every 20 ms, takes the next caller frame from `caller` (silence
+    when empty; optionally adds the agent's own audio at -20 dB as echo) and sends one frame
+    from the playout queue, recording it."""
+
+    def __init__(self, clock: LoopClock, echo: bool = False) -> None:
+        self.clock = clock
+        self._info = LegInfo("sim", "inbound", local_user="agent", ids={"call_id": "sim-1"})
+        self.queue = PlayoutQueue()
+        self.inputs_q: asyncio.Queue[LegInput | None] = asyncio.Queue()
+        self.caller: list[bytes] = []
+        self.sent: list[tuple[float, int | None]] = []  # (time, utterance or None)
+        self.heard_by_caller: list[bytes] = []
+        self.echo = echo
+        self.end_reason = ""
+        self._ended = asyncio.Event()
+
+    @property
+    def info(self) -> LegInfo:
+        return self._info
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    async def inputs(self) -> AsyncIterator[LegInput]:
+        while (item := await self.inputs_q.get()) is not None:
+            yield item
+
+    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
+        while self.queue.queued_samples > 20 * FRAME_SAMPLES and not self.ended:
+            await self.clock.sleep_until(self.clock.now() + 0.02)
+        self.queue.push(frame, utterance)
+
+    def flush_playout(self) -> int:
+        return self.queue.flush()
+
+    def played(self, utterance: int) -> int:
+        return self.queue.played(utterance)
+
+    @property
+    def samples_played(self) -> int:
+        return 0
+
+    @property
+    def playing(self) -> bool:
+        return self.queue.playing
+
+    @property
+    def playback_dbfs(self) -> float:
+        return self.queue.peak_dbfs
+
+    async def send_dtmf(self, digits: str) -> None:
+        pass
+
+    async def hangup(self, reason: str = "normal") -> None:
+        self.end_reason = self.end_reason or reason
+        self._end()
+
+    def _end(self) -> None:
+        if not self._ended.is_set():
+            self._ended.set()
+            self.inputs_q.put_nowait(None)
+
+    async def pump(self, seconds: float) -> None:
+        start = self.clock.now()
+        n = 0
+        while not self.ended and n * 0.02 < seconds:
+            n += 1
+            await self.clock.sleep_until(start + n * 0.02)
+            item = self.queue.pop()
+            self.sent.append((self.clock.now(), item[1] if item else None))
+            out = item[0].pcm if item else bytes(320)
+            self.heard_by_caller.append(out)
+            mine = np.frombuffer(self.caller.pop(0) if self.caller else bytes(320), "<i2").astype(
+                np.int32
+            )
+            if self.echo:
+                mine = mine + (np.frombuffer(out, "<i2").astype(np.int32) // 10)
+            self.inputs_q.put_nowait(
+                AudioFrame(np.clip(mine, -32768, 32767).astype("<i2").tobytes())
+            )
+
+    def say(self, frames: int, silence_before: int = 0) -> None:
+        self.caller.extend([bytes(320)] * silence_before)
+        self.caller.extend(tone(LOUD, frames)[i * 320 : (i + 1) * 320] for i in range(frames))
+
+
+async def run_agent(
+    brain: ScriptBrain,
+    leg: SimLeg,
+    seconds: float,
+    stt_text: str = "what time is it",
+    greet: bool = False,
+) -> VoiceAgent:
+    clock = leg.clock
+    executor = concurrent.futures.ThreadPoolExecutor(2)
+    pool = VadPool(EnergyRunner(), clock)  # type: ignore[arg-type]
+    async with pool:
+
+        def conversation(call_leg: CallLeg) -> Conversation:
+            return Conversation(
+                call_leg,
+                clock=clock,
+                vad_pool=pool,
+                recognizer=lambda: FakeStt(stt_text),
+                synthesizer=FakeTts(),
+                executor=executor,
+                config=ConversationConfig(),
+            )
+
+        from callbridge.agents.voice import VoiceAgentConfig
+
+        agent = VoiceAgent(
+            brain=brain,
+            conversation=conversation,
+            clock=clock,
+            config=VoiceAgentConfig(greet=greet),
+        )
+        task = asyncio.create_task(agent.run(leg))
+        await leg.pump(seconds)
+        leg._end()
+        async with asyncio.timeout(5):
+            await task
+    executor.shutdown()
+    return agent
+
+
+def agent_audio_times(leg: SimLeg, utterance: int) -> list[float]:
+    return [t for t, u in leg.sent if u == utterance]
+
+
+async def test_answers_a_turn_after_the_end_of_speech() -> None:
+    leg = SimLeg(LoopClock())
+    leg.say(frames=40, silence_before=10)  # 0.2 s silence, 0.8 s speech
+    brain = ScriptBrain(["It is three o'clock."])
+    agent = await run_agent(brain, leg, seconds=3.0)
+    assert [m.role for m in agent.history] == ["user", "assistant"]
+    assert agent.history[0].content == "what time is it"
+    assert agent.history[1].content == "It is three o'clock." and not agent.history[1].interrupted
+    times = agent_audio_times(leg, 1)
+    assert len(times) == 4 * 5  # 4 words x 100 ms, all played
+    speech_end = leg.sent[0][0] + 1.0
+    # End of turn needs 600 ms of silence; the answer starts right after.
+    assert 0.55 < times[0] - speech_end < 1.0
+
+
+async def test_barge_in_stops_playout_and_keeps_only_what_was_heard() -> None:
+    leg = SimLeg(LoopClock())
+    long_answer = " ".join(f"word{i}" for i in range(40))  # 4 s of audio
+    leg.say(frames=40, silence_before=10)
+    brain = ScriptBrain([long_answer, "Sure."])
+    # The caller speaks again 1.5 s after the agent starts (~2.7 s into the call).
+    leg.caller.extend([bytes(320)] * 75)
+    onset_index = len(leg.caller) + 0
+    leg.say(frames=50)
+    agent = await run_agent(brain, leg, seconds=6.0, stt_text="stop please")
+    onset = leg.sent[0][0] + 0.02 * onset_index
+    times = agent_audio_times(leg, 1)
+    assert times, "the agent never spoke"
+    stop_latency = times[-1] - onset
+    assert 0 < stop_latency < 0.3, stop_latency
+    interrupted = [m for m in agent.history if m.interrupted]
+    assert len(interrupted) == 1
+    heard = interrupted[0].content.split()
+    assert 0 < len(heard) < 40 and heard == long_answer.split()[: len(heard)]
+    # It then answered the interrupting turn.
+    assert agent.history[-1].content == "Sure."
+
+
+async def test_own_echo_at_minus_20_db_does_not_interrupt() -> None:
+    leg = SimLeg(LoopClock(), echo=True)
+    long_answer = " ".join(f"word{i}" for i in range(25))
+    brain = ScriptBrain([long_answer])
+    agent = await run_agent(brain, leg, seconds=3.5, greet=True)
+    assert not any(m.interrupted for m in agent.history)
+    assert len(agent_audio_times(leg, 1)) == 25 * 5
+
+
+async def test_brain_failure_gives_the_apology_and_the_call_goes_on() -> None:
+    leg = SimLeg(LoopClock())
+    leg.say(frames=40, silence_before=10)
+    brain = ScriptBrain([BrainError("server said 500", kind="http", status=500)])
+    agent = await run_agent(brain, leg, seconds=3.0)
+    assert agent.history[-1] == Message("assistant", APOLOGY)
+    assert not leg.end_reason  # nobody hung up
+    assert agent_audio_times(leg, 1) or agent_audio_times(leg, 2)
+
+
+async def test_hang_up_tool_waits_for_the_goodbye_to_play() -> None:
+    leg = SimLeg(LoopClock())
+    leg.say(frames=40, silence_before=10)
+    brain = ScriptBrain(["Goodbye then."], tools=[ToolCall("t1", "hang_up", {})])
+    agent = await run_agent(brain, leg, seconds=4.0)
+    assert leg.end_reason == "agent_hangup"
+    assert len(agent_audio_times(leg, 1)) == 2 * 5  # the whole goodbye went out first
+    assert agent.history[-1].role == "tool"
+
+
+def test_heard_text_cuts_by_playout_position() -> None:
+    clauses = [("one two three.", 0, 300), ("four five six seven.", 300, 700)]
+    assert heard_text(clauses, 0) == ""
+    assert heard_text(clauses, 300) == "one two three."
+    assert heard_text(clauses, 500) == "one two three. four five"
+    assert heard_text(clauses, 10_000) == "one two three. four five six seven."
