@@ -6,18 +6,34 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from callbridge.agents.conversation import ConversationConfig
 from callbridge.agents.echo import EchoAgent
+from callbridge.agents.runtime import VoiceRuntime
+from callbridge.agents.voice import VoiceAgentConfig
 from callbridge.calls.manager import Call, CallManager
 from callbridge.calls.routing import Router
 from callbridge.config.settings import Settings
+from callbridge.core.clock import Clock
 from callbridge.core.clocks import LoopClock
 from callbridge.core.log import event
+from callbridge.core.ports import Agent
+from callbridge.llm.anthropic import AnthropicBrain
+from callbridge.llm.base import DEFAULT_SYSTEM_PROMPT, Brain
+from callbridge.llm.demo import DemoBrain
+from callbridge.llm.openai_compat import OpenAICompatBrain
+from callbridge.media.bargein import BargeInConfig
+from callbridge.media.turns import TurnConfig
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.sip.timers import TimerSettings
+from callbridge.stt.pocketsphinx import PocketsphinxRecognizer
 from callbridge.transports.sip import CallFailed, SipTransport, SipTransportConfig
+from callbridge.tts.factory import default_synthesizer
 
 log = logging.getLogger("callbridge")
 
@@ -27,10 +43,13 @@ class Gateway:
     settings: Settings
     calls: CallManager
     sip: SipTransport
+    voice: VoiceRuntime | None = None
 
     async def start(self) -> None:
         # Before the loop gets busy: a one-off directory creation, not a per-call operation.
         Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+        if self.voice is not None:
+            await self.voice.start()  # models load before the first call can arrive
         await self.sip.start()
 
     async def stop(self) -> None:
@@ -40,12 +59,70 @@ class Gateway:
         self.sip.stop_accepting()
         await self.sip.shutdown(self.settings.shutdown_grace)
         await self.calls.shutdown(self.settings.shutdown_grace)
+        if self.voice is not None:
+            await self.voice.aclose()
         event(log, "gateway.stopped")
+
+
+def build_brain_factory(
+    settings: Settings,
+) -> tuple[Callable[[], Brain], list[Callable[[], Awaitable[None]]]]:
+    """The configured brain, one per call; plus what to close at shutdown (shared HTTP client)."""
+    llm = settings.llm
+    prompt = llm.system_prompt or DEFAULT_SYSTEM_PROMPT
+    if llm.provider == "demo":
+        return DemoBrain, []
+    client = httpx.AsyncClient()
+    closers: list[Callable[[], Awaitable[None]]] = [client.aclose]
+    if llm.provider == "openai":
+        return (
+            lambda: OpenAICompatBrain(
+                llm.base_url,
+                llm.model,
+                llm.api_key or None,
+                system_prompt=prompt,
+                timeout=llm.timeout,
+                client=client,
+            ),
+            closers,
+        )
+    return (
+        lambda: AnthropicBrain(
+            llm.api_key,
+            llm.model,
+            system_prompt=prompt,
+            base_url=llm.base_url or "https://api.anthropic.com",
+            timeout=llm.timeout,
+            client=client,
+        ),
+        closers,
+    )
+
+
+def build_voice(settings: Settings, clock: Clock) -> VoiceRuntime:
+    a = settings.agent
+    brain, closers = build_brain_factory(settings)
+    return VoiceRuntime(
+        clock=clock,
+        synthesizer=(lambda: default_synthesizer(prefer=a.tts)),
+        recognizer=PocketsphinxRecognizer,
+        brain=brain,
+        conversation=ConversationConfig(
+            turn=TurnConfig(min_speech=a.min_speech_ms / 1000, end_silence=a.end_silence_ms / 1000),
+            bargein=BargeInConfig(min_speech=a.barge_in_min_ms / 1000),
+            allow_barge_in=a.barge_in,
+        ),
+        agent=VoiceAgentConfig(greet=a.greet),
+        on_close=closers,
+    )
 
 
 def build_gateway(settings: Settings) -> Gateway:
     clock = LoopClock()
-    agents = {"echo": lambda: EchoAgent(settings.echo.delay_ms)}
+    voice = build_voice(settings, clock) if settings.default_agent == "voice" else None
+    agents: dict[str, Callable[[], Agent]] = {"echo": lambda: EchoAgent(settings.echo.delay_ms)}
+    if voice is not None:
+        agents["voice"] = voice.new_agent
     router = Router(agents, settings.default_agent)
     calls = CallManager(router, clock)
     s = settings.sip
@@ -64,7 +141,7 @@ def build_gateway(settings: Settings) -> Gateway:
         timers=TimerSettings(t1=s.t1, t2=s.t2, t4=s.t4),
     )
     sip = SipTransport(config, clock, calls)
-    return Gateway(settings, calls, sip)
+    return Gateway(settings, calls, sip, voice)
 
 
 async def _until_signal() -> None:

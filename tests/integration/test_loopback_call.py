@@ -25,6 +25,7 @@ def settings(tmp: str, rtp_base: int) -> Settings:
     return replace(
         s,
         data_dir=tmp,
+        default_agent="echo",  # these tests need no speech models
         sip=replace(s.sip, host="127.0.0.1", port=0),
         rtp=replace(s.rtp, port_min=rtp_base, port_max=rtp_base + 100),
     )

@@ -93,6 +93,7 @@ async def gateway(tmp_path) -> AsyncIterator[Gateway]:  # type: ignore[no-untype
     s = replace(
         s,
         data_dir=str(tmp_path),
+        default_agent="echo",  # these tests need no speech models
         shutdown_grace=3.0,
         sip=replace(s.sip, host="127.0.0.1", port=0),
         rtp=replace(s.rtp, port_min=43000, port_max=43200, timeout=1.0),

@@ -72,8 +72,9 @@ def gateway_factory(registry: ProcessRegistry, tmp_path: Path) -> Iterator[Gatew
 
 @pytest.fixture
 def gateway(gateway_factory: GatewayFactory) -> CallbridgeProcess:
-    """A running gateway with default settings (route 'agent' = echo agent)."""
-    return gateway_factory()
+    """A running gateway for the SIP/RTP tests: default agent echo, so no speech models load
+    (the voice-agent tests start theirs with gateway_factory and the product defaults)."""
+    return gateway_factory(extra_env={"CALLBRIDGE_DEFAULT_AGENT": "echo"})
 
 
 @pytest.hookimpl(wrapper=True)

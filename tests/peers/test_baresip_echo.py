@@ -38,7 +38,7 @@ def test_baresip_hears_its_speech_echoed(
     gw_host, gw_port = gateway.sip_addr
     ctl = BaresipCtl.connect(ctrl_port)
     try:
-        ctl.command("dial", f"sip:agent@{gw_host}:{gw_port}")
+        ctl.command("dial", f"sip:echo@{gw_host}:{gw_port}")
         ctl.wait_event("CALL_ESTABLISHED", 10)
         ctl.hold(CALL_SECONDS)  # fails if the call closes early
         ctl.command("hangup")

@@ -31,7 +31,7 @@ def test_sipp_pcma_echo_and_rfc4733_dtmf(
         f"or portrange {uac_mp}-{uac_mp + 7})",
     )
     uac = start_uac(
-        registry, "uac", "uac_pcap_dtmf.xml", target=(gw_host, gw_port), service="agent",
+        registry, "uac", "uac_pcap_dtmf.xml", target=(gw_host, gw_port), service="echo",
         sip_port=uac_sip, media_port=uac_mp, timeout_s=40,
     )  # fmt: skip
     assert uac.wait(45) == 0, uac.describe()
@@ -45,7 +45,7 @@ def test_sipp_pcma_echo_and_rfc4733_dtmf(
     assert len(started) == 1, started
     call = started[0]
     assert call.get("direction") == "inbound", call
-    assert call.get("agent") == "echo", f"route 'agent' must reach the echo agent: {call}"
+    assert call.get("agent") == "echo", f"route 'echo' must reach the echo agent: {call}"
     call_id = call["call_id"]
     ended = gateway.wait_for("call.ended", timeout=10, call_id=call_id)
     assert len(ended) == 1, ended

@@ -38,7 +38,7 @@ def test_fifty_concurrent_calls_with_rtp(
 
     uac_mp, _ = PORT_BLOCKS.take(4 * CALLS + 8)  # [auto_media_port] = -mp + 4 * (call# - 1)
     uac = start_uac(
-        registry, "uac", "uac_play.xml", target=gateway.sip_addr, service="agent",
+        registry, "uac", "uac_play.xml", target=gateway.sip_addr, service="echo",
         sip_port=free_port(), media_port=uac_mp, calls=CALLS, rate=RATE, limit=CALLS,
         hold_ms=HOLD_MS, timeout_s=60, files={"media.pcap": media},
     )  # fmt: skip
@@ -91,7 +91,7 @@ def test_sigint_sends_bye_to_live_calls(
     wav_to_pcap(wav, media, codec="pcmu")
     uac_mp, _ = PORT_BLOCKS.take(4 * calls + 8)
     uac = start_uac(
-        registry, "uac", "uac_play_wait_bye.xml", target=gateway.sip_addr, service="agent",
+        registry, "uac", "uac_play_wait_bye.xml", target=gateway.sip_addr, service="echo",
         sip_port=free_port(), media_port=uac_mp, calls=calls, rate=10, limit=calls,
         timeout_s=60, files={"media.pcap": media}, extra=["-recv_timeout", "60000"],
     )  # fmt: skip

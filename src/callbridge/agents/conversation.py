@@ -331,6 +331,8 @@ class Conversation:
                     event(
                         log,
                         "agent.barge_in",
+                        # VAD results arrive in the pool's context, not the call's: name it.
+                        call_id=self.leg.info.ids.get("call_id"),
                         utterance=cut.utterance,
                         onset=round(barge.onset, 3),
                         decided_after_ms=round(1000 * (barge.at - barge.onset)),

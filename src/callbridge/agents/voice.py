@@ -79,6 +79,12 @@ class VoiceAgent:
                 self._turn.cancel()
                 with contextlib.suppress(BaseException):
                     await self._turn
+            # The stored conversation, as the caller heard it (interrupted turns cut).
+            history = [
+                {"role": m.role, "content": m.content, "interrupted": m.interrupted}
+                for m in self.history
+            ]
+            event(log, "agent.history", messages=history)
 
     async def _on_event(self, ev: object, conv: Conversation, leg: CallLeg) -> None:
         match ev:

@@ -65,7 +65,7 @@ def _print_settings(settings: Settings) -> int:
         value: object = settings
         for part in dotted.split("."):
             value = getattr(value, part)
-        if dotted == "api_token" and value:
+        if dotted in ("api_token", "llm.api_key") and value:
             value = "***"
         print(f"{env_name(dotted):32} {dotted:20} {value}")
     return 0

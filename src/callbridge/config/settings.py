@@ -100,21 +100,48 @@ class EchoSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentSettings:
+    greet: bool = True
+    min_speech_ms: int = 200  # speech shorter than this is not a turn (clicks, coughs)
+    end_silence_ms: int = 600  # silence that ends the caller's turn
+    barge_in: bool = True
+    barge_in_min_ms: int = 150  # caller speech over the agent needed to interrupt it
+    tts: str = "piper"  # "piper" | "espeak"
+
+
+@dataclass(frozen=True, slots=True)
+class LlmSettings:
+    provider: str = (
+        "demo"  # "demo" (built in, offline) | "openai" (any compatible server) | "anthropic"
+    )
+    base_url: str = ""  # e.g. http://127.0.0.1:11434/v1 for Ollama
+    model: str = ""
+    api_key: str = ""  # never logged
+    system_prompt: str = ""  # "" = the built-in phone-conversation prompt
+    timeout: float = 10.0  # seconds to the first word before the agent apologises
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: str = field(default_factory=lambda: str(Path.home() / ".local/share/callbridge"))
     public_url: str = ""
     api_token: str = ""
-    default_agent: str = "echo"
+    default_agent: str = "voice"
     shutdown_grace: float = 5.0
     sip: SipSettings = SipSettings()
     http: HttpSettings = HttpSettings()
     rtp: RtpSettings = RtpSettings()
     log: LogSettings = LogSettings()
     echo: EchoSettings = EchoSettings()
+    agent: AgentSettings = AgentSettings()
+    llm: LlmSettings = LlmSettings()
 
     def __repr__(self) -> str:  # never print the token
         token = "***" if self.api_token else ""
-        return f"Settings(sip={self.sip}, http={self.http}, data_dir={self.data_dir!r}, api_token={token!r})"
+        return (
+            f"Settings(sip={self.sip}, http={self.http}, data_dir={self.data_dir!r}, "
+            f"api_token={token!r}, llm.provider={self.llm.provider!r})"
+        )
 
 
 # Field validators by dotted name; fields not listed only get their type checked.
@@ -135,7 +162,14 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "log.level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "echo.delay_ms": _non_negative,
     "public_url": _url,
-    "default_agent": _choice("echo"),
+    "default_agent": _choice("voice", "echo"),
+    "agent.min_speech_ms": _non_negative,
+    "agent.end_silence_ms": _positive,
+    "agent.barge_in_min_ms": _non_negative,
+    "agent.tts": _choice("piper", "espeak"),
+    "llm.provider": _choice("demo", "openai", "anthropic"),
+    "llm.base_url": _url,
+    "llm.timeout": _positive,
     "shutdown_grace": _non_negative,
 }
 
@@ -145,6 +179,8 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "rtp": RtpSettings,
     "log": LogSettings,
     "echo": EchoSettings,
+    "agent": AgentSettings,
+    "llm": LlmSettings,
 }
 
 
@@ -267,6 +303,18 @@ def _check_relations(s: Settings) -> None:
     for codec in s.rtp.codecs.split(","):
         if codec.strip().upper() not in ("PCMU", "PCMA"):
             raise ConfigError("rtp.codecs", f"unknown codec {codec.strip()!r}; allowed: PCMU, PCMA")
+    if s.llm.provider == "openai" and not (s.llm.base_url and s.llm.model):
+        raise ConfigError(
+            "llm.base_url",
+            "the openai provider needs llm.base_url and llm.model "
+            "(e.g. CALLBRIDGE_LLM_BASE_URL=http://127.0.0.1:11434/v1 CALLBRIDGE_LLM_MODEL=llama3.2)",
+        )
+    if s.llm.provider == "anthropic" and not (s.llm.api_key and s.llm.model):
+        raise ConfigError(
+            "llm.api_key",
+            "the anthropic provider needs llm.api_key and llm.model "
+            "(CALLBRIDGE_LLM_API_KEY, CALLBRIDGE_LLM_MODEL)",
+        )
     if not _is_loopback(s.http.host) and not s.api_token:
         raise ConfigError(
             "api_token",

@@ -11,7 +11,8 @@ def test_defaults_need_no_file_and_no_env() -> None:
     assert (s.sip.host, s.sip.port) == ("0.0.0.0", 5060)
     assert (s.http.host, s.http.port) == ("127.0.0.1", 8080)
     assert s.rtp.timeout == 30.0
-    assert s.default_agent == "echo"
+    assert s.default_agent == "voice"
+    assert s.llm.provider == "demo"  # offline brain, no account needed
 
 
 @pytest.mark.parametrize(
@@ -92,3 +93,20 @@ def test_api_needs_token_off_loopback() -> None:
 
 def test_settings_repr_hides_token() -> None:
     assert "zzz" not in repr(Settings(api_token="zzz"))
+
+
+def test_llm_provider_needs_its_settings() -> None:
+    with pytest.raises(ConfigError, match="CALLBRIDGE_LLM_BASE_URL"):
+        load_settings(environ={"CALLBRIDGE_LLM_PROVIDER": "openai"})
+    s = load_settings(
+        environ={
+            "CALLBRIDGE_LLM_PROVIDER": "openai",
+            "CALLBRIDGE_LLM_BASE_URL": "http://127.0.0.1:11434/v1",
+            "CALLBRIDGE_LLM_MODEL": "llama3.2",
+        }
+    )
+    assert s.llm.base_url == "http://127.0.0.1:11434/v1"
+    with pytest.raises(ConfigError, match="llm.provider"):
+        load_settings(environ={"CALLBRIDGE_LLM_PROVIDER": "gpt"})
+    with pytest.raises(ConfigError, match="agent.greet"):
+        load_settings(environ={"CALLBRIDGE_AGENT_GREET": "maybe"})
