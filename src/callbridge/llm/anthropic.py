@@ -26,13 +26,12 @@ from callbridge.llm.base import (
     ToolCall,
     ToolSpec,
     first_output_within,
-    http_error_message,
-    iter_sse,
     new_http_client,
     normalize_history,
     parse_tool_arguments,
     redact,
     spoken_content,
+    stream_outputs,
 )
 
 _PROVIDER = "Anthropic"
@@ -116,31 +115,17 @@ class AnthropicBrain:
             "accept": "text/event-stream",
         }
 
-    async def _stream(self, history: Sequence[Message]) -> AsyncGenerator[BrainOutput, None]:
-        body = self.request_body(history)
-        try:
-            async with self._client.stream(
-                "POST",
-                f"{self.base_url}/v1/messages",
-                json=body,
-                headers=self._headers(),
-                timeout=httpx.Timeout(self.timeout),
-            ) as response:
-                if response.status_code >= 400:
-                    raw = await response.aread()
-                    raise BrainError(
-                        http_error_message(_PROVIDER, response.status_code, raw, self._api_key),
-                        kind="http",
-                        status=response.status_code,
-                    )
-                async for output in _parse(iter_sse(response.aiter_bytes()), self._api_key):
-                    yield output
-        except httpx.TimeoutException as exc:
-            raise BrainError(f"{_PROVIDER} stopped sending", kind="timeout") from exc
-        except httpx.ConnectError as exc:
-            raise BrainError(f"cannot connect to {_PROVIDER}", kind="connect") from exc
-        except httpx.HTTPError as exc:
-            raise BrainError(f"{_PROVIDER} broke off the answer", kind="stream") from exc
+    def _stream(self, history: Sequence[Message]) -> AsyncGenerator[BrainOutput, None]:
+        return stream_outputs(
+            self._client,
+            f"{self.base_url}/v1/messages",
+            body=self.request_body(history),
+            headers=self._headers(),
+            timeout=self.timeout,
+            provider=_PROVIDER,
+            secret=self._api_key,
+            parse=_parse,
+        )
 
 
 def _blocks(message: Message) -> list[dict[str, object]]:

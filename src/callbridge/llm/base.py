@@ -11,7 +11,7 @@ import codecs
 import functools
 import json
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias
@@ -331,3 +331,40 @@ async def first_output_within(
         yield first
         async for output in inner:
             yield output
+
+
+SseParser = Callable[[AsyncIterator["SseEvent"], "str | None"], AsyncIterator[BrainOutput]]
+
+
+async def stream_outputs(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    body: Mapping[str, object],
+    headers: Mapping[str, str],
+    timeout: float,
+    provider: str,
+    secret: str | None,
+    parse: SseParser,
+) -> AsyncGenerator[BrainOutput, None]:
+    """POST a streaming request and parse its SSE body into outputs; every failure becomes a
+    BrainError without the secret in it (shared by the OpenAI-compatible and Anthropic brains)."""
+    try:
+        async with client.stream(
+            "POST", url, json=dict(body), headers=dict(headers), timeout=httpx.Timeout(timeout)
+        ) as response:
+            if response.status_code >= 400:
+                raw = await response.aread()
+                raise BrainError(
+                    http_error_message(provider, response.status_code, raw, secret),
+                    kind="http",
+                    status=response.status_code,
+                )
+            async for output in parse(iter_sse(response.aiter_bytes()), secret):
+                yield output
+    except httpx.TimeoutException as exc:
+        raise BrainError(f"{provider} stopped sending", kind="timeout") from exc
+    except httpx.ConnectError as exc:
+        raise BrainError(f"cannot connect to {provider}", kind="connect") from exc
+    except httpx.HTTPError as exc:
+        raise BrainError(f"{provider} broke off the answer", kind="stream") from exc
