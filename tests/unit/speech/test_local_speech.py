@@ -15,7 +15,7 @@ from callbridge.tts.piper import PiperSynthesizer
 
 @pytest.fixture(scope="module")
 def piper() -> PiperSynthesizer:
-    return PiperSynthesizer()
+    return PiperSynthesizer(deterministic=True)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,10 @@ def transcribe(stt: PocketsphinxRecognizer, pcm: bytes) -> tuple[str, list[str]]
     final = stt.finish()
     assert final.final
     return final.text, partials
+
+
+def test_deterministic_piper_repeats_itself(piper: PiperSynthesizer) -> None:
+    assert b"".join(piper.synthesize("One two.")) == b"".join(piper.synthesize("One two."))
 
 
 def test_piper_speaks_8khz_and_pocketsphinx_hears_it(
