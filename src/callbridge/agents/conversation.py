@@ -306,7 +306,13 @@ class Conversation:
 
     def _on_vad(self, result: VadResult) -> None:
         now = result.end
-        for ev in self._turns.update(result.probability, now):
+        # The agent's own voice comes back on the caller's stream (phone or line echo). While
+        # it may (the playback level window covers the echo delay), caller audio that is not
+        # louder than that echo could be is not the caller: it must not start a turn either.
+        probability = result.probability
+        if result.level_dbfs < self._bargein.echo_threshold(self.leg.playback_dbfs):
+            probability = 0.0
+        for ev in self._turns.update(probability, now):
             match ev:
                 case SpeechStarted(at=at):
                     self._start_turn(at)

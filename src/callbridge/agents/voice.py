@@ -63,6 +63,7 @@ class VoiceAgent:
         self.history: list[Message] = []
         self._turn: asyncio.Task[None] | None = None
         self._conv: Conversation | None = None
+        self._results: dict[int, SpeechResult] = {}  # the last answer, for late barge-ins
 
     async def run(self, leg: CallLeg) -> None:
         conv = self.make_conversation(leg)
@@ -104,9 +105,12 @@ class VoiceAgent:
                 self.history.append(Message("user", text))
                 timing = _TurnTiming(self.clock.now(), ev.speech_end, ev.stt_latency)
                 self._start_turn(conv, leg, timing)
-            case Interrupted():
-                if self._turn is not None:
-                    self._turn.cancel()
+            case Interrupted(utterance=utterance):
+                if self._turn is not None and not self._turn.done():
+                    self._turn.cancel()  # its handler records what was heard
+                else:
+                    # Synthesis had finished; only queued audio was cut: fix the stored answer.
+                    self._cut_recorded(utterance, conv)
             case Dtmf(digit=digit):
                 event(log, "agent.dtmf", digit=digit)
             case Hold(on_hold=on_hold):
@@ -158,7 +162,21 @@ class VoiceAgent:
         for call in tools:
             await self._tool(call, conv, leg, result)
 
+    def _cut_recorded(self, utterance: int, conv: Conversation) -> None:
+        result = self._results.get(utterance)
+        if result is None or not result.interrupted:
+            return
+        for i in range(len(self.history) - 1, -1, -1):
+            m = self.history[i]
+            if m.role == "assistant" and m.content == result.text and not m.interrupted:
+                self.history[i] = Message("assistant", result.heard, interrupted=True)
+                event(log, "agent.interrupted", said=result.text, heard=result.heard)
+                return
+
     def _record(self, result: SpeechResult, tools: list[ToolCall], *, interrupted: bool) -> None:
+        self._results = {result.utterance: result}
+        if interrupted and not result.text:
+            return  # cut before a word was synthesised: nothing was said
         if interrupted:
             self.history.append(Message("assistant", result.heard, interrupted=True))
             event(log, "agent.interrupted", said=result.text, heard=result.heard)

@@ -87,7 +87,9 @@ class SipLeg:
         self.session: RtpSession | None = None
         self.pending_offer: SessionDescription | None = None
         self._inputs: asyncio.Queue[LegInput | object] = asyncio.Queue()
-        self._playout = PlayoutQueue()
+        # 500 ms of playback level: the echo guard must cover the echo's delay even when the
+        # far end buffers (jitter buffers, loop hiccups), not just a quick line echo.
+        self._playout = PlayoutQueue(level_window=25)
         self._room = asyncio.Event()
         self._room.set()
         self._dtmf_digits: collections.deque[str] = collections.deque()
