@@ -106,7 +106,7 @@ def test_llm_provider_needs_its_settings() -> None:
         }
     )
     assert s.llm.base_url == "http://127.0.0.1:11434/v1"
-    with pytest.raises(ConfigError, match="llm.provider"):
+    with pytest.raises(ConfigError, match=r"llm\.provider"):
         load_settings(environ={"CALLBRIDGE_LLM_PROVIDER": "gpt"})
-    with pytest.raises(ConfigError, match="agent.greet"):
+    with pytest.raises(ConfigError, match=r"agent\.greet"):
         load_settings(environ={"CALLBRIDGE_AGENT_GREET": "maybe"})
