@@ -3,12 +3,14 @@
 - The model is 16 kHz only: 8 kHz telephone audio is upsampled on the way in with the
   low-delay resampler (2 ms), whose withheld tail is flushed at `finish()`.
 - The slow second pass is off (fwdflat + bestpath): finalising an utterance then costs only
-  end_utt() on the forward-tree search, ~20-40 ms here instead of ~100-350 ms
-  (bench/bench_speech.py measures both). It recovers a few words; latency matters more.
+  end_utt() on the forward-tree search. bench/bench_speech.py measures both on this 2-core
+  machine: finish() p50 24 ms / max 47 ms without, 110 / 159 ms with it (~300 ms with
+  pocketsphinx's default search limits). The second pass sometimes recovers a word or two;
+  on the voice-to-voice path latency matters more.
 - Partial hypotheses are read every 200 ms of audio (hyp() walks the search's backpointer
   table, cheap but not free) and reported only when the text changed.
-- Loading a decoder takes ~0.5 s and ~90 MB (acoustic model, 33 MB n-gram model, search
-  lextree). Decoders are pooled: a call takes an idle decoder and gives it back when it
+- Loading a decoder takes ~0.4-0.5 s and ~70-90 MB (acoustic model, 33 MB n-gram model,
+  search lextree). Decoders are pooled: a call takes an idle decoder and gives it back when it
   closes, so only the first calls pay the load and memory grows with the peak number of
   concurrent calls. The n-gram model is deliberately NOT shared between decoders even though
   `Decoder.add_lm` would allow it: its trie keeps per-query caches (lm_trie_t.backoff,
@@ -51,6 +53,10 @@ def _options(second_pass: bool) -> dict[str, Any]:
         "fwdflat": second_pass,
         "bestpath": second_pass,
         "cmninit": TELEPHONE_CMN,
+        # Cap on active HMMs per frame (default 30000). Measured on 24 TTS utterances through
+        # G.711: 3000 halves the decoding CPU (real-time factor 0.39-0.50 -> 0.21-0.26 on this
+        # 2-core machine) with no loss of words (109 vs 106-109 of 150); 1500 starts losing them.
+        "maxhmmpf": 3000,
     }
 
 

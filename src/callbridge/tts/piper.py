@@ -4,7 +4,7 @@ Streaming is clause by clause: piper's VITS model turns a whole phoneme sequence
 in one ONNX run, so the first audio of a reply is ready after its first clause (see
 `split_clauses`), not after the whole reply. Each clause's audio is complete when piper yields
 it, so it is resampled 22.05 -> 8 kHz one-shot (soxr HQ): no streaming delay at all, and
-~1 ms of CPU per second of speech.
+~0.3 ms of CPU per second of speech.
 
 One instance serves every call: the ONNX session's run() is thread-safe and piper serialises
 its espeak-ng phonemizer behind a lock.

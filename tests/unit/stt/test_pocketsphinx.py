@@ -129,6 +129,7 @@ def test_decoders_are_pooled_and_the_second_pass_is_off() -> None:
     decoder = first._decoder
     assert decoder.config["fwdflat"] is False
     assert decoder.config["bestpath"] is False
+    assert decoder.config["maxhmmpf"] == 3000
     first.start()
     first.close()  # mid-utterance: ended, then returned
     first.close()
