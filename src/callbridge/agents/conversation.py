@@ -176,6 +176,8 @@ class Conversation:
         self._speaking: asyncio.Task[SpeechResult] | None = None
         self._current: SpeechResult | None = None
         self._closed = False
+        self._held = False  # playout paused on suspected barge-in
+        self._held_at: float | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -342,9 +344,25 @@ class Conversation:
                         utterance=cut.utterance,
                         onset=round(barge.onset, 3),
                         decided_after_ms=round(1000 * (barge.at - barge.onset)),
+                        # when the caller stopped hearing the agent (the hold), from the onset
+                        silenced_after_ms=round(1000 * ((self._held_at or barge.at) - barge.onset)),
                         heard=cut.heard,
                     )
                     self._events.put_nowait(Interrupted(cut.utterance, barge.onset, barge.at))
+            self._hold_while_suspected(now)
+
+    def _hold_while_suspected(self, now: float) -> None:
+        """Silence the agent the moment caller speech over it qualifies, before it is confirmed
+        as an interruption: the caller hears the agent stop within a VAD chunk or two instead
+        of after `min_speech`. A cough releases the hold and the answer goes on where it was;
+        a confirmed barge-in flushes (which releases the hold too)."""
+        suspected = self._bargein.holding
+        if suspected != self._held:
+            self._held = suspected
+            self._held_at = now if suspected else None
+            self.leg.pause_playout(suspected)
+            if not suspected:
+                event(log, "agent.resumed", call_id=self.leg.info.ids.get("call_id"))
 
     def _start_turn(self, at: float) -> None:
         self._in_turn = True

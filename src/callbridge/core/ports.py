@@ -45,6 +45,11 @@ class CallLeg(Protocol):
         """Drop everything queued and not yet sent (barge-in). Returns the samples dropped."""
         ...
 
+    def pause_playout(self, paused: bool) -> None:
+        """Stop (True) or resume (False) sending queued agent audio, dropping nothing: the
+        caller hears silence at once while a possible interruption is confirmed."""
+        ...
+
     def played(self, utterance: int) -> int:
         """Samples of `utterance` handed to the wire: what the caller could have heard."""
         ...

@@ -7,6 +7,11 @@ agent's level should be the loudest recent playback frame (PlayoutQueue.peak_dbf
 delayed by up to that window cannot pass. Counting frames with short gaps bridged, BargeIn
 fires once the run has lasted `min_speech`; its onset is the run's first frame.
 
+While a run is counting, `holding` says the agent should fall silent now (without dropping its
+audio): the caller hears it stop a chunk after their onset, not `min_speech` later. The hold
+outlasts the run by `hold_release`, so a dip between words does not let the agent blurt out a
+syllable; after a cough it ends and the agent carries on where it paused.
+
 Energy gating also trims the VAD's own hangover: after a cough the VAD may say "speech" for
 another chunk or two, but the frames are quiet again, so the run ends with the cough.
 
@@ -32,9 +37,10 @@ class BargeInConfig:
     echo_return_db: float = -20.0  # worst echo of the agent's audio on the caller's stream
     echo_margin_db: float = 4.0  # caller must beat that echo by this much
     floor_dbfs: float = -50.0  # quieter frames are never an interruption
+    hold_release: float = 0.25  # the agent stays paused this long after the last counted frame
 
     def __post_init__(self) -> None:
-        if self.min_speech < 0 or self.max_gap < 0:
+        if self.min_speech < 0 or self.max_gap < 0 or self.hold_release < 0:
             raise ValueError("durations must be >= 0")
 
 
@@ -58,6 +64,12 @@ class BargeInDetector:
         self._state = BargeInState.IDLE
         self._onset = 0.0
         self._last = 0.0  # last frame that counted (COUNTING) or had speech (FIRED)
+        self._holding = False
+
+    @property
+    def holding(self) -> bool:
+        """Caller speech over the agent is suspected: pause the agent's audio (not drop it)."""
+        return self._holding
 
     @property
     def state(self) -> BargeInState:
@@ -65,6 +77,7 @@ class BargeInDetector:
 
     def reset(self) -> None:
         self._state = BargeInState.IDLE
+        self._holding = False
 
     def echo_threshold(self, agent_dbfs: float) -> float:
         """The caller level (dBFS) a frame must reach while the agent plays at `agent_dbfs`."""
@@ -81,6 +94,28 @@ class BargeInDetector:
         now: float,
     ) -> BargeIn | None:
         """Advance by one caller frame received at `now`."""
+        fired = self._advance(caller_dbfs, speech, agent_playing, agent_dbfs, now)
+        match self._state:
+            case BargeInState.COUNTING:
+                self._holding = True
+            case BargeInState.FIRED:
+                self._holding = False  # the agent's audio is being dropped, not paused
+            case BargeInState.IDLE:
+                self._holding = (
+                    self._holding
+                    and agent_playing
+                    and now - self._last < self.config.hold_release - _EPS
+                )
+        return fired
+
+    def _advance(
+        self,
+        caller_dbfs: float,
+        speech: float,
+        agent_playing: bool,
+        agent_dbfs: float,
+        now: float,
+    ) -> BargeIn | None:
         cfg = self.config
         is_speech = speech >= cfg.speech_threshold and caller_dbfs >= cfg.floor_dbfs
         counts = is_speech and agent_playing and caller_dbfs >= self.echo_threshold(agent_dbfs)

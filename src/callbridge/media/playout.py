@@ -3,7 +3,9 @@
 The transport's 20 ms loop calls `pop()` once per tick and sends what it gets; everything the
 queue knows about "heard" comes from those pops. On barge-in, `flush()` drops the rest at once,
 and `played(utterance)` tells the agent how much of its answer the caller actually got, so the
-conversation history can be cut there. The level of the last ~200 ms sent is kept for the
+conversation history can be cut there. `hold()` pauses sending without dropping anything: the
+tentative half of barge-in (silence at once on suspected caller speech, resume if it was only a
+cough). The level of the last ~200 ms sent is kept for the
 barge-in echo guard.
 
 Sans-IO and O(1) per frame (one 160-sample dot product for the level).
@@ -34,6 +36,7 @@ class PlayoutQueue:
         # mean square (full scale = 1.0) and sample count of each recent tick; idle ticks are 0
         self._levels: deque[tuple[float, int]] = deque(maxlen=level_window)
         self._last: UtteranceId | None = None  # utterance of the frame the last pop sent
+        self._held = False
 
     def __len__(self) -> int:
         """Frames queued."""
@@ -45,8 +48,9 @@ class PlayoutQueue:
         self._played.setdefault(utterance, 0)
 
     def pop(self) -> tuple[AudioFrame, UtteranceId] | None:
-        """The next frame to send now (the caller sends it); None when idle. One call per tick."""
-        if not self._frames:
+        """The next frame to send now (the caller sends it); None when idle or held. One call
+        per tick."""
+        if not self._frames or self._held:
             self._levels.append((0.0, FRAME_SAMPLES))  # the wire carried silence
             self._last = None
             return None
@@ -60,8 +64,18 @@ class PlayoutQueue:
         self._last = utterance
         return item
 
+    def hold(self, held: bool) -> None:
+        """Pause (True) or resume (False) sending; queued frames and positions are kept."""
+        self._held = held
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
     def flush(self) -> int:
-        """Drop everything queued and not yet sent (barge-in). Returns the samples dropped."""
+        """Drop everything queued and not yet sent (barge-in) and release a hold: what is
+        queued next plays. Returns the samples dropped."""
+        self._held = False
         dropped = self._queued_samples
         for frame, utterance in self._frames:
             self._dropped[utterance] = self._dropped.get(utterance, 0) + frame.samples
@@ -88,7 +102,7 @@ class PlayoutQueue:
 
     @property
     def playing(self) -> bool:
-        """Audio is queued, or the last tick sent some (still on its way to the caller)."""
+        """Audio is queued (held or not), or the last tick sent some (still on its way)."""
         return bool(self._frames) or self._last is not None
 
     @property

@@ -140,6 +140,9 @@ class SipLeg:
         self._room.set()
         return dropped
 
+    def pause_playout(self, paused: bool) -> None:
+        self._playout.hold(paused)  # the next tick sends (or withholds) accordingly
+
     def played(self, utterance: int) -> int:
         return self._playout.played(utterance)
 

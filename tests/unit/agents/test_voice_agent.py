@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 import numpy as np
@@ -126,6 +127,9 @@ class SimLeg:
 
     def flush_playout(self) -> int:
         return self.queue.flush()
+
+    def pause_playout(self, paused: bool) -> None:
+        self.queue.hold(paused)
 
     def played(self, utterance: int) -> int:
         return self.queue.played(utterance)
@@ -258,6 +262,37 @@ async def test_barge_in_stops_playout_and_keeps_only_what_was_heard() -> None:
     assert 0 < len(heard) < 40 and heard == long_answer.split()[: len(heard)]
     # It then answered the interrupting turn.
     assert agent.history[-1].content == "Sure."
+
+
+async def test_barge_in_silences_the_agent_before_it_is_confirmed() -> None:
+    leg = SimLeg(LoopClock())
+    long_answer = " ".join(f"word{i}" for i in range(40))
+    leg.say(frames=40, silence_before=10)
+    brain = ScriptBrain([long_answer, "Sure."])
+    leg.caller.extend([bytes(320)] * 75)
+    onset_index = len(leg.caller)
+    leg.say(frames=50)
+    await run_agent(brain, leg, seconds=4.0, stt_text="stop please")
+    onset = leg.sent[0][0] + 0.02 * onset_index
+    stop_latency = agent_audio_times(leg, 1)[-1] - onset
+    # the hold starts with the first qualifying VAD chunk: well under min_speech (150 ms)
+    assert 0 < stop_latency < 0.1, stop_latency
+
+
+async def test_a_cough_pauses_the_answer_which_then_plays_in_full() -> None:
+    leg = SimLeg(LoopClock())
+    answer = " ".join(f"word{i}" for i in range(25))  # 2.5 s of audio
+    leg.say(frames=40, silence_before=10)
+    brain = ScriptBrain([answer])
+    leg.caller.extend([bytes(320)] * 70)  # into the answer...
+    leg.say(frames=4)  # ...an 80 ms cough
+    agent = await run_agent(brain, leg, seconds=5.5)
+    assert not any(m.interrupted for m in agent.history)
+    times = agent_audio_times(leg, 1)
+    assert len(times) == 25 * 5  # nothing dropped
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) >= 0.1  # it did pause...
+    assert max(gaps) < 0.6  # ...and resumed soon after the cough
 
 
 async def test_own_echo_at_minus_20_db_does_not_interrupt() -> None:

@@ -52,6 +52,9 @@ class ScriptedLeg:
     def flush_playout(self) -> int:
         return 0
 
+    def pause_playout(self, paused: bool) -> None:
+        pass
+
     def played(self, utterance: int) -> int:
         return self.samples_played
 

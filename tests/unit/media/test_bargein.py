@@ -233,3 +233,41 @@ def test_real_caller_speech_over_echo_interrupts(vad: SileroVad) -> None:
     # what the caller heard stops at the decision; the rest of the answer was dropped
     assert q.played("answer") == round((b.at - T0) / STEP) * FRAME_SAMPLES
     assert q.dropped("answer") > 0 and not q.playing
+
+
+def holding_after(det: BargeInDetector, t_from: float, t_to: float, **kw: float | bool) -> bool:
+    feed(det, t_from, t_to, **kw)  # type: ignore[arg-type]
+    return det.holding
+
+
+def test_hold_starts_at_the_first_counted_frame_and_ends_on_fire() -> None:
+    det = BargeInDetector()
+    assert not holding_after(det, T0, T0 + 0.5, caller_dbfs=-70.0, speech=0.0)
+    # one qualifying frame is enough to silence the agent, long before min_speech
+    assert holding_after(det, T0 + 0.5, T0 + 0.52, caller_dbfs=-20.0, speech=0.9)
+    fired = feed(det, T0 + 0.52, T0 + 1.0, caller_dbfs=-20.0, speech=0.9)
+    assert len(fired) == 1
+    assert not det.holding  # confirmed: the audio is dropped, not paused
+
+
+def test_cough_holds_then_releases_after_hold_release() -> None:
+    det = BargeInDetector(BargeInConfig(hold_release=0.2))
+    assert holding_after(det, T0, T0 + 0.06, caller_dbfs=-8.0, speech=1.0)
+    # quiet again: the run ends after max_gap, but the hold lasts hold_release past the cough
+    assert holding_after(det, T0 + 0.06, T0 + 0.2, caller_dbfs=-60.0, speech=0.0)
+    assert state(det) is BargeInState.IDLE
+    assert not holding_after(det, T0 + 0.2, T0 + 0.3, caller_dbfs=-60.0, speech=0.0)
+
+
+def test_echo_never_holds() -> None:
+    det = BargeInDetector()
+    # the agent at -10 dBFS echoed at -30: speech-like but below the guard (-26)
+    assert not holding_after(det, T0, T0 + 1.0, caller_dbfs=-30.0, speech=1.0, agent_dbfs=-10.0)
+
+
+def test_hold_ends_when_the_agent_stops_playing() -> None:
+    det = BargeInDetector()
+    assert holding_after(det, T0, T0 + 0.06, caller_dbfs=-20.0, speech=1.0)
+    assert not holding_after(
+        det, T0 + 0.06, T0 + 0.08, caller_dbfs=-60.0, speech=0.0, agent_playing=False
+    )

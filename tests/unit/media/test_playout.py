@@ -159,3 +159,27 @@ def test_every_pushed_sample_is_played_dropped_or_queued(ops: list[tuple[str, in
         assert q.played(u) == handed[u]
     assert sum(q.dropped(u) for u in range(4)) == flushed
     assert sum(pushed) == sum(handed) + flushed + q.queued_samples
+
+
+def test_hold_withholds_frames_and_keeps_positions() -> None:
+    q = PlayoutQueue()
+    for _ in range(3):
+        q.push(sine_frame(8000.0), 1)
+    assert q.pop() is not None
+    q.hold(True)
+    assert q.pop() is None and q.pop() is None  # nothing sent while held
+    assert q.played(1) == FRAME_SAMPLES  # held ticks are not "heard"
+    assert q.playing  # still has audio to say: barge-in detection stays armed
+    q.hold(False)
+    assert q.pop() is not None
+    assert q.played(1) == 2 * FRAME_SAMPLES
+
+
+def test_flush_releases_a_hold() -> None:
+    q = PlayoutQueue()
+    q.push(sine_frame(8000.0), 1)
+    q.hold(True)
+    assert q.flush() == FRAME_SAMPLES
+    assert not q.held
+    q.push(sine_frame(8000.0), 2)
+    assert q.pop() is not None  # the next utterance plays
