@@ -111,6 +111,7 @@ def build_voice(settings: Settings, clock: Clock) -> VoiceRuntime:
             turn=TurnConfig(min_speech=a.min_speech_ms / 1000, end_silence=a.end_silence_ms / 1000),
             bargein=BargeInConfig(min_speech=a.barge_in_min_ms / 1000),
             allow_barge_in=a.barge_in,
+            prepare_after=a.prepare_ms / 1000 if 0 < a.prepare_ms < a.end_silence_ms else None,
         ),
         agent=VoiceAgentConfig(greet=a.greet),
         on_close=closers,

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from callbridge.agents.vad_pool import VadHandle, VadPool
+from callbridge.audio.levels import trim_leading_silence
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegHold
@@ -35,6 +36,7 @@ from callbridge.media.turns import (
     TurnConfig,
     TurnDetector,
     TurnEnded,
+    TurnState,
 )
 from callbridge.media.vad import VadResult
 from callbridge.stt.base import Recognizer
@@ -43,6 +45,8 @@ from callbridge.tts.base import Synthesizer, split_clauses
 log = logging.getLogger("callbridge.agents.conversation")
 
 PRE_ROLL_FRAMES = 20  # 400 ms of caller audio kept so STT hears the onset VAD reports late
+FALLBACK_SPEECH_DBFS = -45.0  # a chunk the VAD could not judge counts as speech above this
+LEAD_IN_SAMPLES = 80  # 10 ms of lead-in kept before an answer's first sound
 STT_BATCH_FRAMES = 5  # feed the recognizer 100 ms at a time (fewer thread hops)
 
 
@@ -56,13 +60,32 @@ class UserSpeaking:
 
 @dataclass(frozen=True, slots=True)
 class UserTurn:
-    """The caller finished a turn: the final transcript and when their speech started/ended."""
+    """The caller finished a turn: the final transcript and when their speech started/ended.
+
+    `tentative`: the caller has only paused for `prepare_after` so far. The agent may start on
+    its answer now; whatever it says is held (not sent) until TurnConfirmed, and dropped on
+    TurnResumed (then a new UserTurn with the whole turn's words follows)."""
 
     text: str
     speech_start: float
     speech_end: float
-    decided_at: float  # end-of-turn decision (speech_end + end silence)
+    decided_at: float  # end-of-turn decision (speech_end + end silence, or + prepare_after)
     stt_latency: float  # decision -> final transcript
+    tentative: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConfirmed:
+    """The tentative turn is over for real (end silence reached): held answer audio plays."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResumed:
+    """The caller went on after a tentative turn: the answer being prepared was dropped."""
+
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +107,9 @@ class Hold:
     on_hold: bool
 
 
-ConversationEvent = UserSpeaking | UserTurn | Interrupted | Dtmf | Hold
+ConversationEvent = (
+    UserSpeaking | UserTurn | TurnConfirmed | TurnResumed | Interrupted | Dtmf | Hold
+)
 
 
 class Speech:
@@ -113,6 +138,7 @@ class SpeechResult:
     samples_queued: int = 0
     samples_played: int = 0
     first_audio_at: float | None = None  # TTS produced the first frame
+    discarded: bool = False  # prepared for a pause the caller talked through: never heard
     clauses: list[tuple[str, int, int]] = field(default_factory=list)  # text, first, end sample
 
 
@@ -121,6 +147,10 @@ class ConversationConfig:
     turn: TurnConfig = TurnConfig()
     bargein: BargeInConfig = BargeInConfig()
     allow_barge_in: bool = True
+    # Silence after which the answer is prepared (transcript, brain, first clause) while the
+    # end of the turn is still unsure: the answer is ready when `turn.end_silence` is reached.
+    # None: prepare nothing before the end of the turn.
+    prepare_after: float | None = 0.15
     stt_timeout: float = 5.0  # deadline for a final transcript
     tts_timeout: float = 10.0  # deadline per clause
 
@@ -176,7 +206,14 @@ class Conversation:
         self._speaking: asyncio.Task[SpeechResult] | None = None
         self._current: SpeechResult | None = None
         self._closed = False
-        self._held = False  # playout paused on suspected barge-in
+        self._held = False  # playout paused (suspected barge-in or an answer not yet due)
+        self._turn_audio: list[bytes] = []  # the current turn's audio, to re-decode on resume
+        self._stt_open = False  # the recognizer is inside an utterance
+        self._tentative = 0  # generation of the tentative turn in flight (0: none)
+        self._tentative_emitted = False  # its UserTurn went out: the agent may be preparing
+        self._answer_held = False  # speech queued now waits for TurnConfirmed
+        self._confirm_pending = False  # the turn ended before its tentative transcript came
+        self._generations = itertools.count(1)
         self._held_at: float | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -269,6 +306,10 @@ class Conversation:
     ) -> None:
         async with asyncio.timeout(self.config.tts_timeout):
             pcm = await loop.run_in_executor(self._executor, _synthesize_all, self._tts, clause)
+        if result.samples_queued == 0:
+            # Piper starts every clause with ~40 ms of silence: on an answer's first clause
+            # that is only delay.
+            pcm = trim_leading_silence(pcm, keep=LEAD_IN_SAMPLES)
         if result.first_audio_at is None and pcm:
             result.first_audio_at = self.clock.now()
         first = result.samples_queued
@@ -298,7 +339,9 @@ class Conversation:
                     now = self.clock.now()
                     self._pre_roll.append(item.pcm)
                     if self._in_turn:
-                        self._stt_feed(item.pcm)
+                        self._turn_audio.append(item.pcm)
+                        if self._stt_open:
+                            self._stt_feed(item.pcm)
                     self._vad.feed(item, now)
                 case DtmfDigit(digit=digit):
                     self._events.put_nowait(Dtmf(digit))
@@ -312,9 +355,15 @@ class Conversation:
         # it may (the playback level window covers the echo delay), caller audio that is not
         # louder than that echo could be is not the caller: it must not start a turn either.
         probability = result.probability
+        if result.source == "failed":
+            # The model missed its deadline (overload): judge by level rather than take it
+            # for silence, which would end the caller's turn in the middle of a sentence.
+            probability = 1.0 if result.level_dbfs >= FALLBACK_SPEECH_DBFS else 0.0
+        speech = probability
         if result.level_dbfs < self._bargein.echo_threshold(self.leg.playback_dbfs):
             probability = 0.0
-        for ev in self._turns.update(probability, now):
+        was_stopping = self._turns.state is TurnState.STOPPING
+        for ev in self._turns.update(probability, now, result.level_dbfs):
             match ev:
                 case SpeechStarted(at=at):
                     self._start_turn(at)
@@ -322,14 +371,19 @@ class Conversation:
                     self._events.put_nowait(UserSpeaking(onset))
                 case SpeechDiscarded():
                     self._in_turn = False
+                    self._stt_open = False
                     self._stt_ops.put_nowait(("reset", b"", None))
                 case TurnEnded():
                     self._end_turn(ev)
+        if was_stopping and self._turns.state is TurnState.SPEAKING and self._tentative:
+            self._resume_turn(now)
+        self._maybe_prepare(now)
         if self.config.allow_barge_in:
             barge = self._bargein.update(
                 caller_dbfs=result.level_dbfs,
-                speech=result.probability,
-                agent_playing=self.speaking,
+                speech=speech,
+                # held answer audio is not heard: speech over it is the turn going on
+                agent_playing=self.speaking and not self._answer_held,
                 agent_dbfs=self.leg.playback_dbfs,
                 now=now,
             )
@@ -355,37 +409,127 @@ class Conversation:
         """Silence the agent the moment caller speech over it qualifies, before it is confirmed
         as an interruption: the caller hears the agent stop within a VAD chunk or two instead
         of after `min_speech`. A cough releases the hold and the answer goes on where it was;
-        a confirmed barge-in flushes (which releases the hold too)."""
+        a confirmed barge-in flushes (which releases the hold too). An answer prepared for a
+        tentative turn is held the same way until the turn is confirmed."""
         suspected = self._bargein.holding
-        if suspected != self._held:
-            self._held = suspected
+        hold = suspected or self._answer_held
+        if hold != self._held:
+            self._held = hold
             self._held_at = now if suspected else None
-            self.leg.pause_playout(suspected)
-            if not suspected:
-                event(log, "agent.resumed", call_id=self.leg.info.ids.get("call_id"))
+            self.leg.pause_playout(hold)
+            event(
+                log,
+                "agent.hold",
+                call_id=self.leg.info.ids.get("call_id"),
+                held=hold,
+                why="caller" if suspected else "prepared" if hold else "",
+                at=round(now, 3),
+            )
+
+    # ---- tentative turns: prepare the answer during the end-of-turn silence -----------------
+
+    def _maybe_prepare(self, now: float) -> None:
+        """After `prepare_after` of silence, finish the transcript and report a tentative
+        turn, so the answer is synthesised by the time the silence ends the turn."""
+        after = self.config.prepare_after
+        since = self._turns.silent_since
+        if (
+            after is None
+            or since is None
+            or self._tentative
+            or now - since + 1e-9 < after
+            or after >= self.config.turn.end_silence
+            or self.speaking  # the agent is talking: a backchannel, not a turn to prepare for
+        ):
+            return
+        self._tentative = generation = next(self._generations)
+        self._stt_flush()
+        self._stt_open = False
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._stt_ops.put_nowait(("finish", b"", fut))
+        speech_start, speech_end = self._turns.onset or since, since
+
+        def done(f: asyncio.Future[object]) -> None:
+            if generation != self._tentative or self._closed:
+                return  # the caller went on meanwhile: this transcript is stale
+            text = _transcript(f)
+            latency = self.clock.now() - now
+            if self._confirm_pending:  # the turn ended while this was decoded: final
+                self._reset_tentative()
+                self._events.put_nowait(
+                    UserTurn(text, speech_start, speech_end, now, latency, tentative=False)
+                )
+                return
+            self._tentative_emitted = True
+            self._answer_held = True
+            self._hold_while_suspected(self.clock.now())
+            self._events.put_nowait(
+                UserTurn(text, speech_start, speech_end, now, latency, tentative=True)
+            )
+
+        fut.add_done_callback(done)
+
+    def _reset_tentative(self) -> None:
+        self._tentative = 0
+        self._tentative_emitted = False
+        self._confirm_pending = False
+        self._answer_held = False
+
+    def _confirm_turn(self, at: float) -> None:
+        self._reset_tentative()
+        self._hold_while_suspected(at)  # releases the held answer
+        self._events.put_nowait(TurnConfirmed(at))
+
+    def _resume_turn(self, now: float) -> None:
+        """Speech after a tentative turn: drop what was prepared and decode the whole turn
+        again (the recognizer closed its utterance at the tentative end)."""
+        emitted = self._tentative_emitted
+        self._reset_tentative()
+        self._stt_ops.put_nowait(("start", b"", None))
+        self._stt_ops.put_nowait(("feed", b"".join(self._turn_audio), None))
+        self._stt_open = True
+        if emitted:
+            self._drop_prepared()
+            self._events.put_nowait(TurnResumed(now))
+
+    def _drop_prepared(self) -> None:
+        if self._current is not None:
+            self._current.discarded = self._current.interrupted = True
+        if self._speaking is not None and not self._speaking.done():
+            self._speaking.cancel()
+        self.leg.flush_playout()
+        self._held = False  # the flush released the leg's hold
 
     def _start_turn(self, at: float) -> None:
         self._in_turn = True
+        self._stt_open = True
         self._turn_started = at
+        self._turn_audio = list(self._pre_roll)  # the onset arrived before the VAD said so
         self._stt_ops.put_nowait(("start", b"", None))
-        for pcm in self._pre_roll:  # the onset arrived before the VAD said so
+        for pcm in self._pre_roll:
             self._stt_feed(pcm)
 
     def _end_turn(self, ev: TurnEnded) -> None:
         self._in_turn = False
+        self._turn_audio = []
+        if self._tentative:
+            # Prepared already: let the held answer play (or, if its transcript is still
+            # being decoded, report that transcript as the final turn when it comes).
+            if self._tentative_emitted:
+                self._confirm_turn(ev.at)
+            else:
+                self._confirm_pending = True
+            return
+        self._stt_open = False
         self._stt_flush()
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._stt_ops.put_nowait(("finish", b"", fut))
 
         def done(f: asyncio.Future[object]) -> None:
-            if f.cancelled() or f.exception() is not None:
-                text = ""
-                if not f.cancelled():
-                    event(log, "agent.stt_failed", logging.WARNING, error=repr(f.exception()))
-            else:
-                text = str(f.result())
             latency = self.clock.now() - ev.at
-            self._events.put_nowait(UserTurn(text, ev.speech_start, ev.speech_end, ev.at, latency))
+            self._events.put_nowait(
+                UserTurn(_transcript(f), ev.speech_start, ev.speech_end, ev.at, latency)
+            )
 
         fut.add_done_callback(done)
 
@@ -428,6 +572,16 @@ class Conversation:
                     fut.set_exception(exc)
                 else:
                     event(log, "agent.stt_failed", logging.WARNING, op=op, error=repr(exc))
+
+
+def _transcript(f: asyncio.Future[object]) -> str:
+    """The text of a finished recognition; "" (logged) when it failed."""
+    if f.cancelled():
+        return ""
+    if f.exception() is not None:
+        event(log, "agent.stt_failed", logging.WARNING, error=repr(f.exception()))
+        return ""
+    return str(f.result())
 
 
 def _synthesize_all(tts: Synthesizer, text: str) -> bytes:

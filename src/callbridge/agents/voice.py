@@ -19,6 +19,8 @@ from callbridge.agents.conversation import (
     Hold,
     Interrupted,
     SpeechResult,
+    TurnConfirmed,
+    TurnResumed,
     UserSpeaking,
     UserTurn,
 )
@@ -45,6 +47,7 @@ class _TurnTiming:
     speech_end: float | None = None
     stt_latency: float | None = None
     first_token: float | None = None
+    released: float | None = None  # a prepared answer's audio was let out (turn confirmed)
 
 
 class VoiceAgent:
@@ -64,6 +67,9 @@ class VoiceAgent:
         self._turn: asyncio.Task[None] | None = None
         self._conv: Conversation | None = None
         self._results: dict[int, SpeechResult] = {}  # the last answer, for late barge-ins
+        # An answer prepared for a tentative turn: the history length before it, its timing.
+        self._prepared: tuple[int, _TurnTiming] | None = None
+        self._discarding = False
 
     async def run(self, leg: CallLeg) -> None:
         conv = self.make_conversation(leg)
@@ -101,10 +107,24 @@ class VoiceAgent:
                     # ("uh-huh") while we talk; do not answer it.
                     event(log, "agent.backchannel", text=text)
                     return
-                event(log, "agent.heard", text=text, stt_ms=round(1000 * ev.stt_latency))
-                self.history.append(Message("user", text))
+                event(
+                    log,
+                    "agent.heard",
+                    text=text,
+                    stt_ms=round(1000 * ev.stt_latency),
+                    tentative=ev.tentative,
+                )
                 timing = _TurnTiming(self.clock.now(), ev.speech_end, ev.stt_latency)
+                if ev.tentative:
+                    self._prepared = (len(self.history), timing)
+                self.history.append(Message("user", text))
                 self._start_turn(conv, leg, timing)
+            case TurnConfirmed(at=at):
+                if self._prepared is not None:
+                    self._prepared[1].released = at
+                    self._prepared = None
+            case TurnResumed():
+                await self._drop_prepared()
             case Interrupted(utterance=utterance):
                 if self._turn is not None and not self._turn.done():
                     self._turn.cancel()  # its handler records what was heard
@@ -118,6 +138,22 @@ class VoiceAgent:
                     conv.interrupt()
             case UserSpeaking():
                 pass
+
+    async def _drop_prepared(self) -> None:
+        """The caller went on talking: forget the answer prepared for their pause (it was
+        never heard; the conversation dropped its audio) and the words it answered."""
+        if self._prepared is None:
+            return
+        keep, _ = self._prepared
+        self._prepared = None
+        if self._turn is not None and not self._turn.done():
+            self._discarding = True
+            self._turn.cancel()
+            with contextlib.suppress(BaseException):
+                await self._turn
+            self._discarding = False
+        del self.history[keep:]
+        event(log, "agent.turn_resumed")
 
     def _start_turn(self, conv: Conversation, leg: CallLeg, timing: _TurnTiming) -> None:
         self._turn = asyncio.get_running_loop().create_task(self._answer(conv, leg, timing))
@@ -145,7 +181,8 @@ class VoiceAgent:
             result = await speech.wait()
         except asyncio.CancelledError:
             # Barge-in: the conversation already cut the speech at the playout position.
-            self._record(speech.result, tools, interrupted=True)
+            if not self._discarding and not speech.result.discarded:
+                self._record(speech.result, tools, interrupted=True)
             raise
         except Exception as exc:  # TTS failure: log, keep the call
             event(log, "agent.speech_failed", logging.ERROR, error=repr(exc))
@@ -157,8 +194,12 @@ class VoiceAgent:
                 result = await apology.wait()
                 self.history.append(Message("assistant", result.text))
                 return
+        if result.discarded:
+            return  # the caller talked on: _drop_prepared forgets this turn
         self._record(result, tools, interrupted=result.interrupted)
         self._metrics(timing, result)
+        if result.interrupted:
+            return  # cut by the caller: what it meant to do next is moot (e.g. hang up)
         for call in tools:
             await self._tool(call, conv, leg, result)
 
@@ -186,8 +227,10 @@ class VoiceAgent:
     def _metrics(self, timing: _TurnTiming, result: SpeechResult) -> None:
         fields: dict[str, object] = {"utterance": result.utterance, "text": result.text}
         if timing.speech_end is not None and result.first_audio_at is not None:
-            # Caller's end of speech to our first audio frame queued (sent at the next tick).
-            fields["voice_to_voice_ms"] = round(1000 * (result.first_audio_at - timing.speech_end))
+            # Caller's end of speech to our first audio frame queued (sent at the next tick),
+            # or to its release when it was prepared during the caller's pause.
+            out = max(result.first_audio_at, timing.released or 0.0)
+            fields["voice_to_voice_ms"] = round(1000 * (out - timing.speech_end))
         if timing.stt_latency is not None:
             fields["stt_final_ms"] = round(1000 * timing.stt_latency)
         if timing.first_token is not None:

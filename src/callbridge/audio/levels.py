@@ -42,3 +42,16 @@ def peak(pcm: bytes) -> int:
         return 0
     x = np.frombuffer(pcm, dtype="<i2")
     return max(int(x.max()), -int(x.min()))
+
+
+SILENCE_AMPLITUDE = 100  # |sample| below this (about -50 dBFS) is silence
+
+
+def trim_leading_silence(pcm: bytes, keep: int = 0, threshold: int = SILENCE_AMPLITUDE) -> bytes:
+    """`pcm` (PCM16) from `keep` samples before its first sample at or above `threshold`;
+    all-silent input comes back unchanged."""
+    x = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.int32)
+    loud = np.flatnonzero(np.abs(x) >= threshold)
+    if not len(loud):
+        return pcm
+    return pcm[2 * max(0, int(loud[0]) - keep) :]

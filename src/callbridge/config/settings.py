@@ -103,7 +103,10 @@ class EchoSettings:
 class AgentSettings:
     greet: bool = True
     min_speech_ms: int = 200  # speech shorter than this is not a turn (clicks, coughs)
-    end_silence_ms: int = 600  # silence that ends the caller's turn
+    end_silence_ms: int = 400  # silence that ends the caller's turn
+    # silence after which the answer is prepared (held until end_silence_ms); 0 = off. With an
+    # LLM brain, each pause the caller talks through costs one extra (discarded) request.
+    prepare_ms: int = 150
     barge_in: bool = True
     barge_in_min_ms: int = 150  # caller speech over the agent needed to interrupt it
     tts: str = "piper"  # "piper" | "espeak"
@@ -166,6 +169,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "agent.min_speech_ms": _non_negative,
     "agent.end_silence_ms": _positive,
     "agent.barge_in_min_ms": _non_negative,
+    "agent.prepare_ms": _non_negative,
     "agent.tts": _choice("piper", "espeak"),
     "llm.provider": _choice("demo", "openai", "anthropic"),
     "llm.base_url": _url,

@@ -3,7 +3,10 @@
 QUIET -> STARTING on the first speech chunk; STARTING -> SPEAKING once speech has lasted
 `min_speech` (clicks and coughs never get there); SPEAKING -> STOPPING on the first silent
 chunk; STOPPING -> SPEAKING when speech resumes (a pause inside a sentence), or -> QUIET with
-TurnEnded once silence has lasted `end_silence`. Two thresholds (hysteresis) keep a probability
+TurnEnded once silence has lasted `end_silence`. Once speech is under way, a chunk far quieter
+than the turn's loudest (`quiet_drop_db`) is silence whatever the VAD says: Silero's
+probability stays high for ~150 ms after the last word, and that hangover would otherwise be
+added to every answer's delay. Two thresholds (hysteresis) keep a probability
 hovering near one threshold from toggling the state every chunk.
 
 Sans-IO: fed (probability, now) per VAD chunk; every time in an event is a `now` passed in.
@@ -12,6 +15,7 @@ Sans-IO: fed (probability, now) per VAD chunk; every time in an event is a `now`
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 __all__ = [
@@ -41,6 +45,10 @@ class TurnConfig:
     stop_threshold: float = 0.35  # probability below which speech has stopped (Silero's own gap)
     min_speech: float = 0.2  # seconds from onset before speech counts as a turn
     end_silence: float = 0.6  # seconds of silence after speech that end the turn
+    # A chunk this far below the turn's loudest chunk is silence (VAD hangover trimmed) ...
+    quiet_drop_db: float = 35.0
+    # ... but the bar never goes below this level (a quiet caller's speech is still speech).
+    quiet_floor_dbfs: float = -60.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.stop_threshold <= self.start_threshold <= 1.0:
@@ -90,6 +98,7 @@ class TurnDetector:
         self._state = TurnState.QUIET
         self._onset = 0.0
         self._last_speech = 0.0
+        self._peak = -math.inf  # loudest chunk since the onset (dBFS)
 
     @property
     def state(self) -> TurnState:
@@ -100,18 +109,32 @@ class TurnDetector:
         """Start of the current (tentative or confirmed) speech, None while QUIET."""
         return None if self._state is TurnState.QUIET else self._onset
 
+    @property
+    def silent_since(self) -> float | None:
+        """While STOPPING: the time of the last speech (the silence runs from there)."""
+        return self._last_speech if self._state is TurnState.STOPPING else None
+
     def reset(self) -> None:
         """Back to QUIET without events (e.g. the call was put on hold)."""
         self._state = TurnState.QUIET
 
-    def update(self, probability: float, now: float) -> list[TurnEvent]:
-        """Advance with the speech probability of the chunk reported at `now`."""
+    def update(
+        self, probability: float, now: float, level_dbfs: float | None = None
+    ) -> list[TurnEvent]:
+        """Advance with the speech probability (and level, if known) of the chunk at `now`."""
         cfg = self.config
         events: list[TurnEvent] = []
+        if level_dbfs is not None and self._state is not TurnState.QUIET:
+            if self._state in (TurnState.SPEAKING, TurnState.STOPPING) and level_dbfs < max(
+                cfg.quiet_floor_dbfs, self._peak - cfg.quiet_drop_db
+            ):
+                probability = 0.0
+            self._peak = max(self._peak, level_dbfs)
         match self._state:
             case TurnState.QUIET:
                 if probability >= cfg.start_threshold:
                     self._state = TurnState.STARTING
+                    self._peak = -math.inf if level_dbfs is None else level_dbfs
                     self._onset = self._last_speech = now
                     events.append(SpeechStarted(now))
                     self._confirm(now, events)

@@ -257,3 +257,15 @@ def last_loud_before(
 ) -> float | None:
     loud = [f.time for f in frames if f.time < t and f.dbfs > threshold_dbfs]
     return max(loud) if loud else None
+
+
+def end_of_sound_at(
+    frames: Sequence[TimedFrame], t: float, *, min_gap_s: float = 0.25
+) -> float | None:
+    """Where the sound going on at `t` stops: the end of the segment (gaps shorter than
+    `min_gap_s` joined) that spans `t`; None if there was no sound at `t`. What starts after
+    a longer gap (the next answer) is not counted."""
+    for seg in wire_segments(frames, min_gap_s=min_gap_s, min_len_s=0.0):
+        if seg.start <= t <= seg.end + min_gap_s:
+            return seg.end
+    return None

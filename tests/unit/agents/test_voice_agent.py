@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 import numpy as np
 
 from callbridge.agents.conversation import Conversation, ConversationConfig, heard_text
 from callbridge.agents.vad_pool import VadPool
-from callbridge.agents.voice import APOLOGY, VoiceAgent
+from callbridge.agents.voice import APOLOGY, VoiceAgent, VoiceAgentConfig
 from callbridge.core.clocks import LoopClock
 from callbridge.core.events import LegInput
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
@@ -182,12 +183,25 @@ class SimLeg:
         self.caller.extend(tone(LOUD, frames)[i * 320 : (i + 1) * 320] for i in range(frames))
 
 
+class SlowTts(FakeTts):
+    """Synthesis that takes a while (a worker thread's CPU time, as piper's would)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def synthesize(self, text: str) -> Iterator[bytes]:
+        time.sleep(self.seconds)
+        yield from super().synthesize(text)
+
+
 async def run_agent(
     brain: ScriptBrain,
     leg: SimLeg,
     seconds: float,
     stt_text: str = "what time is it",
     greet: bool = False,
+    tts: FakeTts | None = None,
+    config: ConversationConfig | None = None,
 ) -> VoiceAgent:
     clock = leg.clock
     executor = concurrent.futures.ThreadPoolExecutor(2)
@@ -200,12 +214,10 @@ async def run_agent(
                 clock=clock,
                 vad_pool=pool,
                 recognizer=lambda: FakeStt(stt_text),
-                synthesizer=FakeTts(),
+                synthesizer=tts or FakeTts(),
                 executor=executor,
-                config=ConversationConfig(),
+                config=config or ConversationConfig(),
             )
-
-        from callbridge.agents.voice import VoiceAgentConfig
 
         agent = VoiceAgent(
             brain=brain,
@@ -295,6 +307,43 @@ async def test_a_cough_pauses_the_answer_which_then_plays_in_full() -> None:
     assert max(gaps) < 0.6  # ...and resumed soon after the cough
 
 
+async def first_answer_delay(config: ConversationConfig) -> float:
+    leg = SimLeg(LoopClock())
+    leg.say(frames=40, silence_before=10)
+    await run_agent(
+        ScriptBrain(["It is three."]), leg, seconds=2.5, tts=SlowTts(0.15), config=config
+    )
+    times = agent_audio_times(leg, 1)
+    assert times, "no answer"
+    return times[0] - (leg.sent[0][0] + 1.0)  # speech ends 1.0 s into the call
+
+
+async def test_the_answer_is_prepared_during_the_pause_and_plays_when_the_turn_ends() -> None:
+    end_silence = ConversationConfig().turn.end_silence
+    prepared = await first_answer_delay(ConversationConfig())
+    assert end_silence - 0.02 < prepared < end_silence + 0.09, prepared
+    # the same call without preparing: transcript + brain + 150 ms of synthesis come after
+    late = await first_answer_delay(ConversationConfig(prepare_after=None))
+    assert late > end_silence + 0.14, late
+
+
+async def test_caller_going_on_after_a_pause_gets_one_answer_to_all_of_it() -> None:
+    leg = SimLeg(LoopClock())
+    leg.say(frames=30, silence_before=10)
+    leg.caller.extend([bytes(320)] * 15)  # a 300 ms pause: longer than prepare_after
+    leg.say(frames=30)
+    brain = ScriptBrain(["Prepared for the pause.", "The real answer."])
+    agent = await run_agent(brain, leg, seconds=4.0, stt_text="all of it")
+    assert [(m.role, m.content) for m in agent.history] == [
+        ("user", "all of it"),
+        ("assistant", "The real answer."),
+    ]
+    assert not agent_audio_times(leg, 1), "the answer prepared for the pause was heard"
+    assert agent_audio_times(leg, 2)
+    assert len(brain.histories) == 2  # it did prepare an answer for the pause
+    assert [m.role for m in brain.histories[-1]] == ["user"]
+
+
 async def test_own_echo_at_minus_20_db_does_not_interrupt() -> None:
     leg = SimLeg(LoopClock(), echo=True)
     long_answer = " ".join(f"word{i}" for i in range(25))
@@ -330,3 +379,50 @@ def test_heard_text_cuts_by_playout_position() -> None:
     assert heard_text(clauses, 300) == "one two three."
     assert heard_text(clauses, 500) == "one two three. four five"
     assert heard_text(clauses, 10_000) == "one two three. four five six seven."
+
+
+class FlakyRunner(EnergyRunner):
+    """The VAD model fails (as when it misses its deadline) in a window of loop time."""
+
+    def __init__(self, clock: LoopClock, fail_from: float, fail_to: float) -> None:
+        self.clock = clock
+        self.window = (fail_from, fail_to)
+
+    def run(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.window[0] <= self.clock.now() < self.window[1]:
+            raise RuntimeError("model run failed")
+        return super().run(x, state)
+
+
+async def test_vad_failures_mid_sentence_do_not_end_the_turn() -> None:
+    leg = SimLeg(LoopClock())
+    leg.say(frames=100, silence_before=10)  # 2 s of speech
+    brain = ScriptBrain(["One answer."])
+    clock = leg.clock
+    t0 = clock.now()
+    runner = FlakyRunner(clock, t0 + 0.7, t0 + 1.7)  # 1 s mid-sentence without a VAD verdict
+    executor = concurrent.futures.ThreadPoolExecutor(2)
+    pool = VadPool(runner, clock)  # type: ignore[arg-type]
+    async with pool:
+        agent = VoiceAgent(
+            brain=brain,
+            conversation=lambda call_leg: Conversation(
+                call_leg,
+                clock=clock,
+                vad_pool=pool,
+                recognizer=lambda: FakeStt("a long sentence"),
+                synthesizer=FakeTts(),
+                executor=executor,
+            ),
+            clock=clock,
+            config=VoiceAgentConfig(greet=False),
+        )
+        task = asyncio.create_task(agent.run(leg))
+        await leg.pump(4.0)
+        leg._end()
+        async with asyncio.timeout(5):
+            await task
+    executor.shutdown()
+    assert pool.failures >= 20
+    assert len(brain.histories) == 1, "the turn was cut where the VAD failed"
+    assert [m.role for m in agent.history] == ["user", "assistant"]

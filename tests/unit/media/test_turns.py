@@ -203,3 +203,43 @@ def test_turn_on_real_vad_probabilities() -> None:
     # the phrase is loud from ~0.02 s to ~1.54 s into the file; Silero lags by a chunk or so
     assert T0 + lead < ended.speech_start < T0 + lead + 0.15
     assert T0 + lead + 1.5 < ended.speech_end < T0 + lead + 1.75
+
+
+def drive_levels(det: TurnDetector, chunks: list[tuple[float, float]]) -> list[TurnEvent]:
+    events: list[TurnEvent] = []
+    for i, (p, level) in enumerate(chunks):
+        events.extend(det.update(p, T0 + i * STEP, level))
+    return events
+
+
+def test_vad_hangover_after_the_last_loud_chunk_is_trimmed() -> None:
+    det = TurnDetector(TurnConfig(min_speech=0.1, end_silence=0.3))
+    speech = [(1.0, -20.0)] * 25  # 0.5 s
+    hangover = [(0.95, -75.0)] * 8  # the model still says speech, the line is quiet
+    silence = [(0.0, -90.0)] * 30
+    events = drive_levels(det, speech + hangover + silence)
+    (end,) = [e for e in events if isinstance(e, TurnEnded)]
+    last_loud = T0 + 24 * STEP
+    assert end.speech_end == pytest.approx(last_loud)
+    assert end.at == pytest.approx(last_loud + 0.3, abs=STEP + 1e-9)
+
+
+def test_without_levels_the_probability_alone_decides() -> None:
+    det = TurnDetector(TurnConfig(min_speech=0.1, end_silence=0.3))
+    events = drive(det, [1.0] * 25 + [0.95] * 8 + [0.0] * 30)
+    (end,) = [e for e in events if isinstance(e, TurnEnded)]
+    assert end.speech_end == pytest.approx(T0 + 32 * STEP)
+
+
+def test_a_quiet_caller_is_not_cut_by_the_level_gate() -> None:
+    det = TurnDetector(TurnConfig(min_speech=0.1, end_silence=0.3))
+    # peak -45 dBFS: 35 dB below is -80, so the -60 dBFS floor applies; -58 is still speech
+    events = drive_levels(det, [(1.0, -45.0)] * 10 + [(1.0, -58.0)] * 30)
+    assert not [e for e in events if isinstance(e, TurnEnded)]
+    assert state(det) is TurnState.SPEAKING
+
+
+def test_a_soft_syllable_within_the_drop_keeps_the_turn() -> None:
+    det = TurnDetector(TurnConfig(min_speech=0.1, end_silence=0.3))
+    events = drive_levels(det, [(1.0, -15.0)] * 10 + [(1.0, -45.0)] * 30)  # 30 dB down
+    assert state(det) is TurnState.SPEAKING and not events[2:]

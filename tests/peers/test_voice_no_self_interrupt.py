@@ -1,5 +1,9 @@
-"""WORK IN PROGRESS (issue 3, acceptance 3) — not collected by the suite yet: see the issue note.
-Run it by hand: ./scripts/test.sh tests/peers/wip_echo_no_self_interrupt.py
+"""Voice agent, issue 3 acceptance 3: the agent does not interrupt itself.
+
+SIPp calls `agent` with the test's RTP endpoint as its media; the endpoint echoes everything it
+receives back at -20 dB (a phone's echo) and the caller stays silent except for one short
+question; the greeting and the answer both play to their last words, with no barge-in and no
+turn heard in the agent's own echo.
 """
 
 from __future__ import annotations
