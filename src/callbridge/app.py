@@ -9,6 +9,8 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -16,11 +18,15 @@ from callbridge.agents.conversation import ConversationConfig
 from callbridge.agents.echo import EchoAgent
 from callbridge.agents.runtime import VoiceRuntime
 from callbridge.agents.voice import VoiceAgentConfig
+from callbridge.api.app import ApiConfig, create_app
+from callbridge.api.server import HttpServer
+from callbridge.api.twilio import TwilioWebConfig, media_stream_url
 from callbridge.calls.manager import Call, CallManager
 from callbridge.calls.routing import Router
-from callbridge.config.settings import Settings
+from callbridge.config.settings import Settings, http_wanted
 from callbridge.core.clock import Clock
 from callbridge.core.clocks import LoopClock
+from callbridge.core.errors import ConfigError
 from callbridge.core.log import event
 from callbridge.core.ports import Agent
 from callbridge.llm.anthropic import AnthropicBrain
@@ -29,10 +35,15 @@ from callbridge.llm.demo import DemoBrain
 from callbridge.llm.openai_compat import OpenAICompatBrain
 from callbridge.media.bargein import BargeInConfig
 from callbridge.media.turns import TurnConfig
+from callbridge.mediastream import twiml
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.sip.timers import TimerSettings
 from callbridge.stt.pocketsphinx import PocketsphinxRecognizer
 from callbridge.transports.sip import CallFailed, SipTransport, SipTransportConfig
+from callbridge.transports.sip_leg import SipLeg
+from callbridge.transports.twilio import TwilioTransport
+from callbridge.transports.twilio_leg import TwilioLeg
+from callbridge.transports.twilio_rest import TwilioCallFailed, TwilioRest
 from callbridge.tts.factory import default_synthesizer
 
 log = logging.getLogger("callbridge")
@@ -44,12 +55,16 @@ class Gateway:
     calls: CallManager
     sip: SipTransport
     voice: VoiceRuntime | None = None
+    twilio: TwilioTransport | None = None
+    http: HttpServer | None = None
 
     async def start(self) -> None:
         # Before the loop gets busy: a one-off directory creation, not a per-call operation.
         Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         if self.voice is not None:
             await self.voice.start()  # models load before the first call can arrive
+        if self.http is not None:
+            await self.http.start()
         await self.sip.start()
 
     async def stop(self) -> None:
@@ -57,8 +72,14 @@ class Gateway:
         event(log, "gateway.stopping", live_calls=len(self.calls.calls))
         self.calls.accepting = False
         self.sip.stop_accepting()
+        if self.twilio is not None:
+            self.twilio.stop_accepting()
         await self.sip.shutdown(self.settings.shutdown_grace)
+        if self.twilio is not None:
+            await self.twilio.shutdown(self.settings.shutdown_grace)
         await self.calls.shutdown(self.settings.shutdown_grace)
+        if self.http is not None:
+            await self.http.stop()
         if self.voice is not None:
             await self.voice.aclose()
         event(log, "gateway.stopped")
@@ -118,7 +139,37 @@ def build_voice(settings: Settings, clock: Clock) -> VoiceRuntime:
     )
 
 
-def build_gateway(settings: Settings) -> Gateway:
+def _sip_public_host(settings: Settings) -> str:
+    """Where Twilio's <Dial><Sip> reaches our SIP endpoint ("" = the host it called us at)."""
+    s = settings.sip
+    if s.public_host:
+        return s.public_host
+    if s.host not in ("0.0.0.0", "::"):
+        return s.host
+    return urlsplit(settings.public_url).hostname or ""
+
+
+def build_http(settings: Settings, calls: CallManager, twilio: TwilioTransport) -> HttpServer:
+    t = settings.twilio
+    api = create_app(
+        ApiConfig(
+            api_token=settings.api_token,
+            twilio=TwilioWebConfig(
+                public_url=settings.public_url,
+                auth_token=t.auth_token,
+                validate=t.validate,
+                sip_host=_sip_public_host(settings),
+                sip_port=settings.sip.port,
+            ),
+        ),
+        calls=calls,
+        twilio=twilio,
+    )
+    return HttpServer(api, settings.http.host, settings.http.port)
+
+
+def build_gateway(settings: Settings, *, http: bool | None = None) -> Gateway:
+    """`http` forces the HTTP server on or off (default: settings.http.enabled)."""
     clock = LoopClock()
     voice = build_voice(settings, clock) if settings.default_agent == "voice" else None
     agents: dict[str, Callable[[], Agent]] = {"echo": lambda: EchoAgent(settings.echo.delay_ms)}
@@ -142,7 +193,10 @@ def build_gateway(settings: Settings) -> Gateway:
         timers=TimerSettings(t1=s.t1, t2=s.t2, t4=s.t4),
     )
     sip = SipTransport(config, clock, calls)
-    return Gateway(settings, calls, sip, voice)
+    twilio = TwilioTransport(clock, calls)
+    serve_http = http_wanted(settings) if http is None else http
+    server = build_http(settings, calls, twilio) if serve_http else None
+    return Gateway(settings, calls, sip, voice, twilio, server)
 
 
 async def _until_signal() -> None:
@@ -166,11 +220,73 @@ async def serve(settings: Settings) -> None:
         await gateway.stop()
 
 
+def check_twilio_call_settings(settings: Settings) -> None:
+    """What `callbridge call --via twilio` needs; raises ConfigError naming the first gap."""
+    t = settings.twilio
+    needs = [
+        ("twilio.account_sid", t.account_sid, "TWILIO_ACCOUNT_SID"),
+        ("twilio.auth_token", t.auth_token, "TWILIO_AUTH_TOKEN"),
+        ("twilio.from_number", t.from_number, "CALLBRIDGE_TWILIO_FROM_NUMBER (a Twilio number)"),
+        ("public_url", settings.public_url, "CALLBRIDGE_PUBLIC_URL (where Twilio reaches us)"),
+    ]
+    for name, value, env in needs:
+        if not value:
+            raise ConfigError(name, f"calling through Twilio needs it: set {env}")
+
+
+async def _twilio_call(
+    gateway: Gateway, target: str, agent_name: str, http_client: Any, answer_timeout: float
+) -> TwilioLeg | None:
+    """Create the call over REST with <Connect><Stream> TwiML and wait for its media stream."""
+    settings = gateway.settings
+    t = settings.twilio
+    assert gateway.twilio is not None
+    rest = TwilioRest(t.account_sid, t.auth_token, http_client=http_client)
+    document = twiml.connect_stream(
+        media_stream_url(settings.public_url),
+        {"agent": agent_name, "direction": "outbound", "from": t.from_number, "to": target},
+    )
+    try:
+        call_sid = await rest.create_call(target, t.from_number, document)
+    except TwilioCallFailed as exc:
+        event(
+            log, "call.failed", logging.ERROR, target=target, status=exc.status, reason=exc.reason
+        )
+        return None
+    event(log, "twilio.call_created", call_sid=call_sid, target=target, agent=agent_name)
+    try:
+        return await gateway.twilio.wait_for_stream(call_sid, answer_timeout)
+    except TimeoutError:
+        event(
+            log,
+            "call.failed",
+            logging.ERROR,
+            target=target,
+            call_sid=call_sid,
+            reason="no media stream",
+        )
+        with contextlib.suppress(TwilioCallFailed):
+            await rest.end_call(call_sid)
+        return None
+
+
 async def place_call(
-    settings: Settings, target: str, agent_name: str, duration: float | None
+    settings: Settings,
+    target: str,
+    agent_name: str,
+    duration: float | None,
+    *,
+    via: str = "sip",
+    twilio_http_client: Any = None,
+    answer_timeout: float = 90.0,
 ) -> int:
-    """`callbridge call`: start the gateway, place one call with an agent, wait for it to end."""
-    gateway = build_gateway(settings)
+    """`callbridge call`: start the gateway, place one call with an agent, wait for it to end.
+
+    `via="twilio"` places it through Twilio's REST API (`twilio_http_client` replaces the
+    twilio package's HTTP client); the call's media then comes back on our WebSocket."""
+    if via == "twilio":
+        check_twilio_call_settings(settings)
+    gateway = build_gateway(settings, http=True if via == "twilio" else None)
     await gateway.start()
     ended: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
 
@@ -181,19 +297,33 @@ async def place_call(
     gateway.calls.on_end.append(on_end)
     signals = asyncio.ensure_future(_until_signal())
     try:
-        try:
-            leg = await gateway.sip.call(target)
-        except CallFailed as exc:
-            event(
-                log,
-                "call.failed",
-                logging.ERROR,
-                target=target,
-                status=exc.status,
-                reason=exc.reason,
+        leg: SipLeg | TwilioLeg
+        if via == "twilio":
+            attempt = asyncio.ensure_future(
+                _twilio_call(gateway, target, agent_name, twilio_http_client, answer_timeout)
             )
-            return 1
-        gateway.calls.start_call(leg, agent_name=agent_name)
+            await asyncio.wait({attempt, signals}, return_when=asyncio.FIRST_COMPLETED)
+            if not attempt.done():
+                attempt.cancel()
+                return 1
+            placed = attempt.result()
+            if placed is None:
+                return 1
+            leg = placed  # the transport started the call with the agent named in the TwiML
+        else:
+            try:
+                leg = await gateway.sip.call(target)
+            except CallFailed as exc:
+                event(
+                    log,
+                    "call.failed",
+                    logging.ERROR,
+                    target=target,
+                    status=exc.status,
+                    reason=exc.reason,
+                )
+                return 1
+            gateway.calls.start_call(leg, agent_name=agent_name)
         waits: set[asyncio.Future[object]] = {ended, signals}  # type: ignore[arg-type]
         if duration is not None:
             waits.add(asyncio.ensure_future(asyncio.sleep(duration)))

@@ -8,7 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from callbridge import __version__
-from callbridge.config.settings import Settings, all_fields, env_name, load_settings
+from callbridge.config.settings import (
+    Settings,
+    all_fields,
+    env_name,
+    http_wanted,
+    load_settings,
+)
 from callbridge.core.errors import ConfigError
 from callbridge.observability.logging import setup_logging
 
@@ -20,7 +26,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the gateway (default)")
     call = sub.add_parser("call", help="place one outbound call with an agent attached")
-    call.add_argument("target", help="SIP URI, e.g. sip:alice@192.0.2.10:5060")
+    call.add_argument(
+        "target", help="SIP URI, e.g. sip:alice@192.0.2.10:5060 (--via twilio: +15551234567)"
+    )
+    call.add_argument(
+        "--via",
+        choices=("sip", "twilio"),
+        default="sip",
+        help="place it from our SIP endpoint (default) or through Twilio's REST API",
+    )
     call.add_argument("--agent", default="echo", help="agent to attach (default: echo)")
     call.add_argument(
         "--duration", type=float, default=None, help="hang up after this many seconds"
@@ -47,11 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if command == "call":
-            return asyncio.run(app.place_call(settings, args.target, args.agent, args.duration))
+            return asyncio.run(
+                app.place_call(settings, args.target, args.agent, args.duration, via=args.via)
+            )
         asyncio.run(app.serve(settings))
+    except ConfigError as exc:
+        print(f"callbridge: bad setting {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(
-            f"callbridge: {exc} (is another process using the port? set CALLBRIDGE_SIP_PORT)",
+            f"callbridge: {exc} (is another process using the port? "
+            "set CALLBRIDGE_SIP_PORT or CALLBRIDGE_HTTP_PORT)",
             file=sys.stderr,
         )
         return 1
@@ -65,7 +85,7 @@ def _print_settings(settings: Settings) -> int:
         value: object = settings
         for part in dotted.split("."):
             value = getattr(value, part)
-        if dotted in ("api_token", "llm.api_key") and value:
+        if dotted in ("api_token", "llm.api_key", "twilio.auth_token") and value:
             value = "***"
         print(f"{env_name(dotted):32} {dotted:20} {value}")
     return 0
@@ -82,6 +102,17 @@ async def _doctor(settings: Settings) -> int:
     except OSError as exc:
         ok = False
         print(f"FAIL SIP UDP {settings.sip.host}:{settings.sip.port}: {exc}")
+    if http_wanted(settings):
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((settings.http.host, settings.http.port))
+            print(f"ok   HTTP TCP {settings.http.host}:{settings.http.port} can be bound")
+        except OSError as exc:
+            ok = False
+            print(f"FAIL HTTP TCP {settings.http.host}:{settings.http.port}: {exc}")
+        if settings.twilio.validate and not settings.twilio.auth_token:
+            print("warn Twilio requests will be refused: no TWILIO_AUTH_TOKEN to check them")
     print(f"ok   settings valid; data dir {settings.data_dir}")
     return 0 if ok else 1
 

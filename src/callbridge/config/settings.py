@@ -55,6 +55,23 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return check
 
 
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _account_sid(value: str) -> str:
+    if value and not (
+        len(value) == 34 and value.startswith("AC") and all(c in _HEX for c in value[2:])
+    ):
+        raise ValueError("must be AC followed by 32 hex digits (Twilio console, Account Info)")
+    return value
+
+
+def _phone(value: str) -> str:
+    if value and not (value.startswith("+") and value[1:].isdigit() and len(value) > 4):
+        raise ValueError("must be a number in E.164 form, e.g. +15551234567")
+    return value
+
+
 def _url(value: str) -> str:
     if value and not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
@@ -76,6 +93,8 @@ class SipSettings:
 class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # "auto": serve when something needs it (public_url, api_token or Twilio credentials)
+    enabled: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +144,14 @@ class LlmSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TwilioSettings:
+    account_sid: str = ""  # also read from TWILIO_ACCOUNT_SID
+    auth_token: str = field(default="", repr=False)  # also TWILIO_AUTH_TOKEN; never logged
+    validate: bool = True  # check X-Twilio-Signature on webhooks and the media WebSocket
+    from_number: str = ""  # caller ID for `callbridge call --via twilio` (a Twilio number)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: str = field(default_factory=lambda: str(Path.home() / ".local/share/callbridge"))
     public_url: str = ""
@@ -138,6 +165,7 @@ class Settings:
     echo: EchoSettings = EchoSettings()
     agent: AgentSettings = AgentSettings()
     llm: LlmSettings = LlmSettings()
+    twilio: TwilioSettings = TwilioSettings()
 
     def __repr__(self) -> str:  # never print the token
         token = "***" if self.api_token else ""
@@ -156,6 +184,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "sip.t4": _positive,
     "http.host": _host,
     "http.port": _port,
+    "http.enabled": _choice("auto", "true", "false"),
     "rtp.port_min": _port,
     "rtp.port_max": _port,
     "rtp.timeout": _positive,
@@ -175,6 +204,14 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "llm.base_url": _url,
     "llm.timeout": _positive,
     "shutdown_grace": _non_negative,
+    "twilio.account_sid": _account_sid,
+    "twilio.from_number": _phone,
+}
+
+# Names other tools use for the same setting (Twilio's own), read below CALLBRIDGE_*.
+_ENV_ALIASES: dict[str, str] = {
+    "twilio.account_sid": "TWILIO_ACCOUNT_SID",
+    "twilio.auth_token": "TWILIO_AUTH_TOKEN",
 }
 
 _SECTION_TYPES: dict[str, type[Any]] = {
@@ -185,6 +222,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "echo": EchoSettings,
     "agent": AgentSettings,
     "llm": LlmSettings,
+    "twilio": TwilioSettings,
 }
 
 
@@ -270,6 +308,9 @@ def load_settings(
             else:
                 raise ConfigError(f"{key} ({path})", _unknown_hint(key, known))
     defaults = dict(all_fields())
+    for dotted, alias in _ENV_ALIASES.items():
+        if alias in env:
+            values[dotted] = (env[alias], f"env {alias}")
     for dotted in defaults:
         name = env_name(dotted)
         if name in env:
@@ -325,6 +366,14 @@ def _check_relations(s: Settings) -> None:
             f"http.host {s.http.host} is not a loopback address, so the API needs a token: "
             f"set {env_name('api_token')}",
         )
+
+
+def http_wanted(s: Settings) -> bool:
+    """Whether the gateway serves HTTP: `http.enabled`, where "auto" means when something
+    needs it (a public URL for webhooks, an API token, Twilio credentials)."""
+    if s.http.enabled != "auto":
+        return s.http.enabled == "true"
+    return bool(s.public_url or s.api_token or s.twilio.auth_token or s.twilio.account_sid)
 
 
 def _is_loopback(host: str) -> bool:

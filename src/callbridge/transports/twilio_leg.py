@@ -1,0 +1,411 @@
+"""A Twilio Media Stream as a CallLeg: the caller's µ-law in, the agent's audio out, over one
+text WebSocket.
+
+Three tasks per leg (owned by the call's TaskGroup through `run()`):
+- the reader parses every message as it arrives: caller audio is delivered at once
+  (mediastream.inbound places it by timestamp), DTMF becomes DtmfDigit, mark echoes move the
+  played position (mediastream.marks), `stop` ends the leg;
+- the 20 ms ticker, on an absolute schedule, conceals overdue caller frames and sends agent
+  audio paced in real time, at most `lead` ahead of what Twilio has played, with a mark every
+  `mark_every_ms` and at the end of each run of an utterance;
+- the writer is the only sender on the socket. Control goes to the head of its queue:
+  `flush_playout()` drops the local queue and every audio message not yet written, and sends
+  `clear` at once (Twilio then drops its buffer, which the lead keeps small).
+
+`played(utterance)` is what Twilio confirmed by echoing a mark: what the caller heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from callbridge.audio.g711 import ulaw_encode
+from callbridge.core.clock import Clock
+from callbridge.core.errors import CallEnded
+from callbridge.core.events import DtmfDigit, LegInput
+from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
+from callbridge.core.log import event
+from callbridge.core.ports import LegInfo
+from callbridge.media.playout import PlayoutQueue
+from callbridge.mediastream.inbound import CallerAudio
+from callbridge.mediastream.marks import MarkLedger
+from callbridge.mediastream.messages import (
+    DTMF_DIGITS,
+    Clear,
+    Connected,
+    Dtmf,
+    FromTwilio,
+    Mark,
+    MarkOut,
+    Media,
+    MediaOut,
+    MessageError,
+    Start,
+    Stop,
+    UnknownEvent,
+    dumps,
+    parse_from_twilio,
+)
+
+__all__ = ["SocketClosed", "TextSocket", "TwilioLeg", "TwilioLegConfig", "dtmf_tone"]
+
+log = logging.getLogger("callbridge.transports.twilio")
+
+TICK = FRAME_MS / 1000
+_END = object()
+_FRAME_BYTES = 2 * FRAME_SAMPLES
+
+
+class SocketClosed(Exception):
+    """The WebSocket is closed (by either side)."""
+
+
+class TextSocket(Protocol):
+    """The little of a WebSocket a leg needs: text frames both ways, and close."""
+
+    async def send_text(self, text: str) -> None:
+        """Raises SocketClosed once the socket is closed."""
+        ...
+
+    async def receive_text(self) -> str | bytes:
+        """The next frame (bytes if it was a binary one, which the protocol does not allow);
+        raises SocketClosed when the socket closes."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Idempotent."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioLegConfig:
+    lead: float = 0.1  # agent audio handed to Twilio ahead of real time (what `clear` drops)
+    mark_every_ms: int = 100
+    playout_limit_frames: int = 20  # local queue: 400 ms, then play() waits
+    jitter_slack: float = 0.06  # caller audio this late is concealed
+    media_timeout: float = 30.0  # no message at all for this long ends the leg
+    level_window: int = 30  # frames of playback level for the barge-in echo guard (600 ms)
+    outbox_limit: int = 25  # messages queued for the socket before pacing stops feeding it
+
+    def __post_init__(self) -> None:
+        if self.lead < TICK or self.mark_every_ms <= 0 or self.playout_limit_frames <= 0:
+            raise ValueError("lead must be >= one frame; mark_every_ms, playout limit > 0")
+
+
+_KEYPAD = ("123A", "456B", "789C", "*0#D")  # rows 697..941 Hz, columns 1209..1633 Hz
+_DTMF_PAIRS = {
+    key: (low, high)
+    for low, row in zip((697, 770, 852, 941), _KEYPAD, strict=True)
+    for high, key in zip((1209, 1336, 1477, 1633), row, strict=True)
+}
+
+
+def dtmf_tone(digit: str, tone: float = 0.1, gap: float = 0.1, dbfs: float = -10.0) -> bytes:
+    """In-band DTMF (ITU-T Q.23 frequency pair) as PCM16 at the pipeline rate, then silence:
+    Media Streams has no DTMF message towards Twilio, so digits are played as audio."""
+    low, high = _DTMF_PAIRS[digit]
+    t = np.arange(round(tone * PIPELINE_RATE)) / PIPELINE_RATE
+    amp = 32767 * 10 ** (dbfs / 20) / 2  # each tone half: the pair peaks at `dbfs`
+    x = amp * (np.sin(2 * math.pi * low * t) + np.sin(2 * math.pi * high * t))
+    return x.astype("<i2").tobytes() + bytes(2 * round(gap * PIPELINE_RATE))
+
+
+class TwilioLeg:
+    def __init__(
+        self,
+        socket: TextSocket,
+        start: Start,
+        clock: Clock,
+        info: LegInfo,
+        config: TwilioLegConfig | None = None,
+    ) -> None:
+        self.socket = socket
+        self.start = start
+        self.stream_sid = start.stream_sid
+        self.clock = clock
+        self.config = config or TwilioLegConfig()
+        self._info = info
+        self._inputs: asyncio.Queue[LegInput | object] = asyncio.Queue()
+        self._caller = CallerAudio(slack=self.config.jitter_slack)
+        self._playout = PlayoutQueue(level_window=self.config.level_window)
+        self._ledger = MarkLedger(every=self.config.mark_every_ms * PIPELINE_RATE // 1000)
+        self._room = asyncio.Event()
+        self._room.set()
+        self._outbox: collections.deque[tuple[bool, str]] = collections.deque()  # (audio?, text)
+        self._wake = asyncio.Event()
+        self._tones = b""  # DTMF audio to send ahead of the agent's
+        self._play_end = 0.0  # when Twilio's buffer of what we sent runs dry (estimate)
+        self._samples_played = 0
+        self._last_rx = clock.now()
+        self._ended = asyncio.Event()
+        self._closed = False
+        self.end_reason = ""
+        self._counts = collections.Counter[str]()
+
+    # ---- CallLeg ------------------------------------------------------------------------
+
+    @property
+    def info(self) -> LegInfo:
+        return self._info
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    async def inputs(self) -> AsyncIterator[LegInput]:
+        while True:
+            item = await self._inputs.get()
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+
+    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
+        limit = self.config.playout_limit_frames
+        while not self.ended and len(self._playout) >= limit:
+            self._room.clear()
+            waiter = asyncio.ensure_future(self._room.wait())
+            ender = asyncio.ensure_future(self._ended.wait())
+            try:
+                await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                ender.cancel()
+        if self.ended:
+            raise CallEnded(self._info.ids.get("call_id", self.stream_sid))
+        self._playout.push(frame, utterance)
+
+    def flush_playout(self) -> int:
+        dropped = self._playout.flush()
+        self._room.set()
+        if self.ended:
+            return dropped
+        # Audio not yet written would play after the clear: drop it (and its marks) too.
+        self._outbox = collections.deque(item for item in self._outbox if not item[0])
+        cancelled = self._ledger.clear()
+        self._outbox.appendleft((False, dumps(Clear(self.stream_sid))))
+        self._wake.set()
+        self._play_end = self.clock.now()  # Twilio's buffer is empty once it has the clear
+        self._counts["clears"] += 1
+        event(
+            log,
+            "twilio.clear",
+            call_id=self._info.ids.get("call_id"),
+            dropped_samples=dropped,
+            marks_cancelled=cancelled,
+        )
+        return dropped
+
+    def pause_playout(self, paused: bool) -> None:
+        # Held, the ticker sends nothing more; what Twilio already has (<= lead) plays out.
+        self._playout.hold(paused)
+
+    def played(self, utterance: int) -> int:
+        return self._ledger.played(utterance)
+
+    @property
+    def samples_played(self) -> int:
+        return self._samples_played
+
+    @property
+    def playing(self) -> bool:
+        if self._playout.playing:
+            return True
+        now = self.clock.now()
+        # Sent audio is still in Twilio's buffer until it plays out; while marks are
+        # unanswered, allow the network a second of delay on top of the estimate.
+        return now < self._play_end or (self._ledger.outstanding > 0 and now < self._play_end + 1)
+
+    @property
+    def playback_dbfs(self) -> float:
+        return self._playout.peak_dbfs
+
+    async def send_dtmf(self, digits: str) -> None:
+        """Digits are played in-band (Media Streams cannot signal them), ahead of queued audio."""
+        if any(d.upper() not in DTMF_DIGITS for d in digits):
+            raise ValueError(f"not DTMF digits: {digits!r}")
+        self._tones += b"".join(dtmf_tone(d.upper()) for d in digits)
+
+    async def hangup(self, reason: str = "normal") -> None:
+        """End the leg and close the socket: Twilio ends a <Connect><Stream> call when its
+        stream closes (no TwiML follows)."""
+        self._finish(reason)
+        await self.aclose()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(SocketClosed):
+                await self.socket.close(1000)
+
+    def request_hangup(self, reason: str) -> None:
+        """End the leg now (the socket closes as `run()` returns)."""
+        self._finish(reason)
+
+    def _finish(self, reason: str) -> None:
+        if self._ended.is_set():
+            return
+        self.end_reason = self.end_reason or reason
+        self._ended.set()
+        self._room.set()
+        self._wake.set()
+        self._inputs.put_nowait(_END)
+
+    def stats(self) -> dict[str, int | float]:
+        caller = self._caller.stats
+        return {
+            "frames_in": caller.frames,
+            "frames_concealed": caller.concealed_frames,
+            "payloads_late": caller.late_payloads,
+            "frames_out": self._samples_played // FRAME_SAMPLES,
+            "marks_sent": self._ledger.marks_sent,
+            "marks_echoed": self._ledger.marks_echoed,
+            "marks_cancelled": self._ledger.marks_cancelled,
+            **dict(self._counts),
+        }
+
+    async def run(self) -> None:
+        """Drive the stream until it ends. Owned by the call's TaskGroup."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                reader = tg.create_task(self._read(), name=f"{self.stream_sid}-read")
+                writer = tg.create_task(self._write(), name=f"{self.stream_sid}-write")
+                try:
+                    await self._tick()
+                finally:
+                    reader.cancel()
+                    writer.cancel()
+        except asyncio.CancelledError:
+            self._finish("cancelled")
+            raise
+        finally:
+            self._finish("error")  # no-op unless a task failed
+            await self.aclose()
+
+    # ---- receiving ----------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        while not self.ended:
+            try:
+                text = await self.socket.receive_text()
+            except SocketClosed:
+                self._finish("socket_closed")
+                return
+            now = self.clock.now()
+            self._last_rx = now
+            try:
+                msg = parse_from_twilio(text)
+            except UnknownEvent as exc:
+                self._counts["unknown_events"] += 1
+                log.debug("ignoring %s", exc)
+                continue
+            except MessageError as exc:
+                self._counts["bad_messages"] += 1
+                if self._counts["bad_messages"] <= 3:  # a broken peer must not flood the log
+                    event(log, "twilio.bad_message", logging.WARNING, error=str(exc))
+                continue
+            self._on_message(msg, now)
+
+    def _on_message(self, msg: FromTwilio, now: float) -> None:
+        match msg:
+            case Media(track=track, timestamp=timestamp, payload=payload):
+                if track != "outbound":  # a <Connect><Stream> carries the caller only
+                    for frame in self._caller.receive(timestamp, payload, now):
+                        self._inputs.put_nowait(frame)
+            case Mark(name=name):
+                self._ledger.echoed(name)
+            case Dtmf(digit=digit):
+                self._counts["dtmf_in"] += 1
+                event(log, "call.dtmf", call_id=self._info.ids.get("call_id"), digit=digit)
+                # Twilio reports the key, not its length.
+                self._inputs.put_nowait(DtmfDigit(digit, 0))
+            case Stop():
+                self._finish("twilio_stop")
+            case Connected() | Start():
+                pass  # repeats of the handshake: nothing new
+
+    # ---- sending ------------------------------------------------------------------------
+
+    def _send(self, text: str, audio: bool) -> None:
+        self._outbox.append((audio, text))
+        self._wake.set()
+
+    async def _write(self) -> None:
+        while not self.ended:
+            if not self._outbox:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            _, text = self._outbox.popleft()
+            try:
+                await self.socket.send_text(text)
+            except SocketClosed:
+                self._finish("socket_closed")
+
+    def _send_audio(self, pcm: bytes, now: float) -> None:
+        self._send(dumps(MediaOut(self.stream_sid, ulaw_encode(pcm))), audio=True)
+        self._play_end = max(self._play_end, now) + len(pcm) / 2 / PIPELINE_RATE
+
+    def _send_mark(self, name: str | None) -> None:
+        if name is not None:
+            self._send(dumps(MarkOut(self.stream_sid, name)), audio=True)
+
+    def _pump(self, now: float) -> None:
+        """Keep Twilio's buffer `lead` ahead of real time, no more."""
+        limit = self.config.playout_limit_frames
+        while self._play_end - now < self.config.lead - 1e-9:
+            if len(self._outbox) >= self.config.outbox_limit:
+                self._counts["socket_backlog"] += 1
+                return  # the socket is not keeping up; queueing more only adds delay
+            if self._tones:
+                chunk, self._tones = self._tones[:_FRAME_BYTES], self._tones[_FRAME_BYTES:]
+                self._send_audio(chunk, now)
+                continue
+            item = self._playout.pop()
+            if len(self._playout) < limit:
+                self._room.set()
+            if item is None:  # idle or held: Twilio may report when what it has is played
+                self._send_mark(self._ledger.idle())
+                return
+            frame, utterance = item
+            utt = int(utterance)
+            self._send_mark(self._ledger.before(utt))
+            self._send_audio(frame.pcm, now)
+            self._samples_played += frame.samples
+            self._send_mark(self._ledger.sent(utt, frame.samples))
+
+    async def _tick(self) -> None:
+        start = self.clock.now()
+        n = 0
+        while not self.ended:
+            n += 1
+            deadline = start + n * TICK
+            # Ending is noticed at the next tick (<= 20 ms), like the SIP leg.
+            await self.clock.sleep_until(deadline)
+            if self._ended.is_set():
+                return
+            now = self.clock.now()
+            if now - deadline > 0.2:
+                # The loop stalled (GC, overload): re-anchor instead of bursting to catch up.
+                start, n = now, 0
+            for frame in self._caller.tick(now):
+                self._inputs.put_nowait(frame)
+            self._pump(now)
+            if now - self._last_rx > self.config.media_timeout:
+                event(
+                    log, "twilio.media_timeout", logging.WARNING, seconds=self.config.media_timeout
+                )
+                self._finish("media_timeout")

@@ -1,0 +1,399 @@
+"""TwilioLeg on a fake socket and a fake clock: caller audio, pacing lead, marks and played,
+clear semantics, pause, DTMF both ways, and every way the leg ends."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from callbridge.audio.g711 import ulaw_encode
+from callbridge.core.clocks import FakeClock
+from callbridge.core.errors import CallEnded
+from callbridge.core.events import DtmfDigit, LegInput
+from callbridge.core.frames import AudioFrame
+from callbridge.core.ports import LegInfo
+from callbridge.mediastream.messages import Dtmf, Mark, Media, Start, Stop, dumps
+from callbridge.transports.twilio_leg import SocketClosed, TwilioLeg, TwilioLegConfig, dtmf_tone
+
+SID = "MZ" + "0" * 32
+START = Start(1, SID, "AC" + "1" * 32, "CA" + "2" * 32)
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self.sent: list[dict[str, Any]] = []
+        self.closed: int | None = None
+
+    async def send_text(self, text: str) -> None:
+        if self.closed is not None:
+            raise SocketClosed
+        self.sent.append(json.loads(text))
+
+    async def receive_text(self) -> str | bytes:
+        item = await self.incoming.get()
+        if item is None:
+            raise SocketClosed
+        return item
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed is None:
+            self.closed = code
+            self.incoming.put_nowait(None)
+
+    # what Twilio would send
+    def media(self, n: int, payload: bytes = b"\xff" * 160) -> None:
+        self.incoming.put_nowait(dumps(Media(n + 2, SID, "inbound", n + 1, 20 * n, payload)))
+
+    def echo(self, name: str) -> None:
+        self.incoming.put_nowait(dumps(Mark(99, SID, name)))
+
+    # what the leg sent
+    def events(self) -> list[str]:
+        return [m["event"] for m in self.sent]
+
+    def media_out(self) -> list[bytes]:
+        return [base64.b64decode(m["media"]["payload"]) for m in self.sent if m["event"] == "media"]
+
+    def marks(self) -> list[str]:
+        return [m["mark"]["name"] for m in self.sent if m["event"] == "mark"]
+
+
+class Harness:
+    def __init__(self, config: TwilioLegConfig | None = None) -> None:
+        self.clock = FakeClock()
+        self.socket = FakeSocket()
+        self.leg = TwilioLeg(self.socket, START, self.clock, LegInfo("twilio", "inbound"), config)
+        self.received: list[LegInput] = []
+        self.inputs_done = False
+        self.t0 = self.clock.now()
+        self.ticks = 0
+
+    async def __aenter__(self) -> Harness:
+        self.task = asyncio.create_task(self.leg.run())
+        self.reader = asyncio.create_task(self._read())
+        await settle()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self.leg.ended:
+            await self.leg.hangup("test_done")
+        await ticks(self, 2)
+        await asyncio.wait_for(self.task, 1)
+        await asyncio.wait_for(self.reader, 1)
+
+    async def _read(self) -> None:
+        async for item in self.leg.inputs():
+            self.received.append(item)
+        self.inputs_done = True
+
+    def frames(self) -> list[AudioFrame]:
+        return [f for f in self.received if isinstance(f, AudioFrame)]
+
+    async def queue(self, frames: int, utterance: int = 1, level: int = 3000) -> asyncio.Task[None]:
+        """A player task queueing `frames` frames of a tone (play() waits when full)."""
+
+        async def player() -> None:
+            for i in range(frames):
+                await self.leg.play(AudioFrame(tone_pcm(i, level)), utterance)
+
+        task = asyncio.create_task(player())
+        await settle()
+        return task
+
+
+def tone_pcm(i: int, level: int = 3000) -> bytes:
+    t = (np.arange(160) + 160 * i) / 8000
+    return (level * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def ticks(h: Harness, n: int) -> None:
+    """Advance `n` media ticks, to absolute times (repeated += 0.02 drifts below them)."""
+    for _ in range(n):
+        h.ticks += 1
+        await h.clock.advance(h.t0 + 0.02 * h.ticks + 1e-6 - h.clock.now())
+
+
+# ---- caller audio ---------------------------------------------------------------------------
+
+
+async def test_caller_audio_is_delivered_as_it_arrives() -> None:
+    async with Harness() as h:
+        h.socket.media(0, ulaw_encode(tone_pcm(0)))
+        await settle()
+        assert len(h.frames()) == 1  # no tick needed: barge-in latency
+        h.socket.media(1)
+        await settle()
+        assert [f.concealed for f in h.frames()] == [False, False]
+
+
+async def test_a_stalled_socket_still_yields_one_frame_per_20ms() -> None:
+    async with Harness(TwilioLegConfig(jitter_slack=0.04)) as h:
+        h.socket.media(0)
+        await settle()
+        await ticks(h, 10)  # 200 ms without media
+        frames = h.frames()
+        assert 8 <= len(frames) <= 10
+        assert all(f.concealed for f in frames[1:])
+        assert h.leg.stats()["frames_concealed"] == len(frames) - 1
+
+
+async def test_dtmf_from_twilio_becomes_a_digit() -> None:
+    async with Harness() as h:
+        h.socket.incoming.put_nowait(dumps(Dtmf(3, SID, "5")))
+        await settle()
+        assert h.received == [DtmfDigit("5", 0)]
+
+
+async def test_bad_and_unknown_messages_are_counted_not_fatal() -> None:
+    async with Harness() as h:
+        h.socket.incoming.put_nowait("{not json")
+        h.socket.incoming.put_nowait(b"\x00binary")
+        h.socket.incoming.put_nowait('{"event": "future-thing"}')
+        h.socket.media(0)
+        await settle()
+        assert not h.leg.ended
+        assert len(h.frames()) == 1
+        stats = h.leg.stats()
+        assert (stats["bad_messages"], stats["unknown_events"]) == (2, 1)
+
+
+# ---- agent audio: pacing, marks, played ---------------------------------------------------------
+
+
+async def test_agent_audio_is_paced_with_a_small_lead() -> None:
+    async with Harness() as h:
+        player = await h.queue(60)
+        await ticks(h, 1)
+        assert len(h.socket.media_out()) == 5  # 100 ms ahead at once: quick first audio
+        for n in range(2, 40):
+            await ticks(h, 1)
+            sent = len(h.socket.media_out())
+            # Never more than the lead (100 ms) ahead of real time.
+            assert sent * 0.02 <= (n - 1) * 0.02 + 0.1 + 1e-9, (n, sent)
+            assert sent == n + 4
+        assert h.leg.samples_played == 43 * 160
+        await ticks(h, 30)
+        await player
+        assert h.socket.media_out()[0] == ulaw_encode(tone_pcm(0))
+
+
+async def test_marks_every_100ms_and_at_the_end_of_the_utterance() -> None:
+    async with Harness() as h:
+        await h.queue(12, utterance=7)
+        await ticks(h, 20)
+        events = h.socket.events()
+        # media x5, mark, media x5, mark, media x2, mark (the end of the utterance)
+        assert events == ["media"] * 5 + ["mark"] + ["media"] * 5 + ["mark"] + ["media"] * 2 + [
+            "mark"
+        ]
+        assert all(m["streamSid"] == SID for m in h.socket.sent)
+        assert h.leg.played(7) == 0  # sent is not heard
+        names = h.socket.marks()
+        h.socket.echo(names[0])
+        await settle()
+        assert h.leg.played(7) == 800
+        h.socket.echo(names[2])
+        await settle()
+        assert h.leg.played(7) == 12 * 160
+
+
+async def test_a_new_utterance_closes_the_previous_one_with_a_mark() -> None:
+    async with Harness() as h:
+        await h.queue(2, utterance=1)
+        await h.queue(2, utterance=2)
+        await ticks(h, 3)
+        assert h.socket.events() == ["media", "media", "mark", "media", "media", "mark"]
+        first, _ = h.socket.marks()
+        h.socket.echo(first)
+        await settle()
+        assert (h.leg.played(1), h.leg.played(2)) == (320, 0)
+
+
+async def test_play_waits_when_the_queue_is_full() -> None:
+    async with Harness(TwilioLegConfig(playout_limit_frames=4)) as h:
+        player = await h.queue(20)
+        assert not player.done()
+        await ticks(h, 30)
+        assert player.done()
+        assert len(h.socket.media_out()) == 20
+
+
+async def test_playing_covers_what_twilio_still_buffers() -> None:
+    async with Harness() as h:
+        assert not h.leg.playing
+        await h.queue(3)
+        assert h.leg.playing
+        await ticks(h, 1)  # all 3 frames sent: 60 ms in Twilio's buffer
+        assert h.leg.playing
+        await ticks(h, 1)
+        assert h.leg.playing
+        (name,) = h.socket.marks()
+        h.socket.echo(name)
+        await ticks(h, 3)
+        assert not h.leg.playing
+
+
+# ---- barge-in: clear, pause ------------------------------------------------------------------------
+
+
+async def test_flush_sends_clear_at_once_and_cancels_outstanding_marks() -> None:
+    async with Harness() as h:
+        player = await h.queue(40, utterance=3)
+        await ticks(h, 7)  # 11 frames sent: marks after 5 and 10
+        first, second = h.socket.marks()
+        h.socket.echo(first)
+        await settle()
+        assert h.leg.played(3) == 800
+        player.cancel()  # the agent cancels its speech, then flushes (barge-in)
+        before = len(h.socket.sent)
+        dropped = h.leg.flush_playout()
+        await settle()  # no clock tick: control does not wait for the 20 ms schedule
+        assert h.socket.sent[before:] == [{"event": "clear", "streamSid": SID}]
+        assert dropped == 20 * 160  # the local queue (full: 20 frames) is gone
+        # Twilio answers the clear by echoing the outstanding mark: not played.
+        h.socket.echo(second)
+        await settle()
+        assert h.leg.played(3) == 800
+        assert h.leg.stats()["marks_cancelled"] == 1
+        assert h.leg.stats()["clears"] == 1
+        await ticks(h, 5)
+        assert h.socket.events()[before:] == ["clear"]  # nothing of the dropped answer
+        assert not h.leg.playing
+
+
+async def test_flush_drops_audio_not_yet_written() -> None:
+    async with Harness() as h:
+        await h.queue(10)
+        gate = asyncio.Event()
+        real_send = h.socket.send_text
+
+        async def slow_send(text: str) -> None:
+            await gate.wait()
+            await real_send(text)
+
+        h.socket.send_text = slow_send  # type: ignore[method-assign]
+        await ticks(h, 1)  # 5 media messages queued behind a stuck socket
+        h.leg.flush_playout()
+        gate.set()
+        await settle()
+        # The one message already being written goes out; then the clear; nothing else.
+        assert h.socket.events() == ["media", "clear"]
+
+
+async def test_pause_withholds_media_and_resumes_where_it_stopped() -> None:
+    async with Harness() as h:
+        await h.queue(20)
+        await ticks(h, 2)
+        sent = len(h.socket.media_out())
+        h.leg.pause_playout(True)
+        await ticks(h, 5)
+        assert len(h.socket.media_out()) == sent  # nothing more while held
+        assert h.socket.events()[-1] == "mark"  # what was sent is marked
+        assert "clear" not in h.socket.events()  # held, not dropped
+        assert h.leg.playing
+        h.leg.pause_playout(False)
+        await ticks(h, 1)
+        assert len(h.socket.media_out()) == 6 + sent - 1
+        assert h.socket.media_out()[sent] == ulaw_encode(tone_pcm(sent))
+
+
+async def test_flush_releases_a_pause() -> None:
+    async with Harness() as h:
+        h.leg.pause_playout(True)
+        await h.queue(3)
+        h.leg.flush_playout()
+        await h.queue(2, utterance=2)
+        await ticks(h, 2)
+        assert h.socket.events() == ["clear", "media", "media", "mark"]
+
+
+# ---- DTMF out ----------------------------------------------------------------------------------
+
+
+async def test_send_dtmf_plays_tones_ahead_of_queued_audio() -> None:
+    async with Harness() as h:
+        await h.queue(5)
+        await h.leg.send_dtmf("1#")
+        await ticks(h, 25)
+        out = h.socket.media_out()
+        tones = ulaw_encode(dtmf_tone("1") + dtmf_tone("#"))
+        assert b"".join(out[:20]) == tones
+        assert out[20] == ulaw_encode(tone_pcm(0))
+        with pytest.raises(ValueError, match="DTMF"):
+            await h.leg.send_dtmf("1x")
+
+
+def test_dtmf_tone_has_the_q23_pair() -> None:
+    pcm = np.frombuffer(dtmf_tone("5"), "<i2")[:800].astype(float)
+    spectrum = np.abs(np.fft.rfft(pcm))
+    freqs = np.fft.rfftfreq(pcm.size, 1 / 8000)
+    peaks = sorted(freqs[np.argsort(spectrum)[-2:]])
+    assert peaks == pytest.approx([770, 1336], abs=10)
+
+
+# ---- ending -----------------------------------------------------------------------------------
+
+
+async def inputs_end(leg: TwilioLeg) -> list[LegInput]:
+    out = []
+    it: AsyncIterator[LegInput] = leg.inputs()
+    async for item in it:
+        out.append(item)
+    return out
+
+
+async def test_stop_ends_the_leg() -> None:
+    async with Harness() as h:
+        h.socket.incoming.put_nowait(dumps(Stop(9, SID, START.account_sid, START.call_sid)))
+        await settle()
+        await ticks(h, 1)
+        assert h.leg.ended and h.leg.end_reason == "twilio_stop"
+        assert h.inputs_done
+        assert h.socket.closed == 1000
+        with pytest.raises(CallEnded):
+            await h.leg.play(AudioFrame.silence())
+
+
+async def test_socket_close_ends_the_leg() -> None:
+    async with Harness() as h:
+        h.socket.incoming.put_nowait(None)
+        await settle()
+        assert h.leg.ended and h.leg.end_reason == "socket_closed"
+
+
+async def test_hangup_closes_the_socket() -> None:
+    async with Harness() as h:
+        await h.leg.hangup("agent_done")
+        assert h.socket.closed == 1000
+        assert h.leg.end_reason == "agent_done"
+        await ticks(h, 2)
+        assert h.task.done()
+
+
+async def test_media_timeout() -> None:
+    async with Harness(TwilioLegConfig(media_timeout=1.0)) as h:
+        await ticks(h, 45)
+        assert not h.leg.ended
+        await ticks(h, 10)
+        assert h.leg.end_reason == "media_timeout"
+
+
+async def test_a_play_waiting_for_room_fails_when_the_call_ends() -> None:
+    async with Harness(TwilioLegConfig(playout_limit_frames=2)) as h:
+        player = await h.queue(10)
+        h.socket.incoming.put_nowait(None)
+        await settle()
+        with pytest.raises(CallEnded):
+            await player
