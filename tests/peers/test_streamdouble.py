@@ -191,8 +191,10 @@ async def test_streamdouble_barge_in_clears_within_300_ms(
     # After the clear, no more of the greeting: what arrives later is a new answer at most.
     late = [t for t in loud_frames(trace, "in") if clears[0] < t < clears[0] + 0.5]
     assert not late, f"{len(late)} frames of the cleared greeting kept coming"
-    cleared = gw.wait_for("twilio.clear", timeout=5)[0]
-    assert cleared["dropped_samples"] > 0, cleared  # the rest of the greeting was dropped
+    # The first clear may be the hold (the agent falls silent on the first chunk of caller
+    # speech); once the barge-in is confirmed, the rest of the greeting is dropped.
+    cleared = gw.wait_for("twilio.clear", timeout=5, why="flush")[0]
+    assert cleared["dropped_samples"] > 0, cleared
     interrupted = gw.wait_for("agent.interrupted", timeout=5)[0]
     assert interrupted["heard"] != interrupted["said"], interrupted
     gw.wait_for("call.ended", timeout=10)

@@ -95,6 +95,8 @@ class _Cubic:
         self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="QQ")
 
     def __call__(self, x: F64, last: bool = False) -> F64:
+        if not len(x) and not last:
+            return np.zeros(0)  # python-soxr 1.0 fails on an empty chunk (bad_array_new_length)
         y = self._stream.resample_chunk(x.astype(np.float32), last=last)
         return np.asarray(y, dtype=np.float64)
 
@@ -171,6 +173,8 @@ class _SoxrRecipe:
         self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
 
     def process(self, x: F64) -> F64:
+        if not len(x):
+            return np.zeros(0)  # see _Cubic: python-soxr 1.0 fails on an empty chunk
         return np.asarray(self._stream.resample_chunk(x.astype(np.float32)), dtype=np.float64)
 
     def flush(self) -> F64:

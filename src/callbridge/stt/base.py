@@ -27,3 +27,7 @@ class Recognizer(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class SttError(RuntimeError):
+    """A recognizer failed (service unreachable, timed out, error reply); never holds a key."""

@@ -186,8 +186,19 @@ class TwilioLeg:
     def flush_playout(self) -> int:
         dropped = self._playout.flush()
         self._room.set()
-        if self.ended:
-            return dropped
+        if not self.ended:
+            self._clear_remote(dropped, why="flush")
+        return dropped
+
+    def pause_playout(self, paused: bool) -> None:
+        # Held, the ticker sends nothing more, and Twilio drops what it has (<= lead): the
+        # caller hears silence now. If the hold was a false alarm, those <= 100 ms are
+        # skipped when the answer resumes, a small price for a fast stop.
+        self._playout.hold(paused)
+        if paused and not self.ended and self.clock.now() < self._play_end:
+            self._clear_remote(0, why="hold")
+
+    def _clear_remote(self, dropped: int, why: str) -> None:
         # Audio not yet written would play after the clear: drop it (and its marks) too.
         self._outbox = collections.deque(item for item in self._outbox if not item[0])
         cancelled = self._ledger.clear()
@@ -199,14 +210,10 @@ class TwilioLeg:
             log,
             "twilio.clear",
             call_id=self._info.ids.get("call_id"),
+            why=why,
             dropped_samples=dropped,
             marks_cancelled=cancelled,
         )
-        return dropped
-
-    def pause_playout(self, paused: bool) -> None:
-        # Held, the ticker sends nothing more; what Twilio already has (<= lead) plays out.
-        self._playout.hold(paused)
 
     def played(self, utterance: int) -> int:
         return self._ledger.played(utterance)

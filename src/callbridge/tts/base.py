@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Final, Protocol
 
-__all__ = ["Synthesizer", "split_clauses"]
+__all__ = ["Synthesizer", "TtsError", "split_clauses"]
 
 
 class Synthesizer(Protocol):
@@ -96,3 +96,7 @@ def _split_long(sentence: str) -> list[str]:
             start = m.end()
     pieces.append(sentence[start:].strip())
     return pieces
+
+
+class TtsError(RuntimeError):
+    """A synthesizer failed (service unreachable, timed out, error reply); never holds a key."""
