@@ -17,11 +17,11 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from callbridge.agents.vad_pool import VadHandle, VadPool
-from callbridge.audio.levels import trim_leading_silence
+from callbridge.audio.levels import first_sound, trim_leading_silence
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegHold
@@ -304,23 +304,46 @@ class Conversation:
     async def _speak_clause(
         self, clause: str, result: SpeechResult, loop: asyncio.AbstractEventLoop
     ) -> None:
-        async with asyncio.timeout(self.config.tts_timeout):
-            pcm = await loop.run_in_executor(self._executor, _synthesize_all, self._tts, clause)
-        if result.samples_queued == 0:
-            # Piper starts every clause with ~40 ms of silence: on an answer's first clause
-            # that is only delay.
-            pcm = trim_leading_silence(pcm, keep=LEAD_IN_SAMPLES)
-        if result.first_audio_at is None and pcm:
-            result.first_audio_at = self.clock.now()
+        """Synthesise `clause` and queue its audio chunk by chunk as the synthesiser yields it
+        (a streaming TTS starts playing before the clause is complete)."""
+        deadline = loop.time() + self.config.tts_timeout
+        chunks = await loop.run_in_executor(self._executor, _start_synthesis, self._tts, clause)
         first = result.samples_queued
-        frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
-        if frames and len(frames[-1]) < FRAME_BYTES:
-            frames[-1] += bytes(FRAME_BYTES - len(frames[-1]))
-        # Recorded before queuing: an interruption midway must still know this clause's span.
+        # Recorded before queuing: an interruption midway must still know this clause's
+        # span, whose end grows as audio is queued.
         result.text = f"{result.text} {clause}".strip()
-        result.clauses.append((clause, first, first + len(frames) * (FRAME_BYTES // 2)))
-        for chunk in frames:
-            await self.leg.play(AudioFrame(chunk), result.utterance)
+        index = len(result.clauses)
+        result.clauses.append((clause, first, first))
+        lead_in = first == 0  # the answer's first sound: trim what comes before it
+        pending = b""
+        while True:
+            async with asyncio.timeout_at(deadline):
+                pcm = await loop.run_in_executor(self._executor, next, chunks, None)
+            if pcm is None:
+                break
+            pending += pcm
+            if lead_in:
+                # Piper starts every clause with ~40 ms of silence: on an answer's first
+                # clause that is only delay.
+                if first_sound(pending) is None:
+                    continue  # no sound yet
+                pending, lead_in = trim_leading_silence(pending, keep=LEAD_IN_SAMPLES), False
+            whole = len(pending) - len(pending) % FRAME_BYTES
+            await self._queue(pending[:whole], result, index, first)
+            pending = pending[whole:]
+        if pending:
+            await self._queue(pending + bytes(-len(pending) % FRAME_BYTES), result, index, first)
+
+    async def _queue(self, pcm: bytes, result: SpeechResult, index: int, first: int) -> None:
+        """Queue whole frames of clause `index` of `result` for playout."""
+        if not pcm:
+            return
+        if result.first_audio_at is None:
+            result.first_audio_at = self.clock.now()
+        clause, _, end = result.clauses[index]
+        result.clauses[index] = (clause, first, end + len(pcm) // 2)
+        for i in range(0, len(pcm), FRAME_BYTES):
+            await self.leg.play(AudioFrame(pcm[i : i + FRAME_BYTES]), result.utterance)
             result.samples_queued += FRAME_BYTES // 2
 
     def _settle(self, result: SpeechResult) -> None:
@@ -584,8 +607,8 @@ def _transcript(f: asyncio.Future[object]) -> str:
     return str(f.result())
 
 
-def _synthesize_all(tts: Synthesizer, text: str) -> bytes:
-    return b"".join(tts.synthesize(text))
+def _start_synthesis(tts: Synthesizer, text: str) -> Iterator[bytes]:
+    return iter(tts.synthesize(text))
 
 
 async def _pieces(text: str | AsyncIterator[str]) -> AsyncIterator[str]:

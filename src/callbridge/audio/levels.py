@@ -47,11 +47,15 @@ def peak(pcm: bytes) -> int:
 SILENCE_AMPLITUDE = 100  # |sample| below this (about -50 dBFS) is silence
 
 
+def first_sound(pcm: bytes, threshold: int = SILENCE_AMPLITUDE) -> int | None:
+    """Index of the first PCM16 sample at or above `threshold` in magnitude; None if none."""
+    x = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.int32)
+    loud = np.flatnonzero(np.abs(x) >= threshold)
+    return int(loud[0]) if len(loud) else None
+
+
 def trim_leading_silence(pcm: bytes, keep: int = 0, threshold: int = SILENCE_AMPLITUDE) -> bytes:
     """`pcm` (PCM16) from `keep` samples before its first sample at or above `threshold`;
     all-silent input comes back unchanged."""
-    x = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.int32)
-    loud = np.flatnonzero(np.abs(x) >= threshold)
-    if not len(loud):
-        return pcm
-    return pcm[2 * max(0, int(loud[0]) - keep) :]
+    start = first_sound(pcm, threshold)
+    return pcm if start is None else pcm[2 * max(0, start - keep) :]

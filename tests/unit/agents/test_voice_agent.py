@@ -327,6 +327,30 @@ async def test_the_answer_is_prepared_during_the_pause_and_plays_when_the_turn_e
     assert late > end_silence + 0.14, late
 
 
+class StreamingTts(FakeTts):
+    """A streaming synthesiser: the clause arrives in 5 pieces, 100 ms of work apart."""
+
+    def synthesize(self, text: str) -> Iterator[bytes]:
+        pcm = b"".join(super().synthesize(text))
+        step = len(pcm) // 5 // 2 * 2
+        for i in range(5):
+            time.sleep(0.1)
+            yield pcm[i * step : (i + 1) * step if i < 4 else len(pcm)]
+
+
+async def test_streamed_synthesis_plays_before_the_clause_is_complete() -> None:
+    leg = SimLeg(LoopClock())
+    leg.say(frames=40, silence_before=10)
+    words = " ".join(f"w{i}" for i in range(10))  # one clause, 1 s of audio
+    config = ConversationConfig(prepare_after=None)
+    await run_agent(ScriptBrain([words]), leg, seconds=3.5, tts=StreamingTts(), config=config)
+    times = agent_audio_times(leg, 1)
+    assert len(times) == 10 * 5  # all of it, in order
+    delay = times[0] - (leg.sent[0][0] + 1.0)
+    # end of turn + the first piece (100 ms), not + the whole clause (500 ms)
+    assert delay < config.turn.end_silence + 0.3, delay
+
+
 async def test_caller_going_on_after_a_pause_gets_one_answer_to_all_of_it() -> None:
     leg = SimLeg(LoopClock())
     leg.say(frames=30, silence_before=10)
