@@ -15,6 +15,14 @@ from enum import Enum
 
 from callbridge.sip.client_transaction import make_cancel
 from callbridge.sip.dialog import Dialog
+from callbridge.sip.digest import (
+    AuthHeader,
+    DigestClient,
+    DigestError,
+    UnsupportedChallenge,
+    select_challenge,
+    with_credentials,
+)
 from callbridge.sip.message import (
     Headers,
     SipParseError,
@@ -104,12 +112,28 @@ class CallEnded:
     """The dialog (or attempt) is over. `status` is the failure status for failed attempts."""
 
     call: str
-    reason: str  # "remote_bye" | "local_bye" | "cancelled" | "rejected" | "failed" | "no_ack" | "timeout"
+    reason: str  # "remote_bye" | "local_bye" | "cancelled" | "rejected" | "failed" | "no_ack" | "timeout" | "auth_failed"
     status: int | None = None
+    detail: str = ""  # for people: why authentication failed, for instance
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    """The final response to a request sent with request(); None when it timed out (408)."""
+
+    request: str
+    response: SipResponse | None
 
 
 Output = (
-    SendDatagram | IncomingCall | CallConfirmed | CallProgress | CallAnswered | ReInvite | CallEnded
+    SendDatagram
+    | IncomingCall
+    | CallConfirmed
+    | CallProgress
+    | CallAnswered
+    | ReInvite
+    | CallEnded
+    | RequestCompleted
 )
 
 
@@ -141,6 +165,10 @@ class _Call:
     cancel_pending: bool = False
     pending: list[ClientTransaction] = field(default_factory=list)
     local_host: str | None = None  # our address as seen on the path to this peer (Contact, Via)
+    auth: DigestClient | None = None  # credentials for 401/407 on our INVITE
+    credentials: dict[tuple[str, str], AuthHeader] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)  # nonces we answered
+    challenges: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +203,7 @@ class UserAgent:
         self._by_dialog: dict[tuple[str, str, str], _Call] = {}
         self._by_server_tx: dict[int, _Call] = {}
         self._by_client_tx: dict[int, _Call] = {}
+        self._requests: dict[int, str] = {}  # out-of-dialog requests: id(tx) -> request()'s handle
         self._ids = itertools.count(1)
         self.accepting = True  # False during shutdown: new INVITEs get 503 (§21.5.4)
         self.bad_messages = 0
@@ -306,17 +335,26 @@ class UserAgent:
         from_user: str = "callbridge",
         display_name: str | None = None,
         local_host: str | None = None,
+        from_uri: SipUri | None = None,
+        route: str | None = None,
+        auth: DigestClient | None = None,
     ) -> tuple[str, list[Output]]:
-        """Place a call (§8.1.1). `dest` is the resolved next hop (an IP literal and port)."""
+        """Place a call (§8.1.1). `dest` is the resolved next hop (an IP literal and port).
+
+        Through a trunk: `from_uri` is the account's address-of-record, `route` the preloaded
+        Route to its outbound proxy (§8.1.2) and `auth` answers the trunk's 401/407 (§22.2)."""
         host = local_host or self.local.host
         me = LocalIdentity(host, self.local.port)
         call_id = f"{new_tag()}{next(self._ids)}@{host}"
         tag = new_tag()
-        from_ = NameAddr(SipUri("sip", host, user=from_user, port=self.local.port), display_name)
+        uri = from_uri or SipUri("sip", host, user=from_user, port=self.local.port)
+        from_ = NameAddr(uri, display_name)
+        routes = (("Route", route),) if route else ()
         headers = Headers(
             (
                 ("Via", f"SIP/2.0/UDP {me.hostport};branch={new_branch()};rport"),
                 ("Max-Forwards", "70"),
+                *routes,
                 ("From", str(from_.with_tag(tag))),
                 ("To", str(NameAddr(target))),
                 ("Call-ID", call_id),
@@ -329,12 +367,20 @@ class UserAgent:
         )
         request = SipRequest("INVITE", str(target), headers, sdp)
         cid = self._new_call_id()
-        call = _Call(cid, "uac", request, dest, tag, local_host=local_host)
+        call = _Call(cid, "uac", request, dest, tag, local_host=local_host, auth=auth)
         tx, sends = self.layer.send_request(request, dest, now)
         call.client_tx = tx
         self._calls[cid] = call
         self._by_client_tx[id(tx)] = call
         return cid, [self._wire(s) for s in sends]
+
+    def request(self, request: SipRequest, dest: Addr, now: float) -> tuple[str, list[Output]]:
+        """Send an out-of-dialog non-INVITE request (REGISTER...) in its own client transaction;
+        its final response comes back as RequestCompleted with the returned handle."""
+        tx, sends = self.layer.send_request(request, dest, now)
+        handle = f"r{next(self._ids)}"
+        self._requests[id(tx)] = handle
+        return handle, [self._wire(s) for s in sends]
 
     # ---- API: both -------------------------------------------------------------------------
 
@@ -484,6 +530,12 @@ class UserAgent:
         return [CallConfirmed(call.id, sdp)]
 
     def _on_response(self, resp: SipResponse, tx: ClientTransaction, now: float) -> list[Output]:
+        handle = self._requests.get(id(tx))
+        if handle is not None:
+            if resp.status < 200:
+                return []
+            del self._requests[id(tx)]
+            return [RequestCompleted(handle, resp)]
         call = self._by_client_tx.get(id(tx))
         if call is None:
             return []
@@ -511,6 +563,9 @@ class UserAgent:
         if status >= 300:
             if call.state is _State.ENDED:
                 return []
+            challenged = status in (401, 407) and call.auth is not None
+            if challenged and call.state is _State.EARLY and not call.cancel_pending:
+                return self._answer_challenge(call, resp, now)
             reason = "cancelled" if status == 487 else "rejected"
             return [self._end(call, reason, status)]
         # 2xx: dialog + ACK (§13.2.2.4); a second 2xx only needs the ACK again.
@@ -531,6 +586,34 @@ class UserAgent:
         call.state = _State.CONFIRMED
         out.append(CallAnswered(call.id, resp))
         return out
+
+    def _answer_challenge(self, call: _Call, resp: SipResponse, now: float) -> list[Output]:
+        """§22.2: resend the INVITE with credentials (same Call-ID and tags, CSeq + 1, a new
+        transaction; the transaction layer has ACKed the 401/407, §17.1.1.3)."""
+        assert call.auth is not None
+        try:
+            challenge = select_challenge(resp)
+        except DigestError as exc:
+            kind = "unsupported" if isinstance(exc, UnsupportedChallenge) else "unreadable"
+            return [self._end(call, "auth_failed", resp.status, f"{kind} challenge: {exc}")]
+        if (
+            challenge.nonce in call.answered and not challenge.stale
+        ) or call.challenges >= 3:  # our answer to this nonce was refused: wrong credentials
+            detail = f"authentication rejected ({resp.status} {resp.reason})"
+            return [self._end(call, "auth_failed", resp.status, detail)]
+        call.answered.add(challenge.nonce)
+        call.challenges += 1
+        header = call.auth.authorize(challenge, "INVITE", call.invite.uri)
+        call.credentials[(header.name, header.realm)] = header  # a proxy's and a UAS's realm
+        invite = with_credentials(call.invite, list(call.credentials.values()))
+        tx, sends = self.layer.send_request(invite, call.peer, now)
+        if call.client_tx is not None:
+            self._by_client_tx.pop(id(call.client_tx), None)
+        call.client_tx = tx
+        call.invite = tx.request
+        call.got_provisional = False
+        self._by_client_tx[id(tx)] = call
+        return [self._wire(s) for s in sends]
 
     def _on_stray_response(self, resp: SipResponse) -> list[Output]:
         if resp.status // 100 != 2:
@@ -555,6 +638,9 @@ class UserAgent:
             out = self._send_bye(call, now)
             out.append(self._end(call, "no_ack", 408))
             return out
+        handle = self._requests.pop(id(tx), None)
+        if handle is not None:
+            return [RequestCompleted(handle, None)]
         call = self._by_client_tx.get(id(tx))
         if call is None:
             return []
@@ -590,7 +676,9 @@ class UserAgent:
         self._by_client_tx[id(tx)] = call
         return [self._wire(s) for s in sends]
 
-    def _end(self, call: _Call, reason: str, status: int | None = None) -> CallEnded:
+    def _end(
+        self, call: _Call, reason: str, status: int | None = None, detail: str = ""
+    ) -> CallEnded:
         call.state = _State.ENDED
         self._calls.pop(call.id, None)
         if call.dialog is not None:
@@ -601,7 +689,7 @@ class UserAgent:
             self._by_client_tx.pop(id(call.client_tx), None)
         # Pending BYE/CANCEL transactions keep their mapping until their response so the
         # transaction layer can finish; they no longer produce events for an ended call.
-        return CallEnded(call.id, reason, status)
+        return CallEnded(call.id, reason, status, detail)
 
     def _forget_client_tx(self, tx: ClientTransaction) -> None:
         self._by_client_tx.pop(id(tx), None)

@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 from callbridge.core.clock import Clock
-from callbridge.core.errors import CallbridgeError
+from callbridge.core.errors import CallbridgeError, ConfigError
 from callbridge.core.log import event
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
 from callbridge.rtp.jitter import JitterConfig
@@ -31,7 +31,18 @@ from callbridge.sdp.offer_answer import (
 )
 from callbridge.sdp.session import SdpParseError
 from callbridge.sdp.session import parse as parse_sdp
+from callbridge.sip.digest import DigestClient
 from callbridge.sip.endpoint import SipEndpoint
+from callbridge.sip.message import SipRequest
+from callbridge.sip.registration import (
+    Action,
+    RegistrationStatus,
+    RegState,
+    SendRegister,
+    SipAccount,
+    StatusChanged,
+)
+from callbridge.sip.registration import Registration as _Registration
 from callbridge.sip.timers import TimerSettings
 from callbridge.sip.ua import (
     CallAnswered,
@@ -42,6 +53,7 @@ from callbridge.sip.ua import (
     LocalIdentity,
     Output,
     ReInvite,
+    RequestCompleted,
     UserAgent,
 )
 from callbridge.sip.uri import SipUri, UriParseError
@@ -49,6 +61,7 @@ from callbridge.transports.sip_leg import SipLeg
 
 log = logging.getLogger("callbridge.transports.sip")
 
+Addr = tuple[str, int]
 _REJECT_STATUS = {Rejection.NOT_FOUND: 404, Rejection.BUSY: 486, Rejection.UNAVAILABLE: 503}
 _CODECS = {"PCMU": Codec("PCMU", 0), "PCMA": Codec("PCMA", 8)}
 
@@ -72,6 +85,31 @@ class SipTransportConfig:
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     user_agent: str = "callbridge"
     timers: TimerSettings = TimerSettings()
+    accounts: tuple[SipAccount, ...] = ()  # provider accounts: registration, trunk credentials
+    unregister_wait: float = 2.0  # shutdown waits at most this long for unREGISTER answers
+
+    def __post_init__(self) -> None:
+        names = [a.name for a in self.accounts]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError("accounts", f"duplicate account names {duplicates}")
+
+
+@dataclass(eq=False)
+class _Registrar:
+    """The asyncio side of one account's Registration: its next hop and its timer."""
+
+    reg: _Registration
+    dest: tuple[str, int] | None = None
+    timer: asyncio.TimerHandle | None = None
+    unregistered: asyncio.Future[None] | None = field(default=None, repr=False)
+
+
+async def _bounded(waits: Sequence[Awaitable[None]], timeout: float) -> None:
+    if waits:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*waits)
 
 
 def _is_wildcard(host: str) -> bool:
@@ -105,6 +143,18 @@ class SipTransport:
         self._legs: dict[str, SipLeg] = {}
         self._pending_answer: dict[str, asyncio.Future[CallAnswered]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.accounts = {a.name: a for a in config.accounts}
+        self._registrars = {
+            a.name: _Registrar(
+                _Registration(a, local_port=config.port, user_agent=config.user_agent)
+            )
+            for a in config.accounts
+            if a.register
+        }
+        self._register_requests: dict[str, _Registrar] = {}  # UA request handle -> registrar
+        self._closing = False
+        # Listeners for registration changes (webhooks, metrics); called after the log line.
+        self.on_registration: list[Callable[[RegistrationStatus], None]] = []
 
     @property
     def local_addr(self) -> tuple[str, int]:
@@ -119,6 +169,9 @@ class SipTransport:
         event(
             log, "sip.listening", host=self.local_addr[0], port=self.local_addr[1], transport="udp"
         )
+        for registrar in self._registrars.values():
+            registrar.reg.local_port = self.ua.local.port
+            self._spawn(self._register(registrar))
 
     def _options_status(self, user: str) -> int:
         # §11.2: the same answer an INVITE to this user would get (404 for unknown agents).
@@ -132,18 +185,122 @@ class SipTransport:
         self.ua.accepting = False
 
     async def shutdown(self, grace: float) -> None:
-        """Hang up every live leg, wait (bounded) for them to end, close the socket."""
+        """Hang up every live leg and remove our registrations (expires=0), wait (bounded) for
+        both, close the socket."""
         self.stop_accepting()
+        self._closing = True
         legs = list(self._legs.values())
         for leg in legs:
             leg.request_hangup("shutdown")
-        if legs:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(grace):
-                    await asyncio.gather(*(leg.wait_ended() for leg in legs))
+        unregistering = [self._unregister(r) for r in self._registrars.values()]
+        await asyncio.gather(
+            _bounded(unregistering, min(grace, self.config.unregister_wait)),
+            _bounded([leg.wait_ended() for leg in legs], grace),
+        )
+        for registrar in self._registrars.values():
+            self._apply(registrar, registrar.reg.abandon("no answer to the unREGISTER"))
+            if registrar.timer is not None:
+                registrar.timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         self.endpoint.close()
+
+    # ---- registrations -----------------------------------------------------------------------
+
+    def registrations(self) -> list[RegistrationStatus]:
+        """Every registering account's state, for the API and `callbridge doctor`."""
+        return [r.reg.status() for r in self._registrars.values()]
+
+    async def _register(self, registrar: _Registrar) -> None:
+        """(Re)resolve the next hop, then register; a failure is retried by the core's timer."""
+        reg = registrar.reg
+        host, port = reg.account.next_hop
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            if not self._closing:
+                self._apply(registrar, reg.fail(self.clock.now(), f"cannot resolve {host}: {exc}"))
+            return
+        if self._closing:
+            return
+        registrar.dest = (str(infos[0][4][0]), int(infos[0][4][1]))
+        reg.local_host = self._local_host_for(registrar.dest[0])
+        self._apply(registrar, reg.start(self.clock.now()))
+
+    def _unregister(self, registrar: _Registrar) -> asyncio.Future[None]:
+        """Send the unREGISTER; the future is done once the account is UNREGISTERED."""
+        if registrar.timer is not None:
+            registrar.timer.cancel()
+            registrar.timer = None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        registrar.unregistered = done
+        self._apply(registrar, registrar.reg.stop(self.clock.now()))
+        return done
+
+    def _apply(self, registrar: _Registrar, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case SendRegister(request=request):
+                    dest = registrar.dest
+                    if dest is None:  # cannot happen: the core sends only after start()
+                        continue
+                    handle = ""
+
+                    def send(
+                        now: float, request: SipRequest = request, dest: Addr = dest
+                    ) -> list[Output]:
+                        nonlocal handle
+                        handle, outs = self.ua.request(request, dest, now)
+                        return outs
+
+                    self.endpoint.run(send)
+                    self._register_requests[handle] = registrar
+                case StatusChanged(status=status):
+                    self._log_registration(status)
+                    for listener in self.on_registration:
+                        try:
+                            listener(status)
+                        except Exception:
+                            log.exception("sip.registration_listener_error")
+                    done = registrar.unregistered
+                    if status.state is RegState.UNREGISTERED and done and not done.done():
+                        done.set_result(None)
+        self._arm_registration(registrar)
+
+    def _arm_registration(self, registrar: _Registrar) -> None:
+        if registrar.timer is not None:
+            registrar.timer.cancel()
+            registrar.timer = None
+        deadline = registrar.reg.next_deadline()
+        if deadline is not None and not self._closing:
+            delay = max(0.0, deadline - self.clock.now())
+            registrar.timer = asyncio.get_running_loop().call_later(
+                delay, self._registration_due, registrar
+            )
+
+    def _registration_due(self, registrar: _Registrar) -> None:
+        registrar.timer = None
+        if registrar.reg.state is RegState.FAILED:
+            self._spawn(self._register(registrar))  # resolve again: the provider may have moved
+        else:
+            self._apply(registrar, registrar.reg.poll(self.clock.now()))
+
+    def _log_registration(self, status: RegistrationStatus) -> None:
+        level = logging.WARNING if status.state is RegState.FAILED else logging.INFO
+        now = self.clock.now()
+        event(
+            log,
+            "sip.registration",
+            level,
+            account=status.account,
+            state=status.state.value,
+            aor=status.aor,
+            registrar=status.registrar,
+            reason=status.reason,
+            status=status.status,
+            expires=status.expires,
+            retry_in=None if status.retry_at is None else round(status.retry_at - now, 1),
+        )
 
     # ---- our address towards a peer --------------------------------------------------------
 
@@ -212,13 +369,22 @@ class SipTransport:
                         status=status,
                         reason=reason,
                     )
-            case CallEnded(call=cid, reason=reason, status=status):
+            case CallEnded(call=cid, reason=reason, status=status, detail=detail):
                 fut = self._pending_answer.pop(cid, None)
                 if fut is not None and not fut.done():
-                    fut.set_exception(CallFailed(status, reason))
+                    fut.set_exception(CallFailed(status, detail or reason))
                 leg = self._legs.get(cid)
                 if leg is not None:
                     leg.ended_by_signalling(reason, status)
+            case RequestCompleted(request=handle, response=response):
+                registrar = self._register_requests.pop(handle, None)
+                if registrar is not None:
+                    now = self.clock.now()
+                    reg = registrar.reg
+                    actions = (
+                        reg.on_timeout(now) if response is None else reg.on_response(response, now)
+                    )
+                    self._apply(registrar, actions)
             case _:
                 pass
 
@@ -297,18 +463,33 @@ class SipTransport:
         target: str,
         *,
         from_user: str = "callbridge",
+        account: str | None = None,
         timeout: float = 60.0,
         on_leg: Callable[[SipLeg], None] | None = None,
     ) -> SipLeg:
-        """Place a call; returns the answered leg or raises CallFailed (with the SIP status)."""
+        """Place a call; returns the answered leg or raises CallFailed (with the SIP status).
+
+        With `account`, the call goes through that trunk: to its outbound proxy or registrar,
+        From its address-of-record, answering its 401/407 challenges; `target` may then be a
+        bare number or user ("+15551234" -> sip:+15551234@domain)."""
+        trunk: SipAccount | None = None
+        if account is not None:
+            trunk = self.accounts.get(account)
+            if trunk is None:
+                raise CallFailed(None, f"unknown account {account!r}")
+            if ":" not in target:
+                target = f"sip:{target}@{trunk.domain_host}"
         try:
             uri = SipUri.parse(target)
+            from_uri = SipUri.parse(trunk.aor) if trunk is not None else None
         except UriParseError as exc:
             raise CallFailed(None, f"bad target URI {target!r}: {exc}") from None
-        dest_host = uri.host.strip("[]")
+        dest_host, dest_port = (
+            trunk.next_hop if trunk is not None else (uri.host.strip("[]"), uri.port or 5060)
+        )
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
-                dest_host, uri.port or 5060, type=socket.SOCK_DGRAM
+                dest_host, dest_port, type=socket.SOCK_DGRAM
             )
         except OSError as exc:
             raise CallFailed(None, f"cannot resolve {dest_host}: {exc}") from None
@@ -326,7 +507,15 @@ class SipTransport:
         def place(now: float) -> list[Output]:
             nonlocal ua_call
             ua_call, outs = self.ua.invite(
-                uri, dest, bytes(offer), now, from_user=from_user, local_host=local_host
+                uri,
+                dest,
+                bytes(offer),
+                now,
+                from_user=trunk.username if trunk is not None else from_user,
+                local_host=local_host,
+                from_uri=from_uri,
+                route=trunk.route if trunk is not None else None,
+                auth=DigestClient(trunk.auth_user, trunk.password) if trunk is not None else None,
             )
             return outs
 
@@ -362,4 +551,11 @@ class SipTransport:
         return leg
 
 
-__all__ = ["CallFailed", "SipLeg", "SipTransport", "SipTransportConfig"]
+__all__ = [
+    "CallFailed",
+    "RegistrationStatus",
+    "SipAccount",
+    "SipLeg",
+    "SipTransport",
+    "SipTransportConfig",
+]
