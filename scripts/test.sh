@@ -13,7 +13,7 @@ if [ "$missing" = 1 ]; then
   apt_install $PEERS
 fi
 echo "== installing callbridge + test dependencies"
-"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,peers]"
 export PATH="$VENV/bin:$PATH"
 echo "== ruff";          ruff check src tests bench && ruff format --check src tests bench
 echo "== mypy --strict"; mypy

@@ -17,13 +17,14 @@ import httpx
 from callbridge.agents.conversation import ConversationConfig
 from callbridge.agents.echo import EchoAgent
 from callbridge.agents.runtime import VoiceRuntime
+from callbridge.agents.twilio_socket import TwilioSocketAgent, TwilioSocketConfig
 from callbridge.agents.voice import VoiceAgentConfig
 from callbridge.api.app import ApiConfig, create_app
 from callbridge.api.server import HttpServer
 from callbridge.api.twilio import TwilioWebConfig, media_stream_url
 from callbridge.calls.manager import Call, CallManager
 from callbridge.calls.routing import Router
-from callbridge.config.settings import Settings, http_wanted
+from callbridge.config.settings import AgentRoute, Settings, http_wanted
 from callbridge.core.clock import Clock
 from callbridge.core.clocks import LoopClock
 from callbridge.core.errors import ConfigError
@@ -168,6 +169,18 @@ def build_http(settings: Settings, calls: CallManager, twilio: TwilioTransport) 
     return HttpServer(api, settings.http.host, settings.http.port)
 
 
+def build_route(route: AgentRoute, clock: Clock) -> Callable[[], Agent]:
+    """The agent factory of one `[agents.NAME]` route (one agent per call)."""
+    config = TwilioSocketConfig(
+        url=route.url,
+        parameters=route.parameters,
+        secret=route.secret,
+        route=route.name,
+        connect_timeout=route.connect_timeout,
+    )
+    return lambda: TwilioSocketAgent(config, clock)
+
+
 def build_gateway(settings: Settings, *, http: bool | None = None) -> Gateway:
     """`http` forces the HTTP server on or off (default: settings.http.enabled)."""
     clock = LoopClock()
@@ -175,6 +188,8 @@ def build_gateway(settings: Settings, *, http: bool | None = None) -> Gateway:
     agents: dict[str, Callable[[], Agent]] = {"echo": lambda: EchoAgent(settings.echo.delay_ms)}
     if voice is not None:
         agents["voice"] = voice.new_agent
+    for name, route in settings.agents.items():
+        agents[name] = build_route(route, clock)
     router = Router(agents, settings.default_agent)
     calls = CallManager(router, clock)
     s = settings.sip

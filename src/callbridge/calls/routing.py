@@ -1,4 +1,8 @@
-"""Which agent answers a call: the user part of the address picks it."""
+"""Which agent answers a call: the user part of the address picks it.
+
+The names are the built-in agents (`voice`, `echo`) and the configured `[agents.NAME]` routes
+(e.g. an external agent over the agent socket); `agent` (or no user part) is the default.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ AgentFactory = Callable[[], Agent]
 
 @dataclass(frozen=True, slots=True)
 class Router:
-    """`agent` is an alias of the configured default; other names must be registered agents."""
+    """`agent` is an alias of the configured default; other names must be registered agents
+    (matched without case: SIP user parts are case-sensitive, but phones and people are not)."""
 
     agents: Mapping[str, AgentFactory]
     default: str

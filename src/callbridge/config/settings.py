@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from callbridge.core.errors import ConfigError
 
@@ -151,6 +153,22 @@ class TwilioSettings:
     from_number: str = ""  # caller ID for `callbridge call --via twilio` (a Twilio number)
 
 
+AGENT_KINDS = ("twilio-socket",)
+BUILTIN_AGENTS = ("voice", "echo")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRoute:
+    """`[agents.NAME]`: `sip:NAME@host` (or `default_agent = "NAME"`) reaches this agent."""
+
+    name: str
+    kind: str = "twilio-socket"  # an external agent speaking Twilio Media Streams
+    url: str = ""  # ws:// or wss://
+    parameters: Mapping[str, str] = field(default_factory=dict)  # `start.customParameters`
+    secret: str = field(default="", repr=False)  # signs the upgrade; never logged
+    connect_timeout: float = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: str = field(default_factory=lambda: str(Path.home() / ".local/share/callbridge"))
@@ -166,12 +184,14 @@ class Settings:
     agent: AgentSettings = AgentSettings()
     llm: LlmSettings = LlmSettings()
     twilio: TwilioSettings = TwilioSettings()
+    agents: Mapping[str, AgentRoute] = field(default_factory=dict)  # [agents.NAME] routes
 
     def __repr__(self) -> str:  # never print the token
         token = "***" if self.api_token else ""
         return (
             f"Settings(sip={self.sip}, http={self.http}, data_dir={self.data_dir!r}, "
-            f"api_token={token!r}, llm.provider={self.llm.provider!r})"
+            f"api_token={token!r}, llm.provider={self.llm.provider!r}, "
+            f"agents={sorted(self.agents)})"
         )
 
 
@@ -194,7 +214,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "log.level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "echo.delay_ms": _non_negative,
     "public_url": _url,
-    "default_agent": _choice("voice", "echo"),
+    "default_agent": lambda v: _route_name(v, reserved=False),
     "agent.min_speech_ms": _non_negative,
     "agent.end_silence_ms": _positive,
     "agent.barge_in_min_ms": _non_negative,
@@ -235,6 +255,8 @@ def all_fields() -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     base = Settings()
     for f in fields(Settings):
+        if f.name == "agents":
+            continue  # routes are a table of tables, not one setting (see _agent_routes)
         if f.name in _SECTION_TYPES:
             sect = getattr(base, f.name)
             out.extend((f"{f.name}.{sf.name}", getattr(sect, sf.name)) for sf in fields(sect))
@@ -287,6 +309,7 @@ def load_settings(
     if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
         config_file = env[ENV_PREFIX + "CONFIG"]
     values: dict[str, tuple[Any, str]] = {}
+    routes_table: tuple[Any, str] = ({}, "")
     if config_file is not None:
         path = Path(config_file)
         try:
@@ -297,7 +320,9 @@ def load_settings(
             raise ConfigError("config file", f"{path} is not valid TOML: {exc}") from None
         known = dict(all_fields())
         for key, val in data.items():
-            if isinstance(val, dict) and key in _SECTION_TYPES:
+            if key == "agents":
+                routes_table = (val, str(path))
+            elif isinstance(val, dict) and key in _SECTION_TYPES:
                 for sub, subval in val.items():
                     dotted = f"{key}.{sub}"
                     if dotted not in known:
@@ -325,9 +350,128 @@ def load_settings(
             sections[sect] = replace(sections[sect], **{key: value})
         else:
             top[dotted] = value
-    settings = replace(settings, **top, **sections)
+    routes = _agent_routes(*routes_table, env)
+    settings = replace(settings, **top, **sections, agents=routes)
     _check_relations(settings)
     return settings
+
+
+# ---- [agents.NAME] routes --------------------------------------------------------------------
+
+_ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+_ROUTE_KEYS = ("kind", "url", "parameters", "secret", "connect_timeout")
+# CALLBRIDGE_AGENTS_<NAME>_<FIELD>: one route without a config file ("_" in NAME is kept).
+_ROUTE_ENV = re.compile(
+    ENV_PREFIX + r"AGENTS_([A-Z0-9][A-Z0-9_]*)_(KIND|URL|SECRET|CONNECT_TIMEOUT)"
+)
+
+
+def _route_name(value: str, *, reserved: bool = True) -> str:
+    """A name the SIP user part can carry; `reserved` refuses the built-in names."""
+    if not _ROUTE_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a route name: use lowercase letters, digits, '-', '_' or '.' "
+            "(it is the user part of sip:NAME@host)"
+        )
+    if reserved and value in ("agent", *BUILTIN_AGENTS):
+        raise ValueError(
+            f"{value!r} is built in ('agent' is the default agent, 'voice' and 'echo' are "
+            "callbridge's own); choose another name"
+        )
+    return value
+
+
+def _ws_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        hint = ""
+        if parts.scheme in ("http", "https"):
+            hint = f" (for a WebSocket write {'wss' if parts.scheme == 'https' else 'ws'}://)"
+        raise ValueError(f"must be a ws:// or wss:// URL with a host, got {value!r}{hint}")
+    return value
+
+
+def _route(name: str, table: Mapping[str, Any], source: str) -> AgentRoute:
+    where = f"[agents.{name}]"
+    try:
+        _route_name(name)
+    except ValueError as exc:
+        raise ConfigError(f"{where} ({source})", str(exc)) from None
+    for key in table:
+        if key not in _ROUTE_KEYS:
+            close = [k for k in _ROUTE_KEYS if k.startswith(str(key)[:3])]
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{where} {key} ({source})",
+                f"unknown key{hint} (allowed: {', '.join(_ROUTE_KEYS)})",
+            )
+    kind = table.get("kind", "twilio-socket")
+    if kind not in AGENT_KINDS:
+        raise ConfigError(
+            f"{where} kind ({source})",
+            f"unknown kind {kind!r}; allowed: {', '.join(AGENT_KINDS)}",
+        )
+    url = table.get("url", "")
+    if not url:
+        raise ConfigError(
+            f"{where} url ({source})",
+            'a twilio-socket agent needs the URL of its WebSocket, e.g. url = "wss://agent.example.com/media"',
+        )
+    if not isinstance(url, str):
+        raise ConfigError(f"{where} url ({source})", "must be a string")
+    try:
+        url = _ws_url(url.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{where} url ({source})", str(exc)) from None
+    params = table.get("parameters", {})
+    if not isinstance(params, dict):
+        raise ConfigError(
+            f"{where} parameters ({source})",
+            'must be a table of strings, e.g. parameters = { tenant = "acme" }',
+        )
+    for key, val in params.items():
+        if not isinstance(val, str):
+            raise ConfigError(
+                f"{where} parameters.{key} ({source})",
+                f'must be a string (Twilio\'s customParameters are strings): write {key} = "{val}"',
+            )
+    secret = table.get("secret", "")
+    if not isinstance(secret, str):
+        raise ConfigError(f"{where} secret ({source})", "must be a string")
+    timeout = table.get("connect_timeout", 5.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float | str):
+        raise ConfigError(f"{where} connect_timeout ({source})", "must be a number of seconds")
+    try:
+        timeout = _positive(float(timeout))
+    except ValueError as exc:
+        msg = str(exc) if "must" in str(exc) else f"must be a number of seconds, got {timeout!r}"
+        raise ConfigError(f"{where} connect_timeout ({source})", msg) from None
+    return AgentRoute(name, kind, url, dict(params), secret, timeout)
+
+
+def _agent_routes(table: Any, source: str, env: Mapping[str, str]) -> dict[str, AgentRoute]:
+    """The `[agents.NAME]` tables of the config file, then CALLBRIDGE_AGENTS_<NAME>_<FIELD>
+    (which override one field of a file's route, or define a route of their own)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"agents ({source})", "must be tables: [agents.NAME] with kind, url ...")
+    merged: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
+    for name, body in table.items():
+        if not isinstance(body, dict):
+            raise ConfigError(
+                f"agents.{name} ({source})",
+                f'must be a table: [agents.{name}] with kind = "twilio-socket" and url = "wss://..."',
+            )
+        merged[name] = dict(body)
+        sources[name] = source
+    for key, value in env.items():
+        m = _ROUTE_ENV.fullmatch(key)
+        if m is None:
+            continue
+        name = m.group(1).lower()
+        merged.setdefault(name, {})[m.group(2).lower()] = value
+        sources[name] = f"env {key}" if name not in table else f"{source} + env"
+    return {name: _route(name, body, sources[name]) for name, body in merged.items()}
 
 
 def _unknown_hint(dotted: str, known: Mapping[str, Any]) -> str:
@@ -339,6 +483,13 @@ def _unknown_hint(dotted: str, known: Mapping[str, Any]) -> str:
 
 
 def _check_relations(s: Settings) -> None:
+    if s.default_agent not in (*BUILTIN_AGENTS, *s.agents):
+        routes = "".join(f", {name}" for name in sorted(s.agents))
+        raise ConfigError(
+            "default_agent",
+            f"{s.default_agent!r} is neither a built-in agent nor an [agents.NAME] route "
+            f"(one of voice, echo{routes})",
+        )
     if s.rtp.port_min > s.rtp.port_max:
         raise ConfigError(
             "rtp.port_min", f"{s.rtp.port_min} is above rtp.port_max {s.rtp.port_max}"

@@ -50,6 +50,40 @@ class SentFrame:
     pcm: Pcm
 
 
+DTMF_KEYS = "0123456789*#ABCD"  # RFC 4733 §3.2: events 0-15
+
+
+@dataclass(slots=True)
+class _KeyPress:
+    """One RFC 4733 key press being sent: a packet per 20 ms instead of audio."""
+
+    digit: str
+    timestamp: int  # RTP timestamp of the whole event (that of its first packet)
+    samples: int  # its duration
+    sent: int = 0  # packets sent so far
+
+    @property
+    def updates(self) -> int:
+        return -(-self.samples // FRAME)
+
+    def next_packet(self, pt: int, seq: int, ssrc: int) -> bytes:
+        """RFC 4733 §2.5.1: marker on the first packet, one timestamp, the duration growing,
+        the final packet (E bit) sent three times, each with its own sequence number."""
+        n = self.sent
+        self.sent += 1
+        duration = min((n + 1) * FRAME, self.samples)
+        end = n >= self.updates - 1
+        header = struct.pack(
+            "!BBHII", 0x80, (0x80 if n == 0 else 0) | pt, seq, self.timestamp, ssrc
+        )
+        flags = (0x80 if end else 0) | 10  # E bit, volume -10 dBm0
+        return header + struct.pack("!BBH", DTMF_KEYS.index(self.digit), flags, duration)
+
+    @property
+    def done(self) -> bool:
+        return self.sent >= self.updates + 2
+
+
 @dataclass(eq=False)
 class CallerMedia:
     """A caller's RTP endpoint on 127.0.0.1: sends PCMU every 20 ms (silence unless a clip
@@ -72,6 +106,12 @@ class CallerMedia:
     _stop: threading.Event = field(default_factory=threading.Event)
     _sock: socket.socket | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
+    # RFC 4733 key presses (`dtmf()`): the payload type the call negotiated (the SDP of
+    # the DTMF caller scenario offers 101), and (time.time() of the first packet, digit).
+    dtmf_pt: int = 101
+    dtmf_sent: list[tuple[float, str]] = field(default_factory=list)
+    _keys: list[tuple[float, str, int]] = field(default_factory=list)  # (at, digit, ms)
+    _press: _KeyPress | None = None
 
     def start(self) -> CallerMedia:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -114,6 +154,32 @@ class CallerMedia:
         """What arrived so far (PCMU), decoded."""
         with self._lock:
             return list(self._frames)
+
+    def dtmf(self, digit: str, at: float | None = None, duration_ms: int = 100) -> float:
+        """Press `digit` from `at` (time.time(); default now) as RFC 4733 telephone-events
+        (payload type `dtmf_pt`, which the call's SDP must have offered): while it lasts its
+        packets replace the audio packets, as a phone's do. Returns the start."""
+        assert digit in DTMF_KEYS, digit
+        start = time.time() if at is None else at
+        with self._lock:
+            self._keys.append((start, digit, duration_ms))
+            self._keys.sort()
+        return start
+
+    def _dtmf_packet(self, now: float, seq: int, ts: int, ssrc: int) -> bytes | None:
+        """The telephone-event packet to send instead of audio at `now`, if a key is down."""
+        with self._lock:
+            if self._press is None and self._keys and self._keys[0][0] <= now:
+                _, digit, ms = self._keys.pop(0)
+                self._press = _KeyPress(digit, ts, round(ms * RATE / 1000))
+                self.dtmf_sent.append((now, digit))
+            press = self._press
+            if press is None:
+                return None
+            packet = press.next_packet(self.dtmf_pt, seq, ssrc)
+            if press.done:
+                self._press = None
+            return packet
 
     def _recv_loop(self) -> None:
         assert self._sock is not None
@@ -183,8 +249,12 @@ class CallerMedia:
             now = time.time()
             pcm = self._next_frame(now)
             header = struct.pack("!BBHII", 0x80, 0x80 if first else 0x00, seq, ts, ssrc)  # PT 0
+            packet = header + ulaw_encode(pcm)
+            key = self._dtmf_packet(now, seq, ts, ssrc)
+            if key is not None:
+                packet, pcm = key, np.zeros(FRAME, dtype=np.int16)
             try:
-                self._sock.sendto(header + ulaw_encode(pcm), remote)
+                self._sock.sendto(packet, remote)
             except OSError as exc:
                 self.errors.append(f"send: {exc}")
             first = False
@@ -400,12 +470,13 @@ def start_voice_caller(
     service: str = "agent",
     name: str = "caller",
     timeout_s: int = 90,
+    scenario: Path = CALLER_SCENARIO,
 ) -> VoiceCaller:
     """SIPp calls sip:<service>@gateway offering `media`'s port; returns once the call is
     answered and `media` sends to the address of the 200 OK's SDP."""
     (registry.workdir / name / "remote_media.txt").unlink(missing_ok=True)
     sipp = start_uac(
-        registry, name, str(CALLER_SCENARIO), target=gateway, service=service,
+        registry, name, str(scenario), target=gateway, service=service,
         sip_port=free_port(), media_port=PORT_BLOCKS.take(4)[0], timeout_s=timeout_s,
         extra=["-key", "rtp_port", str(media.port)],
     )  # fmt: skip
