@@ -38,14 +38,19 @@ from callbridge.media.bargein import BargeInConfig
 from callbridge.media.turns import TurnConfig
 from callbridge.mediastream import twiml
 from callbridge.rtp.jitter import JitterConfig
+from callbridge.sip.registration import SipAccount
 from callbridge.sip.timers import TimerSettings
+from callbridge.stt.base import Recognizer
+from callbridge.stt.openai_compat import OpenAICompatRecognizer
 from callbridge.stt.pocketsphinx import PocketsphinxRecognizer
 from callbridge.transports.sip import CallFailed, SipTransport, SipTransportConfig
 from callbridge.transports.sip_leg import SipLeg
 from callbridge.transports.twilio import TwilioTransport
 from callbridge.transports.twilio_leg import TwilioLeg
 from callbridge.transports.twilio_rest import TwilioCallFailed, TwilioRest
+from callbridge.tts.base import Synthesizer
 from callbridge.tts.factory import default_synthesizer
+from callbridge.tts.openai_compat import OpenAICompatSynthesizer
 
 log = logging.getLogger("callbridge")
 
@@ -121,13 +126,51 @@ def build_brain_factory(
     )
 
 
+def build_speech(
+    settings: Settings, closers: list[Callable[[], Awaitable[None]]]
+) -> tuple[Callable[[], Synthesizer], Callable[[], Recognizer]]:
+    """The synthesizer factory (one instance serves every call) and the recognizer factory
+    (one per call): local engines, or OpenAI-compatible servers from [stt] / [tts]."""
+    a, st, tt = settings.agent, settings.stt, settings.tts
+
+    def local_tts() -> Synthesizer:
+        return default_synthesizer(prefer=a.tts)
+
+    def remote_tts() -> Synthesizer:
+        return OpenAICompatSynthesizer(
+            tt.base_url, tt.model, tt.api_key, voice=tt.voice, timeout=tt.timeout
+        )
+
+    if a.stt != "openai":
+        return (remote_tts if a.tts == "openai" else local_tts), PocketsphinxRecognizer
+    shared = httpx.Client()  # every call's recognizer reuses its connections
+
+    async def close_stt() -> None:
+        await asyncio.to_thread(shared.close)
+
+    closers.append(close_stt)
+
+    def remote_stt() -> Recognizer:
+        return OpenAICompatRecognizer(
+            st.base_url,
+            st.model,
+            st.api_key,
+            language=st.language,
+            timeout=st.timeout,
+            client=shared,
+        )
+
+    return (remote_tts if a.tts == "openai" else local_tts), remote_stt
+
+
 def build_voice(settings: Settings, clock: Clock) -> VoiceRuntime:
     a = settings.agent
     brain, closers = build_brain_factory(settings)
+    synthesizer, recognizer = build_speech(settings, closers)
     return VoiceRuntime(
         clock=clock,
-        synthesizer=(lambda: default_synthesizer(prefer=a.tts)),
-        recognizer=PocketsphinxRecognizer,
+        synthesizer=synthesizer,
+        recognizer=recognizer,
         brain=brain,
         conversation=ConversationConfig(
             turn=TurnConfig(min_speech=a.min_speech_ms / 1000, end_silence=a.end_silence_ms / 1000),
@@ -190,7 +233,23 @@ def build_gateway(settings: Settings, *, http: bool | None = None) -> Gateway:
         agents["voice"] = voice.new_agent
     for name, route in settings.agents.items():
         agents[name] = build_route(route, clock)
-    router = Router(agents, settings.default_agent)
+    accounts = tuple(
+        SipAccount(
+            name=a.name,
+            registrar=a.registrar,
+            username=a.username,
+            password=a.password,
+            domain=a.domain,
+            auth_username=a.auth_username,
+            expires=a.expires,
+            register=a.register,
+            outbound_proxy=a.outbound_proxy,
+        )
+        for a in settings.accounts.values()
+    )
+    # Calls to a registered account's username (our Contact at the provider) reach its agent.
+    aliases = {a.username: a.agent for a in settings.accounts.values()}
+    router = Router(agents, settings.default_agent, aliases)
     calls = CallManager(router, clock)
     s = settings.sip
     config = SipTransportConfig(
@@ -206,6 +265,7 @@ def build_gateway(settings: Settings, *, http: bool | None = None) -> Gateway:
         codecs=tuple(c.strip().upper() for c in settings.rtp.codecs.split(",")),
         user_agent=s.user_agent,
         timers=TimerSettings(t1=s.t1, t2=s.t2, t4=s.t4),
+        accounts=accounts,
     )
     sip = SipTransport(config, clock, calls)
     twilio = TwilioTransport(clock, calls)
@@ -292,6 +352,7 @@ async def place_call(
     duration: float | None,
     *,
     via: str = "sip",
+    account: str | None = None,
     twilio_http_client: Any = None,
     answer_timeout: float = 90.0,
 ) -> int:
@@ -327,7 +388,7 @@ async def place_call(
             leg = placed  # the transport started the call with the agent named in the TwiML
         else:
             try:
-                leg = await gateway.sip.call(target)
+                leg = await gateway.sip.call(target, account=account)
             except CallFailed as exc:
                 event(
                     log,

@@ -7,7 +7,7 @@ The names are the built-in agents (`voice`, `echo`) and the configured `[agents.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from callbridge.core.ports import Agent, LegInfo, Rejection
 
@@ -21,6 +21,8 @@ class Router:
 
     agents: Mapping[str, AgentFactory]
     default: str
+    # other user parts that reach an agent: a provider account's username -> its agent
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.default not in self.agents:
@@ -32,4 +34,7 @@ class Router:
             return self.default
         if user in self.agents:
             return user
+        for key in (info.local_user, user):
+            if key in self.aliases:
+                return self.aliases[key] or self.default
         raise Rejection(Rejection.NOT_FOUND, f"no agent named {info.local_user!r}")

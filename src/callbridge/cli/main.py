@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from callbridge import __version__
 from callbridge.config.settings import (
+    SECRET_SETTINGS,
     Settings,
     all_fields,
     env_name,
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     call.add_argument("--agent", default="echo", help="agent to attach (default: echo)")
     call.add_argument(
+        "--account",
+        default=None,
+        help="place it through this [accounts.NAME] provider trunk (answers its 401/407); "
+        "the target may then be a bare number",
+    )
+    call.add_argument(
         "--duration", type=float, default=None, help="hang up after this many seconds"
     )
     sub.add_parser("settings", help="list every setting with its environment name and value")
@@ -62,7 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "call":
             return asyncio.run(
-                app.place_call(settings, args.target, args.agent, args.duration, via=args.via)
+                app.place_call(
+                    settings,
+                    args.target,
+                    args.agent,
+                    args.duration,
+                    via=args.via,
+                    account=args.account,
+                )
             )
         asyncio.run(app.serve(settings))
     except ConfigError as exc:
@@ -85,7 +99,7 @@ def _print_settings(settings: Settings) -> int:
         value: object = settings
         for part in dotted.split("."):
             value = getattr(value, part)
-        if dotted in ("api_token", "llm.api_key", "twilio.auth_token") and value:
+        if dotted in SECRET_SETTINGS and value:
             value = "***"
         print(f"{env_name(dotted):32} {dotted:20} {value}")
     return 0

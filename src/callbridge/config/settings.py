@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from callbridge.config.accounts import AccountSettings, account_settings
 from callbridge.core.errors import ConfigError
 
 ENV_PREFIX = "CALLBRIDGE_"
@@ -130,7 +131,30 @@ class AgentSettings:
     prepare_ms: int = 150
     barge_in: bool = True
     barge_in_min_ms: int = 150  # caller speech over the agent needed to interrupt it
-    tts: str = "piper"  # "piper" | "espeak"
+    stt: str = "pocketsphinx"  # "pocketsphinx" (offline) | "openai" (see [stt])
+    tts: str = "piper"  # "piper" | "espeak" | "openai" (see [tts])
+
+
+@dataclass(frozen=True, slots=True)
+class SttSettings:
+    """An OpenAI-compatible /audio/transcriptions server (Whisper), for `agent.stt = "openai"`."""
+
+    base_url: str = ""  # e.g. https://api.openai.com/v1 or a local Whisper server's /v1
+    model: str = "whisper-1"
+    api_key: str = field(default="", repr=False)  # never logged
+    language: str = ""  # e.g. "en"; "" lets the server detect it
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TtsSettings:
+    """An OpenAI-compatible /audio/speech server, for `agent.tts = "openai"`."""
+
+    base_url: str = ""
+    model: str = "tts-1"
+    voice: str = "alloy"
+    api_key: str = field(default="", repr=False)  # never logged
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +207,11 @@ class Settings:
     echo: EchoSettings = EchoSettings()
     agent: AgentSettings = AgentSettings()
     llm: LlmSettings = LlmSettings()
+    stt: SttSettings = SttSettings()
+    tts: TtsSettings = TtsSettings()
     twilio: TwilioSettings = TwilioSettings()
     agents: Mapping[str, AgentRoute] = field(default_factory=dict)  # [agents.NAME] routes
+    accounts: Mapping[str, AccountSettings] = field(default_factory=dict)  # [accounts.NAME]
 
     def __repr__(self) -> str:  # never print the token
         token = "***" if self.api_token else ""
@@ -194,6 +221,11 @@ class Settings:
             f"agents={sorted(self.agents)})"
         )
 
+
+# Never printed (`callbridge settings` shows *** when set) nor logged.
+SECRET_SETTINGS = frozenset(
+    {"api_token", "llm.api_key", "stt.api_key", "tts.api_key", "twilio.auth_token"}
+)
 
 # Field validators by dotted name; fields not listed only get their type checked.
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {
@@ -219,7 +251,12 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "agent.end_silence_ms": _positive,
     "agent.barge_in_min_ms": _non_negative,
     "agent.prepare_ms": _non_negative,
-    "agent.tts": _choice("piper", "espeak"),
+    "agent.stt": _choice("pocketsphinx", "openai"),
+    "agent.tts": _choice("piper", "espeak", "openai"),
+    "stt.base_url": _url,
+    "stt.timeout": _positive,
+    "tts.base_url": _url,
+    "tts.timeout": _positive,
     "llm.provider": _choice("demo", "openai", "anthropic"),
     "llm.base_url": _url,
     "llm.timeout": _positive,
@@ -242,6 +279,8 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "echo": EchoSettings,
     "agent": AgentSettings,
     "llm": LlmSettings,
+    "stt": SttSettings,
+    "tts": TtsSettings,
     "twilio": TwilioSettings,
 }
 
@@ -255,8 +294,8 @@ def all_fields() -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     base = Settings()
     for f in fields(Settings):
-        if f.name == "agents":
-            continue  # routes are a table of tables, not one setting (see _agent_routes)
+        if f.name in ("agents", "accounts"):
+            continue  # tables of tables, not one setting each (see _agent_routes, accounts.py)
         if f.name in _SECTION_TYPES:
             sect = getattr(base, f.name)
             out.extend((f"{f.name}.{sf.name}", getattr(sect, sf.name)) for sf in fields(sect))
@@ -310,6 +349,7 @@ def load_settings(
         config_file = env[ENV_PREFIX + "CONFIG"]
     values: dict[str, tuple[Any, str]] = {}
     routes_table: tuple[Any, str] = ({}, "")
+    accounts_table: tuple[Any, str] = ({}, "")
     if config_file is not None:
         path = Path(config_file)
         try:
@@ -322,6 +362,8 @@ def load_settings(
         for key, val in data.items():
             if key == "agents":
                 routes_table = (val, str(path))
+            elif key == "accounts":
+                accounts_table = (val, str(path))
             elif isinstance(val, dict) and key in _SECTION_TYPES:
                 for sub, subval in val.items():
                     dotted = f"{key}.{sub}"
@@ -351,7 +393,8 @@ def load_settings(
         else:
             top[dotted] = value
     routes = _agent_routes(*routes_table, env)
-    settings = replace(settings, **top, **sections, agents=routes)
+    accounts = account_settings(*accounts_table, env)
+    settings = replace(settings, **top, **sections, agents=routes, accounts=accounts)
     _check_relations(settings)
     return settings
 
@@ -483,6 +526,12 @@ def _unknown_hint(dotted: str, known: Mapping[str, Any]) -> str:
 
 
 def _check_relations(s: Settings) -> None:
+    for account in s.accounts.values():
+        if account.agent and account.agent not in (*BUILTIN_AGENTS, *s.agents):
+            raise ConfigError(
+                f"accounts.{account.name}.agent",
+                f"{account.agent!r} is neither a built-in agent nor an [agents.NAME] route",
+            )
     if s.default_agent not in (*BUILTIN_AGENTS, *s.agents):
         routes = "".join(f", {name}" for name in sorted(s.agents))
         raise ConfigError(
@@ -505,6 +554,13 @@ def _check_relations(s: Settings) -> None:
             "the openai provider needs llm.base_url and llm.model "
             "(e.g. CALLBRIDGE_LLM_BASE_URL=http://127.0.0.1:11434/v1 CALLBRIDGE_LLM_MODEL=llama3.2)",
         )
+    for kind, section in (("stt", s.stt), ("tts", s.tts)):
+        if getattr(s.agent, kind) == "openai" and not section.base_url:
+            raise ConfigError(
+                f"{kind}.base_url",
+                f'agent.{kind} = "openai" needs {kind}.base_url '
+                f"(e.g. {env_name(kind + '.base_url')}=https://api.openai.com/v1)",
+            )
     if s.llm.provider == "anthropic" and not (s.llm.api_key and s.llm.model):
         raise ConfigError(
             "llm.api_key",

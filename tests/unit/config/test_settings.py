@@ -110,3 +110,63 @@ def test_llm_provider_needs_its_settings() -> None:
         load_settings(environ={"CALLBRIDGE_LLM_PROVIDER": "gpt"})
     with pytest.raises(ConfigError, match=r"agent\.greet"):
         load_settings(environ={"CALLBRIDGE_AGENT_GREET": "maybe"})
+
+
+def test_openai_speech_needs_a_base_url() -> None:
+    from callbridge.config.settings import load_settings
+    from callbridge.core.errors import ConfigError
+
+    for kind in ("stt", "tts"):
+        with pytest.raises(ConfigError, match=rf"{kind}\.base_url"):
+            load_settings(environ={f"CALLBRIDGE_AGENT_{kind.upper()}": "openai"})
+
+
+def test_speech_api_keys_are_secret() -> None:
+    from callbridge.config.settings import SECRET_SETTINGS, load_settings
+
+    s = load_settings(
+        environ={
+            "CALLBRIDGE_AGENT_STT": "openai",
+            "CALLBRIDGE_STT_BASE_URL": "http://127.0.0.1:9/v1",
+            "CALLBRIDGE_STT_API_KEY": "sk-stt-secret",
+            "CALLBRIDGE_TTS_API_KEY": "sk-tts-secret",
+        }
+    )
+    assert s.stt.api_key == "sk-stt-secret"
+    assert "sk-" not in repr(s) and "sk-" not in repr(s.stt) and "sk-" not in repr(s.tts)
+    assert {"stt.api_key", "tts.api_key"} <= SECRET_SETTINGS
+
+
+def test_accounts_from_file_and_password_from_env(tmp_path: Path) -> None:
+    from callbridge.config.settings import load_settings
+
+    conf = tmp_path / "callbridge.toml"
+    conf.write_text(
+        '[accounts.provider]\nregistrar = "sip.example.com:5070"\nusername = "alice"\n'
+        'expires = 600\nagent = "echo"\n'
+    )
+    s = load_settings(conf, environ={"CALLBRIDGE_ACCOUNTS_PROVIDER_PASSWORD": "s3cret"})
+    a = s.accounts["provider"]
+    assert (a.registrar, a.username, a.password, a.expires, a.agent, a.register) == (
+        "sip.example.com:5070", "alice", "s3cret", 600, "echo", True,
+    )  # fmt: skip
+    assert "s3cret" not in repr(s) and "s3cret" not in repr(a)
+
+
+@pytest.mark.parametrize(
+    ("toml", "field"),
+    [
+        ('[accounts.p]\nusername = "a"\n', "accounts.p.registrar"),
+        ('[accounts.p]\nregistrar = "r"\nusername = "a"\nexpire = 5\n', "accounts.p.expire"),
+        ('[accounts.p]\nregistrar = "r"\nusername = "a"\nexpires = "soon"\n', "accounts.p.expires"),
+        ('[accounts.p]\nregistrar = "r"\nusername = "a"\nagent = "nobody"\n', "accounts.p.agent"),
+    ],
+)
+def test_bad_accounts_name_the_field(tmp_path: Path, toml: str, field: str) -> None:
+    from callbridge.config.settings import load_settings
+    from callbridge.core.errors import ConfigError
+
+    conf = tmp_path / "c.toml"
+    conf.write_text(toml)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_settings(conf, environ={})
