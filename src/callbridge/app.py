@@ -40,6 +40,7 @@ from callbridge.mediastream import twiml
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.sip.registration import SipAccount
 from callbridge.sip.timers import TimerSettings
+from callbridge.store.service import Store, StoreConfig, build_store
 from callbridge.stt.base import Recognizer
 from callbridge.stt.openai_compat import OpenAICompatRecognizer
 from callbridge.stt.pocketsphinx import PocketsphinxRecognizer
@@ -224,6 +225,21 @@ def build_route(route: AgentRoute, clock: Clock) -> Callable[[], Agent]:
     return lambda: TwilioSocketAgent(config, clock)
 
 
+def build_call_store(settings: Settings) -> Store:
+    """The call database (calls, events, turns) plus recordings and transcripts, under
+    data_dir."""
+    r, st = settings.recording, settings.store
+    return build_store(
+        StoreConfig(
+            Path(settings.data_dir),
+            url=st.url,
+            recording=r.enabled,
+            transcripts=r.transcripts,
+            events=st.events,
+        )
+    )
+
+
 def build_gateway(settings: Settings, *, http: bool | None = None) -> Gateway:
     """`http` forces the HTTP server on or off (default: settings.http.enabled)."""
     clock = LoopClock()
@@ -251,6 +267,7 @@ def build_gateway(settings: Settings, *, http: bool | None = None) -> Gateway:
     aliases = {a.username: a.agent for a in settings.accounts.values()}
     router = Router(agents, settings.default_agent, aliases)
     calls = CallManager(router, clock)
+    calls.store = build_call_store(settings)
     s = settings.sip
     config = SipTransportConfig(
         host=s.host,

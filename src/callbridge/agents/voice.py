@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from callbridge.agents.conversation import (
     Conversation,
@@ -25,6 +26,7 @@ from callbridge.agents.conversation import (
     UserTurn,
 )
 from callbridge.core.clock import Clock
+from callbridge.core.frames import PIPELINE_RATE
 from callbridge.core.log import event, event_fields
 from callbridge.core.ports import CallLeg
 from callbridge.llm.base import Brain, Message, TextDelta, ToolCall
@@ -32,6 +34,8 @@ from callbridge.llm.base import Brain, Message, TextDelta, ToolCall
 log = logging.getLogger("callbridge.agents.voice")
 
 APOLOGY = "Sorry, I'm having trouble answering right now. Could you say that again?"
+TRANSFERRING = "Transferring you now."
+TRANSFER_FAILED = "Sorry, I could not transfer you. I'm still here."
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,43 @@ class VoiceAgentConfig:
     hangup_grace: float = 15.0  # max wait for a goodbye to finish playing before hanging up
 
 
+class TranscriptSink(Protocol):
+    """Where a VoiceAgent reports what was said, as it is said (e.g. the call store).
+
+    Times are on the agent's clock. Methods must return at once; a failing sink is logged
+    and the call goes on."""
+
+    def caller_said(self, text: str, start: float, end: float) -> None: ...
+
+    def caller_retracted(self) -> None:
+        """The last caller turn was only a pause: a turn with all of its words follows."""
+        ...
+
+    def agent_said(
+        self, utterance: int, text: str, start: float | None, end: float | None, interrupted: bool
+    ) -> None:
+        """What the caller heard of `utterance` (again, corrected, if it is cut later)."""
+        ...
+
+    def dtmf(self, digit: str, at: float) -> None: ...
+
+    def turn(
+        self,
+        utterance: int,
+        user_text: str,
+        agent_text: str,
+        interrupted: bool,
+        *,
+        voice_to_voice_ms: int | None = None,
+        stt_ms: int | None = None,
+        brain_ms: int | None = None,
+        tts_ms: int | None = None,
+    ) -> None:
+        """An answer and the caller turn it answered, with its latencies (same utterance
+        again: replaces it)."""
+        ...
+
+
 @dataclass(slots=True)
 class _TurnTiming:
     started: float
@@ -48,6 +89,7 @@ class _TurnTiming:
     stt_latency: float | None = None
     first_token: float | None = None
     released: float | None = None  # a prepared answer's audio was let out (turn confirmed)
+    user_text: str = ""  # the caller turn this answers ("" for the greeting)
 
 
 class VoiceAgent:
@@ -70,6 +112,20 @@ class VoiceAgent:
         # An answer prepared for a tentative turn: the history length before it, its timing.
         self._prepared: tuple[int, _TurnTiming] | None = None
         self._discarding = False
+        self.sink: TranscriptSink | None = None
+        self._spoken: tuple[SpeechResult, _TurnTiming, bool] | None = None  # last reported
+
+    def attach_transcript(self, sink: TranscriptSink) -> None:
+        """Report the conversation to `sink` (before `run`)."""
+        self.sink = sink
+
+    def _report(self, report: Callable[[TranscriptSink], None]) -> None:
+        if self.sink is None:
+            return
+        try:
+            report(self.sink)
+        except Exception as exc:  # the transcript is a by-product: never worth the call
+            event(log, "agent.transcript_failed", logging.WARNING, error=repr(exc))
 
     async def run(self, leg: CallLeg) -> None:
         conv = self.make_conversation(leg)
@@ -102,6 +158,8 @@ class VoiceAgent:
                     speech_ms=round(1000 * (ev.speech_end - ev.speech_start)),
                 )
             case UserTurn(text=text):
+                said = (text, ev.speech_start, ev.speech_end)
+                self._report(lambda sink: sink.caller_said(*said))
                 if (self._turn is not None and not self._turn.done()) or conv.speaking:
                     # Speech that was too short or quiet to interrupt us: a backchannel
                     # ("uh-huh") while we talk; do not answer it.
@@ -114,15 +172,20 @@ class VoiceAgent:
                     stt_ms=round(1000 * ev.stt_latency),
                     tentative=ev.tentative,
                 )
-                timing = _TurnTiming(self.clock.now(), ev.speech_end, ev.stt_latency)
+                timing = _TurnTiming(
+                    self.clock.now(), ev.speech_end, ev.stt_latency, user_text=text
+                )
                 if ev.tentative:
                     self._prepared = (len(self.history), timing)
                 self.history.append(Message("user", text))
                 self._start_turn(conv, leg, timing)
             case TurnConfirmed(at=at):
                 if self._prepared is not None:
-                    self._prepared[1].released = at
+                    timing = self._prepared[1]
+                    timing.released = at
                     self._prepared = None
+                    if self._spoken is not None and self._spoken[1] is timing:
+                        self._report_speech(*self._spoken)  # it was reported before it played
             case TurnResumed():
                 await self._drop_prepared()
             case Interrupted(utterance=utterance):
@@ -133,6 +196,8 @@ class VoiceAgent:
                     self._cut_recorded(utterance, conv)
             case Dtmf(digit=digit):
                 event(log, "agent.dtmf", digit=digit)
+                at = self.clock.now()
+                self._report(lambda sink: sink.dtmf(digit, at))
             case Hold(on_hold=on_hold):
                 if on_hold:
                     conv.interrupt()
@@ -153,6 +218,7 @@ class VoiceAgent:
                 await self._turn
             self._discarding = False
         del self.history[keep:]
+        self._report(lambda sink: sink.caller_retracted())
         event(log, "agent.turn_resumed")
 
     def _start_turn(self, conv: Conversation, leg: CallLeg, timing: _TurnTiming) -> None:
@@ -182,7 +248,7 @@ class VoiceAgent:
         except asyncio.CancelledError:
             # Barge-in: the conversation already cut the speech at the playout position.
             if not self._discarding and not speech.result.discarded:
-                self._record(speech.result, tools, interrupted=True)
+                self._record(speech.result, tools, timing, interrupted=True)
             raise
         except Exception as exc:  # TTS failure: log, keep the call
             event(log, "agent.speech_failed", logging.ERROR, error=repr(exc))
@@ -193,10 +259,11 @@ class VoiceAgent:
                 apology = conv.say(self.config.apology)
                 result = await apology.wait()
                 self.history.append(Message("assistant", result.text))
+                self._report_speech(result, timing, result.interrupted)
                 return
         if result.discarded:
             return  # the caller talked on: _drop_prepared forgets this turn
-        self._record(result, tools, interrupted=result.interrupted)
+        self._record(result, tools, timing, interrupted=result.interrupted)
         self._metrics(timing, result)
         if result.interrupted:
             return  # cut by the caller: what it meant to do next is moot (e.g. hang up)
@@ -212,9 +279,18 @@ class VoiceAgent:
             if m.role == "assistant" and m.content == result.text and not m.interrupted:
                 self.history[i] = Message("assistant", result.heard, interrupted=True)
                 event(log, "agent.interrupted", said=result.text, heard=result.heard)
+                if self._spoken is not None and self._spoken[0] is result:
+                    self._report_speech(result, self._spoken[1], True)
                 return
 
-    def _record(self, result: SpeechResult, tools: list[ToolCall], *, interrupted: bool) -> None:
+    def _record(
+        self,
+        result: SpeechResult,
+        tools: list[ToolCall],
+        timing: _TurnTiming,
+        *,
+        interrupted: bool,
+    ) -> None:
         self._results = {result.utterance: result}
         if interrupted and not result.text:
             return  # cut before a word was synthesised: nothing was said
@@ -223,22 +299,33 @@ class VoiceAgent:
             event(log, "agent.interrupted", said=result.text, heard=result.heard)
         elif result.text or tools:
             self.history.append(Message("assistant", result.text, tool_calls=tuple(tools)))
+        if result.text:
+            self._report_speech(result, timing, interrupted)
+
+    def _report_speech(self, result: SpeechResult, timing: _TurnTiming, interrupted: bool) -> None:
+        """Tell the sink what the caller heard of `result`, when, and the turn's latencies."""
+        if self.sink is None:
+            return
+        self._spoken = (result, timing, interrupted)
+        text = result.heard if interrupted else result.text
+        start = end = None
+        if result.first_audio_at is not None:
+            start = max(result.first_audio_at, timing.released or 0.0)
+            samples = result.samples_played if interrupted else result.samples_queued
+            end = start + samples / PIPELINE_RATE
+        m = _turn_metrics(timing, result)
+        self._report(lambda sink: sink.agent_said(result.utterance, text, start, end, interrupted))
+        self._report(
+            lambda sink: sink.turn(
+                result.utterance, timing.user_text, text, interrupted,
+                voice_to_voice_ms=m.get("voice_to_voice_ms"), stt_ms=m.get("stt_final_ms"),
+                brain_ms=m.get("brain_first_token_ms"), tts_ms=m.get("tts_first_audio_ms"),
+            )
+        )  # fmt: skip
 
     def _metrics(self, timing: _TurnTiming, result: SpeechResult) -> None:
         fields: dict[str, object] = {"utterance": result.utterance, "text": result.text}
-        if timing.speech_end is not None and result.first_audio_at is not None:
-            # Caller's end of speech to our first audio frame queued (sent at the next tick),
-            # or to its release when it was prepared during the caller's pause.
-            out = max(result.first_audio_at, timing.released or 0.0)
-            fields["voice_to_voice_ms"] = round(1000 * (out - timing.speech_end))
-        if timing.stt_latency is not None:
-            fields["stt_final_ms"] = round(1000 * timing.stt_latency)
-        if timing.first_token is not None:
-            fields["brain_first_token_ms"] = round(1000 * (timing.first_token - timing.started))
-            if result.first_audio_at is not None:
-                fields["tts_first_audio_ms"] = round(
-                    1000 * (result.first_audio_at - timing.first_token)
-                )
+        fields.update(_turn_metrics(timing, result))
         event_fields(log, "agent.turn", fields)
 
     async def _tool(
@@ -260,7 +347,46 @@ class VoiceAgent:
                 except ValueError as exc:
                     outcome = f"failed: {exc}"
             case "transfer":
-                outcome = "failed: transfer is not available on this line yet"
+                target = str(call.arguments.get("target", "")).strip()
+                await conv.wait_played(said, self.config.hangup_grace)
+                notice = await conv.say(TRANSFERRING).wait()
+                await conv.wait_played(notice, self.config.hangup_grace)
+                self._report_speech(notice, _TurnTiming(self.clock.now()), notice.interrupted)
+                result = await leg.transfer(target)
+                event(
+                    log, "agent.transfer", logging.INFO if result.ok else logging.WARNING,
+                    target=target, ok=result.ok, status=result.status, reason=result.reason,
+                )  # fmt: skip
+                if result.ok:
+                    outcome = "transferred"  # the leg is ending (the transferor hangs up)
+                else:
+                    # The call stays with us: tell the model why, and the caller that it failed.
+                    outcome = f"failed: {result.reason or 'the transfer did not go through'}"
+                    self.history.append(Message("tool", outcome, tool_call_id=call.id))
+                    sorry = await conv.say(TRANSFER_FAILED).wait()
+                    self.history.append(
+                        Message("assistant", sorry.heard if sorry.interrupted else sorry.text)
+                    )
+                    self._report_speech(sorry, _TurnTiming(self.clock.now()), sorry.interrupted)
+                    return
             case _:
                 outcome = f"failed: unknown tool {call.name}"
         self.history.append(Message("tool", outcome, tool_call_id=call.id))
+
+
+def _turn_metrics(timing: _TurnTiming, result: SpeechResult) -> dict[str, int]:
+    fields: dict[str, int] = {}
+    if timing.speech_end is not None and result.first_audio_at is not None:
+        # Caller's end of speech to our first audio frame queued (sent at the next tick),
+        # or to its release when it was prepared during the caller's pause.
+        out = max(result.first_audio_at, timing.released or 0.0)
+        fields["voice_to_voice_ms"] = round(1000 * (out - timing.speech_end))
+    if timing.stt_latency is not None:
+        fields["stt_final_ms"] = round(1000 * timing.stt_latency)
+    if timing.first_token is not None:
+        fields["brain_first_token_ms"] = round(1000 * (timing.first_token - timing.started))
+        if result.first_audio_at is not None:
+            fields["tts_first_audio_ms"] = round(
+                1000 * (result.first_audio_at - timing.first_token)
+            )
+    return fields

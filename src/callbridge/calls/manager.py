@@ -1,7 +1,9 @@
 """Calls: one TaskGroup per call owns the leg's media task and the agent's task.
 
 The manager is what transports hand new legs to (core.ports.LegAcceptor); it is also
-where a call's lifetime is logged, so every transport gets the same call events.
+where a call's lifetime is logged, so every transport gets the same call events, and,
+when a store is set, recorded: the leg's media tap feeds the recording, the agent's
+transcript sink the transcript and turns, and the call's row is closed at the end.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from callbridge.agents.voice import TranscriptSink
 from callbridge.calls.routing import Router
 from callbridge.core.clock import Clock
 from callbridge.core.log import call_context, event_fields
-from callbridge.core.ports import Agent, CallLeg, LegInfo, Rejection
+from callbridge.core.ports import Agent, CallLeg, LegInfo, MediaTap, Rejection
+from callbridge.store.service import CallSession, Store
 
 log = logging.getLogger("callbridge.calls")
 
@@ -34,6 +38,20 @@ class MediaLeg(CallLeg, Protocol):
     def end_reason(self) -> str: ...
 
 
+@runtime_checkable
+class Tappable(Protocol):
+    """A leg that can show its media to a tap (both transports' legs can)."""
+
+    def set_tap(self, tap: MediaTap | None) -> None: ...
+
+
+@runtime_checkable
+class Transcribed(Protocol):
+    """An agent that reports what is said (VoiceAgent)."""
+
+    def attach_transcript(self, sink: TranscriptSink) -> None: ...
+
+
 @dataclass(slots=True)
 class Call:
     id: str
@@ -42,13 +60,17 @@ class Call:
     started: float
     ended: float | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    record: CallSession | None = field(default=None, repr=False)  # when a store is set
 
 
 class CallManager:
-    def __init__(self, router: Router, clock: Clock, max_calls: int = 1000) -> None:
+    def __init__(
+        self, router: Router, clock: Clock, max_calls: int = 1000, store: Store | None = None
+    ) -> None:
         self.router = router
         self.clock = clock
         self.max_calls = max_calls
+        self.store = store  # recordings, transcripts, the call database; None: not recorded
         self.calls: dict[str, Call] = {}
         self.accepting = True
         self._seq = itertools.count(1)
@@ -74,10 +96,27 @@ class CallManager:
         leg.info.ids["call_id"] = call_id
         call = Call(call_id, leg, name, self.clock.now())
         self.calls[call_id] = call
+        if self.store is not None:
+            call.record = self._record(call, agent)
         with call_context(call_id):
             # Tasks inherit the context, so every log line of this call carries its id.
             call.task = asyncio.get_running_loop().create_task(self._run(call, agent), name=call_id)
         return call
+
+    def _record(self, call: Call, agent: Agent) -> CallSession | None:
+        assert self.store is not None
+        try:
+            record = self.store.begin(
+                call_id=call.id, info=call.leg.info, agent=call.agent_name, t0=call.started
+            )
+        except Exception:  # e.g. the disk is full: the call goes on, unrecorded
+            log.exception("cannot record call %s", call.id)
+            return None
+        if record.tap is not None and isinstance(call.leg, Tappable):
+            call.leg.set_tap(record.tap)
+        if isinstance(agent, Transcribed):
+            agent.attach_transcript(record)
+        return record
 
     async def _run(self, call: Call, agent: Agent) -> None:
         leg = call.leg
@@ -109,8 +148,21 @@ class CallManager:
             }
             ended.update(leg.stats())
             event_fields(log, "call.ended", ended)
+            if call.record is not None:
+                await self._save(call, leg.end_reason or "unknown")
             for cb in self.on_end:
                 cb(call)
+
+    async def _save(self, call: Call, reason: str) -> None:
+        """Finalise the recording and transcript before anyone hears the call ended."""
+        assert call.record is not None and call.ended is not None
+        if isinstance(call.leg, Tappable):
+            call.leg.set_tap(None)
+        try:
+            async with asyncio.timeout(10):  # a stuck disk must not hold the call forever
+                await call.record.finish(reason, call.ended)
+        except Exception:
+            log.exception("saving call %s failed", call.id)
 
     async def _agent(self, call: Call, agent: Agent, media: asyncio.Task[None]) -> None:
         try:
@@ -129,3 +181,5 @@ class CallManager:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        if self.store is not None:
+            await self.store.aclose()

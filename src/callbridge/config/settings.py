@@ -136,6 +136,18 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    enabled: bool = True  # a stereo WAV per call (caller left, agent right) under data_dir
+    transcripts: bool = True  # a JSON transcript per call under data_dir
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    url: str = ""  # "" = sqlite:///callbridge.db under data_dir (PostgreSQL: not yet)
+    events: bool = True  # each call's structured log events into the events table
+
+
+@dataclass(frozen=True, slots=True)
 class SttSettings:
     """An OpenAI-compatible /audio/transcriptions server (Whisper), for `agent.stt = "openai"`."""
 
@@ -209,6 +221,8 @@ class Settings:
     llm: LlmSettings = LlmSettings()
     stt: SttSettings = SttSettings()
     tts: TtsSettings = TtsSettings()
+    recording: RecordingSettings = RecordingSettings()
+    store: StoreSettings = StoreSettings()
     twilio: TwilioSettings = TwilioSettings()
     agents: Mapping[str, AgentRoute] = field(default_factory=dict)  # [agents.NAME] routes
     accounts: Mapping[str, AccountSettings] = field(default_factory=dict)  # [accounts.NAME]
@@ -281,6 +295,8 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "llm": LlmSettings,
     "stt": SttSettings,
     "tts": TtsSettings,
+    "recording": RecordingSettings,
+    "store": StoreSettings,
     "twilio": TwilioSettings,
 }
 

@@ -23,3 +23,13 @@ class LegHold:
 
 
 LegInput = AudioFrame | DtmfDigit | LegHold
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """How a `CallLeg.transfer` ended: ok (the leg then ends), or why not; `status` is the SIP
+    status that said so, when there was one."""
+
+    ok: bool
+    status: int | None = None
+    reason: str = ""

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from callbridge.core.events import LegInput
+from callbridge.core.events import LegInput, TransferResult
 from callbridge.core.frames import AudioFrame
 
 
@@ -71,10 +71,27 @@ class CallLeg(Protocol):
 
     async def send_dtmf(self, digits: str) -> None: ...
 
+    async def transfer(self, target: str) -> TransferResult:
+        """Blind transfer of the far end to `target` (a URI, or a user or number the transport
+        places). On success the leg ends (reason "transferred"); on failure it stays up."""
+        ...
+
     async def hangup(self, reason: str = "normal") -> None: ...
 
     @property
     def ended(self) -> bool: ...
+
+
+class MediaTap(Protocol):
+    """Sees a leg's media on its own 20 ms schedule (e.g. a call recorder).
+
+    Called once per media tick, on the event loop, with what the caller's side produced
+    that tick (the jitter buffer's frame, concealed ones included) and what was handed to
+    the wire towards the caller: PCM16 mono at PIPELINE_RATE, one frame each, None for
+    nothing (no packet yet, playout paused or flushed, on hold). Must return at once.
+    """
+
+    def on_tick(self, caller: bytes | None, agent: bytes | None) -> None: ...
 
 
 class Agent(Protocol):

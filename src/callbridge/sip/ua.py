@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from callbridge.sip.client_transaction import make_cancel
@@ -33,6 +33,15 @@ from callbridge.sip.message import (
     new_branch,
     new_tag,
     parse,
+)
+from callbridge.sip.refer import (
+    SIPFRAG,
+    TRANSFER_TIMEOUT,
+    Transfer,
+    TransferFailed,
+    TransferProgress,
+    TransferSucceeded,
+    refer_to_uri,
 )
 from callbridge.sip.timers import TimerSettings
 from callbridge.sip.transaction import (
@@ -134,6 +143,9 @@ Output = (
     | ReInvite
     | CallEnded
     | RequestCompleted
+    | TransferProgress
+    | TransferSucceeded
+    | TransferFailed
 )
 
 
@@ -169,6 +181,7 @@ class _Call:
     credentials: dict[tuple[str, str], AuthHeader] = field(default_factory=dict)
     answered: set[str] = field(default_factory=set)  # nonces we answered
     challenges: int = 0
+    transfer: Transfer | None = None  # our REFER in progress (or the last one, when done)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +219,14 @@ class UserAgent:
         self._requests: dict[int, str] = {}  # out-of-dialog requests: id(tx) -> request()'s handle
         self._ids = itertools.count(1)
         self.accepting = True  # False during shutdown: new INVITEs get 503 (§21.5.4)
+        self.transfer_timeout = TRANSFER_TIMEOUT
+        # In a dialog with our REFER, NOTIFY (RFC 3515 §2.4.4) and its sipfrag body are
+        # acceptable; elsewhere NOTIFY stays a method we do not take.
+        self._notify_policy = replace(
+            self.policy,
+            allowed_methods=self.policy.allowed_methods | {"NOTIFY"},
+            accepted_content_types=self.policy.accepted_content_types | {SIPFRAG},
+        )
         self.bad_messages = 0
 
     # ---- inputs ---------------------------------------------------------------------------
@@ -255,10 +276,21 @@ class UserAgent:
         out: list[Output] = [self._wire(s) for s in sends]
         for ev in events:
             out.extend(self._on_event(ev, now))
+        for call in list(self._calls.values()):
+            if call.transfer is not None:
+                out.extend(call.transfer.on_timeout(now))
         return out
 
     def next_deadline(self) -> float | None:
-        return self.layer.next_deadline()
+        deadlines = [
+            call.transfer.deadline
+            for call in self._calls.values()
+            if call.transfer is not None and not call.transfer.done
+        ]
+        layer = self.layer.next_deadline()
+        if layer is not None:
+            deadlines.append(layer)
+        return min(deadlines, default=None)
 
     # ---- API: UAS --------------------------------------------------------------------------
 
@@ -384,6 +416,41 @@ class UserAgent:
 
     # ---- API: both -------------------------------------------------------------------------
 
+    def refer_target(self, call_id: str, target: str) -> str:
+        """The Refer-To URI for `target` in this call: a bare user or number goes to the peer's
+        host (its From/To URI). Raises ValueError for an unusable target."""
+        call = self._calls.get(call_id)
+        if call is None or call.dialog is None:
+            raise UaError(f"call {call_id} has no dialog")
+        remote = call.dialog.remote_uri.uri
+        peer = remote if isinstance(remote, SipUri) else call.dialog.remote_target
+        return refer_to_uri(target, peer)
+
+    def refer(self, call_id: str, refer_to: str, now: float) -> list[Output]:
+        """Blind transfer (RFC 3515): ask the peer to call `refer_to` (see refer_target). The
+        outcome comes back as TransferProgress / TransferSucceeded / TransferFailed; the call
+        itself is untouched (the app hangs up after success, RFC 5589 §6.1)."""
+        call = self._calls.get(call_id)
+        if call is None or call.state is not _State.CONFIRMED or call.dialog is None:
+            raise UaError(f"call {call_id} is not established")
+        if call.transfer is not None and not call.transfer.done:
+            raise UaError(f"a transfer is already in progress on {call_id}")
+        local = call.dialog.local_uri
+        refer, hop = call.dialog.create_request(
+            "REFER",
+            via=Via.parse(self._via_value(call)),
+            extra_headers=(
+                # Angle brackets always: a URI with ';' or '?' would otherwise be misread (§2.1).
+                ("Refer-To", f"<{refer_to}>"),
+                ("Referred-By", f"<{local.uri}>"),  # RFC 3892: who asked for the transfer
+                ("User-Agent", self.local.user_agent),
+            ),
+        )
+        tx, sends = self.layer.send_request(refer, self._dialog_dest(call, hop), now)
+        call.transfer = Transfer(call.id, refer.cseq.number, now + self.transfer_timeout)
+        self._by_client_tx[id(tx)] = call
+        return [self._wire(s) for s in sends]
+
     def hangup(self, call_id: str, now: float) -> list[Output]:
         """End the call in whatever state it is: BYE, CANCEL, or a final error response."""
         call = self._calls.get(call_id)
@@ -439,7 +506,9 @@ class UserAgent:
         if req.method == "ACK":
             return self._on_ack(req)
         assert tx is not None
-        error = check_request(req, self.policy)
+        in_dialog_notify = req.method == "NOTIFY" and self._to_tag(req) is not None
+        policy = self._notify_policy if in_dialog_notify else self.policy
+        error = check_request(req, policy)
         if error is not None:
             return self._respond(tx, error, now)
         to_tag = req.to.tag
@@ -509,10 +578,35 @@ class UserAgent:
                     )
                 call.reinvite_tx = tx
                 return [ReInvite(call.id, req)]
+            case "NOTIFY":
+                return self._on_notify(call, req, tx, now)
             case "OPTIONS" | "INFO" | "UPDATE":
                 return self._respond(tx, make_response(req, 200), now)
             case _:
                 return self._respond(tx, make_response(req, 405, headers=[("Allow", ALLOW)]), now)
+
+    def _on_notify(
+        self, call: _Call, req: SipRequest, tx: ServerTransaction, now: float
+    ) -> list[Output]:
+        transfer = call.transfer
+        if transfer is None or not transfer.matches(req):
+            # RFC 6665 §4.1.3: a NOTIFY for no subscription of ours (an unknown package
+            # gets 489, §8.2.1).
+            event = (req.headers.get("Event") or "").split(";")[0].strip().lower()
+            status = 489 if event and event != "refer" else 481
+            return self._respond(tx, make_response(req, status), now)
+        status, reason, events = transfer.on_notify(req)
+        headers = [("Accept", SIPFRAG)] if status == 415 else []
+        out = self._respond(tx, make_response(req, status, reason, headers=headers), now)
+        out.extend(events)
+        return out
+
+    @staticmethod
+    def _to_tag(req: SipRequest) -> str | None:
+        try:
+            return req.to.tag
+        except (SipParseError, UriParseError):
+            return None  # check_request answers 400
 
     def _on_ack(self, ack: SipRequest) -> list[Output]:
         try:
@@ -548,6 +642,12 @@ class UserAgent:
                 return [self._end(call, "local_bye")]
         if method == "CANCEL" and resp.status >= 200:
             self._forget_client_tx(tx)
+        if method == "REFER" and resp.status >= 200:
+            self._forget_client_tx(tx)
+            if call.dialog is not None:
+                call.dialog.on_target_refresh_response(resp)
+            if call.transfer is not None and call.state is _State.CONFIRMED:
+                return list(call.transfer.on_refer_response(resp.status, resp.reason))
         return []
 
     def _on_invite_response(self, call: _Call, resp: SipResponse, now: float) -> list[Output]:
@@ -649,6 +749,8 @@ class UserAgent:
             return [self._end(call, "timeout", 408)]
         if tx.method == "BYE" and call.state is not _State.ENDED:
             return [self._end(call, "local_bye", 408)]
+        if tx.method == "REFER" and call.transfer is not None:
+            return list(call.transfer.on_refer_timeout())
         return []
 
     def _send_bye(self, call: _Call, now: float) -> list[Output]:
@@ -658,16 +760,18 @@ class UserAgent:
             bye.method, bye.uri, bye.headers.set("User-Agent", self.local.user_agent), bye.body
         )
         call.state = _State.ENDING
-        if call.role == "uas" and not call.dialog.route_set:
-            # Symmetric signalling: the caller's Contact may be a private address behind NAT,
-            # the INVITE's source is what we can reach (as RFC 3581 does for responses).
-            dest = call.peer
-        else:
-            dest = self._hop_addr(hop, call.peer)
-        tx, sends = self.layer.send_request(bye, dest, now)
+        tx, sends = self.layer.send_request(bye, self._dialog_dest(call, hop), now)
         self._by_client_tx[id(tx)] = call
         call.pending.append(tx)
         return [self._wire(s) for s in sends]
+
+    def _dialog_dest(self, call: _Call, hop: SipUri) -> Addr:
+        assert call.dialog is not None
+        if call.role == "uas" and not call.dialog.route_set:
+            # Symmetric signalling: the caller's Contact may be a private address behind NAT,
+            # the INVITE's source is what we can reach (as RFC 3581 does for responses).
+            return call.peer
+        return self._hop_addr(hop, call.peer)
 
     def _send_cancel(self, call: _Call, now: float) -> list[Output]:
         cancel = make_cancel(call.invite)  # §9.1

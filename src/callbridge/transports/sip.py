@@ -34,6 +34,7 @@ from callbridge.sdp.session import parse as parse_sdp
 from callbridge.sip.digest import DigestClient
 from callbridge.sip.endpoint import SipEndpoint
 from callbridge.sip.message import SipRequest
+from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
 from callbridge.sip.registration import (
     Action,
     RegistrationStatus,
@@ -376,6 +377,12 @@ class SipTransport:
                 leg = self._legs.get(cid)
                 if leg is not None:
                     leg.ended_by_signalling(reason, status)
+            case (
+                TransferProgress(call=cid) | TransferSucceeded(call=cid) | TransferFailed(call=cid)
+            ):
+                leg = self._legs.get(cid)
+                if leg is not None:
+                    leg.transfer_event(out)
             case RequestCompleted(request=handle, response=response):
                 registrar = self._register_requests.pop(handle, None)
                 if registrar is not None:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
-from callbridge.core.events import DtmfDigit, LegHold, LegInput
+from callbridge.core.events import DtmfDigit, LegHold, LegInput, TransferResult
 from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, AudioFrame
 from callbridge.core.log import event
-from callbridge.core.ports import LegInfo
+from callbridge.core.ports import LegInfo, MediaTap
 from callbridge.media.playout import PlayoutQueue
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.rtcp import ntp_from_unix
@@ -36,6 +36,8 @@ from callbridge.sdp.offer_answer import (
 )
 from callbridge.sdp.session import SdpParseError, SessionDescription
 from callbridge.sdp.session import parse as parse_sdp
+from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
+from callbridge.sip.ua import UaError
 
 if TYPE_CHECKING:
     from callbridge.transports.sip import SipTransport
@@ -100,6 +102,8 @@ class SipLeg:
         self._media_started = asyncio.Event()
         self.end_reason = ""
         self._on_hold = False
+        self._tap: MediaTap | None = None
+        self._transfer: asyncio.Future[TransferResult] | None = None
 
     # ---- CallLeg --------------------------------------------------------------------------
 
@@ -173,7 +177,66 @@ class SipLeg:
             async with asyncio.timeout(40):  # 64*T1 of the BYE transaction, with margin
                 await self._ended.wait()
 
+    async def transfer(self, target: str) -> TransferResult:
+        """Blind transfer with REFER (RFC 3515). The outcome is handled by `transfer_event`
+        (so a cancelled caller changes nothing): on success the leg hangs up, RFC 5589 §6.1."""
+        call_id = self._info.ids.get("call_id")
+        if self.ended or self.end_reason:
+            return TransferResult(ok=False, reason="the call has ended")
+        if self._transfer is not None and not self._transfer.done():
+            return TransferResult(ok=False, reason="a transfer is already in progress")
+        ua, cid = self.transport.ua, self.ua_call
+        try:
+            refer_to = ua.refer_target(cid, target)
+            event(log, "call.transfer", call_id=call_id, stage="requested", target=refer_to)
+            self._transfer = asyncio.get_running_loop().create_future()
+            self.transport.endpoint.run(lambda now: ua.refer(cid, refer_to, now))
+        except (ValueError, UaError) as exc:
+            self._transfer = None
+            result = TransferResult(ok=False, reason=str(exc))
+            self._log_transfer(result, target=target)
+            return result
+        return await asyncio.shield(self._transfer)
+
+    def transfer_event(self, ev: TransferProgress | TransferSucceeded | TransferFailed) -> None:
+        """From the UA (a datagram callback, outside the call's task context)."""
+        match ev:
+            case TransferProgress(status=status, reason=reason):
+                call_id = self._info.ids.get("call_id")
+                event(
+                    log,
+                    "call.transfer",
+                    call_id=call_id,
+                    stage="progress",
+                    status=status,
+                    reason=reason,
+                )
+                return
+            case TransferSucceeded(status=status, reason=reason):
+                result = TransferResult(ok=True, status=status, reason=reason)
+            case TransferFailed(status=status, reason=reason):
+                result = TransferResult(ok=False, status=status, reason=reason)
+        self._log_transfer(result)
+        self._resolve_transfer(result)
+        if result.ok:
+            self.request_hangup("transferred")  # RFC 5589 §6.1: the transferor leaves
+
+    def _resolve_transfer(self, result: TransferResult) -> None:
+        if self._transfer is not None and not self._transfer.done():
+            self._transfer.set_result(result)
+
+    def _log_transfer(self, result: TransferResult, **fields: object) -> None:
+        level = logging.INFO if result.ok else logging.WARNING
+        event(
+            log, "call.transfer", level, call_id=self._info.ids.get("call_id"), stage="result",
+            ok=result.ok, status=result.status, reason=result.reason, **fields,
+        )  # fmt: skip
+
     # ---- lifecycle --------------------------------------------------------------------------
+
+    def set_tap(self, tap: MediaTap | None) -> None:
+        """See every media tick from the next one on (a recorder); None: stop."""
+        self._tap = tap
 
     async def open_media(self) -> int:
         return await self.socket.open(self.bind_host)
@@ -251,6 +314,9 @@ class SipLeg:
             bye = self.session.rtcp_bye()  # RFC 3550 §6.6: tell the peer this source is gone
             self.socket.send_rtcp(bye.data, bye.addr)
         self._ended.set()
+        self._resolve_transfer(
+            TransferResult(ok=False, reason="the call ended during the transfer")
+        )
         self._room.set()
         self._inputs.put_nowait(_END)
         self.close_media()
@@ -298,6 +364,10 @@ class SipLeg:
             now = self.clock.now()
             if now - deadline > 0.2:
                 # The loop stalled (GC, overload): re-anchor instead of bursting to catch up.
+                if self._tap is not None and self.session is not None:
+                    # The recording keeps wall time: the ticks that never ran are silence.
+                    for _ in range(int((now - deadline) / TICK)):
+                        self._tap.on_tick(None, None)
                 start, n = now, 0
             session = self.session
             if session is None:  # late offer not yet answered by the ACK
@@ -309,6 +379,8 @@ class SipLeg:
                 self._inputs.put_nowait(frame)
             if self._dtmf_step(session, now):
                 session.send_frame(None, now)  # audio is muted during the event; its clock runs on
+                if self._tap is not None:
+                    self._tap_tick(frame, None)
                 continue
             item = self._playout.pop()
             out_frame = item[0] if item is not None else None
@@ -318,12 +390,23 @@ class SipLeg:
             if pkt is not None:
                 self.socket.send(pkt.data, pkt.addr)
                 self._samples_played += FRAME_SAMPLES
+            if self._tap is not None:
+                self._tap_tick(frame, out_frame if pkt is not None else None)
             if session.rtcp_due(now):
                 report = session.rtcp_report(now, ntp_from_unix(time.time()))
                 self.socket.send_rtcp(report.data, report.addr)
             if now - session.last_rx > self.rtp_timeout and not self._on_hold:
                 event(log, "call.rtp_timeout", logging.WARNING, seconds=self.rtp_timeout)
                 self.request_hangup("rtp_timeout")
+
+    def _tap_tick(self, caller: AudioFrame | None, agent: AudioFrame | None) -> None:
+        assert self._tap is not None
+        if self._on_hold:  # held: neither side is heard, whatever concealment produces
+            self._tap.on_tick(None, None)
+        else:
+            self._tap.on_tick(
+                caller.pcm if caller is not None else None, agent.pcm if agent is not None else None
+            )
 
     def _dtmf_step(self, session: RtpSession, now: float) -> bool:
         """Send due RFC 4733 packets; True while an event (or the gap after it) holds the line."""

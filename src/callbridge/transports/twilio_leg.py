@@ -31,10 +31,10 @@ import numpy as np
 from callbridge.audio.g711 import ulaw_encode
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
-from callbridge.core.events import DtmfDigit, LegInput
+from callbridge.core.events import DtmfDigit, LegInput, TransferResult
 from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
 from callbridge.core.log import event
-from callbridge.core.ports import LegInfo
+from callbridge.core.ports import LegInfo, MediaTap
 from callbridge.media.playout import PlayoutQueue
 from callbridge.mediastream.inbound import CallerAudio
 from callbridge.mediastream.marks import MarkLedger
@@ -63,6 +63,7 @@ log = logging.getLogger("callbridge.transports.twilio")
 TICK = FRAME_MS / 1000
 _END = object()
 _FRAME_BYTES = 2 * FRAME_SAMPLES
+_TAP_CALLER_LAG = 5  # caller frames a tap may fall behind (a burst) before the oldest go
 
 
 class SocketClosed(Exception):
@@ -150,6 +151,12 @@ class TwilioLeg:
         self._closed = False
         self.end_reason = ""
         self._counts = collections.Counter[str]()
+        self._tap: MediaTap | None = None
+        # What the tap gets, one frame per tick: caller frames come from the reader as they
+        # arrive; agent audio is sent up to `lead` ahead and plays out at one frame per tick
+        # in Twilio's buffer, which this queue models (a `clear` empties both).
+        self._tap_caller: collections.deque[bytes] = collections.deque()
+        self._tap_agent: collections.deque[bytes] = collections.deque()
 
     # ---- CallLeg ------------------------------------------------------------------------
 
@@ -204,6 +211,7 @@ class TwilioLeg:
         cancelled = self._ledger.clear()
         self._outbox.appendleft((False, dumps(Clear(self.stream_sid))))
         self._wake.set()
+        self._tap_agent.clear()  # Twilio drops what it had not played yet
         self._play_end = self.clock.now()  # Twilio's buffer is empty once it has the clear
         self._counts["clears"] += 1
         event(
@@ -241,6 +249,10 @@ class TwilioLeg:
             raise ValueError(f"not DTMF digits: {digits!r}")
         self._tones += b"".join(dtmf_tone(d.upper()) for d in digits)
 
+    async def transfer(self, target: str) -> TransferResult:
+        # A Media Stream carries audio only; redirecting the call takes Twilio's REST API.
+        return TransferResult(ok=False, reason="not supported on Twilio media streams")
+
     async def hangup(self, reason: str = "normal") -> None:
         """End the leg and close the socket: Twilio ends a <Connect><Stream> call when its
         stream closes (no TwiML follows)."""
@@ -248,6 +260,12 @@ class TwilioLeg:
         await self.aclose()
 
     # ---- lifecycle ----------------------------------------------------------------------
+
+    def set_tap(self, tap: MediaTap | None) -> None:
+        """See every media tick from the next one on (a recorder); None: stop."""
+        self._tap = tap
+        self._tap_caller.clear()
+        self._tap_agent.clear()
 
     async def wait_ended(self) -> None:
         await self._ended.wait()
@@ -332,6 +350,8 @@ class TwilioLeg:
                 if track != "outbound":  # a <Connect><Stream> carries the caller only
                     for frame in self._caller.receive(timestamp, payload, now):
                         self._inputs.put_nowait(frame)
+                        if self._tap is not None:
+                            self._tap_caller.append(frame.pcm)
             case Mark(name=name):
                 self._ledger.echoed(name)
             case Dtmf(digit=digit):
@@ -364,6 +384,8 @@ class TwilioLeg:
 
     def _send_audio(self, pcm: bytes, now: float) -> None:
         self._send(dumps(MediaOut(self.stream_sid, ulaw_encode(pcm))), audio=True)
+        if self._tap is not None:
+            self._tap_agent.append(pcm)
         self._play_end = max(self._play_end, now) + len(pcm) / 2 / PIPELINE_RATE
 
     def _send_mark(self, name: str | None) -> None:
@@ -394,6 +416,15 @@ class TwilioLeg:
             self._samples_played += frame.samples
             self._send_mark(self._ledger.sent(utt, frame.samples))
 
+    def _tap_ticks(self, ticks: int) -> None:
+        assert self._tap is not None
+        while len(self._tap_caller) > ticks - 1 + _TAP_CALLER_LAG:
+            self._tap_caller.popleft()  # keep the channels aligned after a burst
+        for _ in range(ticks):
+            caller = self._tap_caller.popleft() if self._tap_caller else None
+            agent = self._tap_agent.popleft() if self._tap_agent else None
+            self._tap.on_tick(caller, agent)
+
     async def _tick(self) -> None:
         start = self.clock.now()
         n = 0
@@ -405,12 +436,19 @@ class TwilioLeg:
             if self._ended.is_set():
                 return
             now = self.clock.now()
+            ticks = 1
             if now - deadline > 0.2:
                 # The loop stalled (GC, overload): re-anchor instead of bursting to catch up.
+                # A tap still gets one frame per 20 ms of wall time (the concealed ones).
+                ticks += int((now - deadline) / TICK)
                 start, n = now, 0
             for frame in self._caller.tick(now):
                 self._inputs.put_nowait(frame)
+                if self._tap is not None:
+                    self._tap_caller.append(frame.pcm)
             self._pump(now)
+            if self._tap is not None:
+                self._tap_ticks(ticks)
             if now - self._last_rx > self.config.media_timeout:
                 event(
                     log, "twilio.media_timeout", logging.WARNING, seconds=self.config.media_timeout

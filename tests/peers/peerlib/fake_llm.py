@@ -1,7 +1,10 @@
 """A real local OpenAI-compatible HTTP server that fails: every POST .../chat/completions
 gets HTTP 500 with an OpenAI-style error body. Runs on 127.0.0.1 in a thread of the test
 process (stdlib http.server) and records what it was asked, so a test can prove that the
-gateway really called it."""
+gateway really called it.
+
+With `tool_call=(name, arguments)` it answers instead: the first chat completion is a
+streamed (SSE) assistant message that only calls that tool, later ones say "Okay."."""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ class FailingLlmServer:
     """`with FailingLlmServer() as llm:` then point the gateway at `llm.base_url`."""
 
     status: int = 500
+    tool_call: tuple[str, dict[str, Any]] | None = None  # answer with this call, not an error
     requests: list[SeenRequest] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -75,7 +79,17 @@ class FailingLlmServer:
 
             def do_POST(self) -> None:
                 self._record()
-                if self.path.rstrip("/").endswith("/chat/completions"):
+                if owner.tool_call is not None and self.path.rstrip("/").endswith(
+                    "/chat/completions"
+                ):
+                    first = len(owner.chat_requests()) == 1
+                    body = _tool_call_stream(*owner.tool_call) if first else _text_stream("Okay.")
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif self.path.rstrip("/").endswith("/chat/completions"):
                     self._reply(owner.status, ERROR_BODY)
                 else:
                     self._reply(404, b'{"error": {"message": "not found"}}')
@@ -107,3 +121,36 @@ class FailingLlmServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    payload = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _tool_call_stream(name: str, arguments: dict[str, Any]) -> bytes:
+    """An assistant turn that only calls `name`, its arguments in two pieces (as OpenAI
+    streams them), then finish_reason tool_calls and [DONE]."""
+    args = json.dumps(arguments)
+    half = len(args) // 2
+    call = {"index": 0, "id": "call_fake_1", "type": "function"}
+    return b"".join([
+        _chunk({"role": "assistant", "content": None,
+                "tool_calls": [{**call, "function": {"name": name, "arguments": ""}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]}),
+        _chunk({}, "tool_calls"),
+        b"data: [DONE]\n\n",
+    ])  # fmt: skip
+
+
+def _text_stream(text: str) -> bytes:
+    return b"".join(
+        [_chunk({"role": "assistant", "content": text}), _chunk({}, "stop"), b"data: [DONE]\n\n"]
+    )

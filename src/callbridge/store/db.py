@@ -1,0 +1,426 @@
+"""The call database: calls, their events and their turns, behind a small interface (`CallDb`).
+
+SQLite by default, through the standard library's sqlite3 on ONE worker thread that owns the
+connection: every statement runs there in submission order, the event loop never waits on
+the disk. Writes are fire-and-forget (queued, errors logged, never raised into a call); reads
+are awaited. The SQL is portable (TEXT, INTEGER, DOUBLE PRECISION, BOOLEAN; composite keys
+instead of autoincrement; `ON CONFLICT ... DO UPDATE`), so a PostgreSQL `CallDb` can run the
+same statements and migrations with `%s` placeholders.
+
+Times are wall-clock Unix seconds (DOUBLE PRECISION), JSON is stored as TEXT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from callbridge.core.log import event
+
+__all__ = [
+    "MIGRATIONS",
+    "CallDb",
+    "CallRow",
+    "EventRow",
+    "Migration",
+    "SchemaTooNew",
+    "SqliteCallDb",
+    "TurnRow",
+    "migrate",
+    "schema_version",
+]
+
+log = logging.getLogger("callbridge.store.db")
+
+T = TypeVar("T")
+
+
+# ---- rows -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallRow:
+    id: str
+    transport: str  # "sip", "twilio"
+    direction: str  # "inbound" | "outbound"
+    from_uri: str
+    to_uri: str
+    agent: str
+    started: float
+    answered: float | None = None
+    ended: float | None = None
+    end_reason: str | None = None
+    recording_path: str | None = None
+    transcript_path: str | None = None
+    ids: Mapping[str, str] = field(default_factory=dict)  # the leg's correlation ids
+
+    @property
+    def live(self) -> bool:
+        return self.ended is None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    call_id: str
+    seq: int  # order within the call
+    ts: float
+    name: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRow:
+    """One agent utterance and the caller turn it answered ("" for a greeting)."""
+
+    call_id: str
+    utterance: int
+    ts: float
+    user_text: str
+    agent_text: str  # what the caller heard
+    interrupted: bool
+    voice_to_voice_ms: int | None = None
+    stt_ms: int | None = None
+    brain_ms: int | None = None
+    tts_ms: int | None = None
+
+
+class CallDb(Protocol):
+    """What the calls layer and the API need from a database."""
+
+    def insert_call(self, row: CallRow) -> None:
+        """Queued; never raises."""
+        ...
+
+    def end_call(
+        self,
+        call_id: str,
+        *,
+        ended: float,
+        end_reason: str,
+        recording_path: str | None,
+        transcript_path: str | None,
+    ) -> None: ...
+
+    def add_event(self, row: EventRow) -> None: ...
+
+    def save_turn(self, row: TurnRow) -> None:
+        """Insert, or replace the turn with the same (call_id, utterance) (a late cut)."""
+        ...
+
+    async def flush(self) -> None:
+        """Until every write queued so far is done."""
+        ...
+
+    async def get_call(self, call_id: str) -> CallRow | None: ...
+
+    async def list_calls(self, *, live: bool | None = None, limit: int = 100) -> list[CallRow]:
+        """Newest first; `live` True: not ended, False: ended, None: both."""
+        ...
+
+    async def events(self, call_id: str) -> list[EventRow]: ...
+
+    async def turns(self, call_id: str) -> list[TurnRow]: ...
+
+    async def aclose(self) -> None: ...
+
+
+# ---- schema -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "calls, events, turns",
+        (
+            """CREATE TABLE calls (
+                id TEXT NOT NULL PRIMARY KEY,
+                transport TEXT NOT NULL,
+                direction TEXT NOT NULL,
+                from_uri TEXT NOT NULL,
+                to_uri TEXT NOT NULL,
+                agent TEXT NOT NULL,
+                started DOUBLE PRECISION NOT NULL,
+                answered DOUBLE PRECISION,
+                ended DOUBLE PRECISION,
+                end_reason TEXT,
+                recording_path TEXT,
+                transcript_path TEXT,
+                ids TEXT NOT NULL
+            )""",
+            "CREATE INDEX calls_by_start ON calls (started)",
+            """CREATE TABLE events (
+                call_id TEXT NOT NULL REFERENCES calls (id),
+                seq INTEGER NOT NULL,
+                ts DOUBLE PRECISION NOT NULL,
+                name TEXT NOT NULL,
+                data TEXT NOT NULL,
+                PRIMARY KEY (call_id, seq)
+            )""",
+            """CREATE TABLE turns (
+                call_id TEXT NOT NULL REFERENCES calls (id),
+                utterance INTEGER NOT NULL,
+                ts DOUBLE PRECISION NOT NULL,
+                user_text TEXT NOT NULL,
+                agent_text TEXT NOT NULL,
+                interrupted BOOLEAN NOT NULL,
+                voice_to_voice_ms INTEGER,
+                stt_ms INTEGER,
+                brain_ms INTEGER,
+                tts_ms INTEGER,
+                PRIMARY KEY (call_id, utterance)
+            )""",
+        ),
+    ),
+)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer callbridge: refuse rather than corrupt it."""
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """0 for an empty database."""
+    cur = conn.cursor()
+    cur.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, name TEXT NOT NULL)"
+    )
+    cur.execute("SELECT MAX(version) FROM schema_version")
+    row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Apply, in order and each in its own transaction, the migrations newer than the
+    database. Returns the resulting version. `conn` must be in autocommit mode
+    (isolation_level=None) so that the explicit transactions hold the DDL too."""
+    current = schema_version(conn)
+    latest = max((m.version for m in migrations), default=0)
+    if current > latest:
+        raise SchemaTooNew(f"database schema v{current} is newer than this callbridge (v{latest})")
+    cur = conn.cursor()
+    for m in sorted(migrations, key=lambda m: m.version):
+        if m.version <= current:
+            continue
+        cur.execute("BEGIN")
+        try:
+            for statement in m.statements:
+                cur.execute(statement)
+            cur.execute(
+                "INSERT INTO schema_version (version, name) VALUES (?, ?)", (m.version, m.name)
+            )
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+        event(log, "store.migrated", version=m.version, name=m.name)
+        current = m.version
+    return current
+
+
+# ---- SQLite ---------------------------------------------------------------------------------
+
+_CALL_COLUMNS = (
+    "id, transport, direction, from_uri, to_uri, agent, started, answered, ended, end_reason, "
+    "recording_path, transcript_path, ids"
+)
+_TURN_COLUMNS = (
+    "call_id, utterance, ts, user_text, agent_text, interrupted, voice_to_voice_ms, stt_ms, "
+    "brain_ms, tts_ms"
+)
+
+
+def _call(r: Sequence[Any]) -> CallRow:
+    return CallRow(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], json.loads(r[12])
+    )
+
+
+def _turn(row: Sequence[Any]) -> TurnRow:
+    return TurnRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]), *row[6:10])
+
+
+class SqliteCallDb:
+    """`CallDb` on a SQLite file (or ":memory:"). Opens, and migrates, on construction."""
+
+    def __init__(self, path: Path | str, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+        self.path = str(path)
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-db")
+        self._conn: sqlite3.Connection | None = None
+        self._last: concurrent.futures.Future[Any] | None = None
+        self._closing = False
+        try:
+            self.version = self._thread.submit(self._open, migrations).result()
+        except BaseException:
+            self._thread.shutdown(wait=True)
+            raise
+
+    def _open(self, migrations: Sequence[Migration]) -> int:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            if self.path != ":memory:":
+                # A WAL lets readers (the API, a `sqlite3` shell) work while calls write.
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            version = migrate(conn, migrations)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return version
+
+    # ---- plumbing -----------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        def run() -> T:
+            assert self._conn is not None, "database closed"
+            return fn(self._conn)
+
+        fut = self._thread.submit(run)
+        self._last = fut
+        return fut
+
+    def _write(self, what: str, sql: str, params: Sequence[Any]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                event(log, "store.write_failed", logging.ERROR, what=what, error=str(exc))
+
+        try:
+            self._submit(run)
+        except RuntimeError:  # closed (shutting down): the write is lost, the call is not
+            event(log, "store.write_dropped", logging.WARNING, what=what)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.wrap_future(self._submit(fn))
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    def insert_call(self, row: CallRow) -> None:
+        self._write(
+            "call",
+            f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.id, row.transport, row.direction, row.from_uri, row.to_uri, row.agent,
+                row.started, row.answered, row.ended, row.end_reason, row.recording_path,
+                row.transcript_path, json.dumps(dict(row.ids)),
+            ),
+        )  # fmt: skip
+
+    def end_call(
+        self,
+        call_id: str,
+        *,
+        ended: float,
+        end_reason: str,
+        recording_path: str | None,
+        transcript_path: str | None,
+    ) -> None:
+        self._write(
+            "call_end",
+            "UPDATE calls SET ended = ?, end_reason = ?, recording_path = ?, transcript_path = ? "
+            "WHERE id = ?",
+            (ended, end_reason, recording_path, transcript_path, call_id),
+        )
+
+    def mark_unfinished(self, ended: float, end_reason: str = "lost") -> None:
+        """Calls a previous process left live (it crashed): ended now, with `end_reason`."""
+        self._write(
+            "unfinished",
+            "UPDATE calls SET ended = ?, end_reason = ? WHERE ended IS NULL",
+            (ended, end_reason),
+        )
+
+    def add_event(self, row: EventRow) -> None:
+        self._write(
+            "event",
+            "INSERT INTO events (call_id, seq, ts, name, data) VALUES (?, ?, ?, ?, ?)",
+            (row.call_id, row.seq, row.ts, row.name, json.dumps(row.data, default=str)),
+        )
+
+    def save_turn(self, row: TurnRow) -> None:
+        self._write(
+            "turn",
+            f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (call_id, utterance) DO UPDATE SET ts = excluded.ts, "
+            "user_text = excluded.user_text, agent_text = excluded.agent_text, "
+            "interrupted = excluded.interrupted, voice_to_voice_ms = excluded.voice_to_voice_ms, "
+            "stt_ms = excluded.stt_ms, brain_ms = excluded.brain_ms, tts_ms = excluded.tts_ms",
+            (
+                row.call_id, row.utterance, row.ts, row.user_text, row.agent_text,
+                row.interrupted, row.voice_to_voice_ms, row.stt_ms, row.brain_ms, row.tts_ms,
+            ),
+        )  # fmt: skip
+
+    async def flush(self) -> None:
+        last = self._last
+        if last is not None:
+            await asyncio.shield(asyncio.wrap_future(last))
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    async def get_call(self, call_id: str) -> CallRow | None:
+        def run(conn: sqlite3.Connection) -> CallRow | None:
+            row = conn.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,))
+            found = row.fetchone()
+            return _call(found) if found else None
+
+        return await self._read(run)
+
+    async def list_calls(self, *, live: bool | None = None, limit: int = 100) -> list[CallRow]:
+        where = {None: "", True: " WHERE ended IS NULL", False: " WHERE ended IS NOT NULL"}[live]
+        sql = f"SELECT {_CALL_COLUMNS} FROM calls{where} ORDER BY started DESC, id LIMIT ?"
+        return await self._read(lambda conn: [_call(r) for r in conn.execute(sql, (limit,))])
+
+    async def events(self, call_id: str) -> list[EventRow]:
+        sql = "SELECT call_id, seq, ts, name, data FROM events WHERE call_id = ? ORDER BY seq"
+
+        def run(conn: sqlite3.Connection) -> list[EventRow]:
+            return [
+                EventRow(r[0], r[1], r[2], r[3], json.loads(r[4]))
+                for r in conn.execute(sql, (call_id,))
+            ]
+
+        return await self._read(run)
+
+    async def turns(self, call_id: str) -> list[TurnRow]:
+        sql = f"SELECT {_TURN_COLUMNS} FROM turns WHERE call_id = ? ORDER BY utterance"
+        return await self._read(lambda conn: [_turn(r) for r in conn.execute(sql, (call_id,))])
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def aclose(self) -> None:
+        """Finish the queued writes, close the connection and the thread. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        fut = self._thread.submit(self._close_conn)
+        self._thread.shutdown(wait=False)
+        await asyncio.shield(asyncio.wrap_future(fut))
+
+    def close(self) -> None:
+        """`aclose` for code without a loop (blocks until the queued writes are done)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._thread.submit(self._close_conn).result()
+        self._thread.shutdown(wait=True)

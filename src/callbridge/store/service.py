@@ -1,0 +1,328 @@
+"""The store as the calls layer sees it: one `CallSession` per call, which records it.
+
+    store = build_store(StoreConfig(data_dir))          # app.py, at start-up
+    session = store.begin(call_id=..., info=leg.info, agent="voice", t0=clock.now())
+    leg.set_tap(session.tap)                             # the recording (None when disabled)
+    agent.attach_transcript(session)                     # transcript + turns (VoiceAgent)
+    await session.finish("remote_bye", clock.now())     # at hang-up
+    await store.aclose()                                 # at shutdown
+
+Files: `<data_dir>/recordings/<call_id>.wav`, `<data_dir>/transcripts/<call_id>.json`; the
+database (`<data_dir>/callbridge.db` unless `url` says otherwise) gets the call, its turns
+and every structured log event of the call (`event(log, "call.dtmf", ...)` lines: a logging
+handler picks those whose call id belongs to a live session).
+
+Everything a call does here is a memory operation on the event loop or work queued to a
+thread: disk or database trouble is logged and never ends a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from callbridge.core.errors import ConfigError
+from callbridge.core.log import current_call_id, event
+from callbridge.core.ports import LegInfo, MediaTap
+from callbridge.store.db import CallDb, CallRow, EventRow, SqliteCallDb, TurnRow
+from callbridge.store.recording import WavRecorder
+from callbridge.store.transcript import Transcript
+
+__all__ = ["CallSession", "Store", "StoreConfig", "build_store", "sqlite_path"]
+
+log = logging.getLogger("callbridge.store")
+
+_TICK_S = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    data_dir: Path
+    url: str = ""  # "" = sqlite:///callbridge.db (relative paths are under data_dir)
+    recording: bool = True  # stereo WAV per call
+    transcripts: bool = True  # JSON per call
+    events: bool = True  # the calls' structured log events into the events table
+    checkpoint_s: float = 1.0  # recording: at most this much is lost in a crash
+    fsync: bool = True  # off only for tests on tmpfs-like speed
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_s < _TICK_S:
+            raise ConfigError("recording.checkpoint_s", "must be at least one tick (0.02 s)")
+
+
+def sqlite_path(url: str, data_dir: Path) -> Path | str:
+    """The file of a `sqlite:///PATH` URL: `sqlite:///calls.db` is under `data_dir`,
+    `sqlite:////var/lib/callbridge.db` absolute, `sqlite:///:memory:` in memory."""
+    url = url or "sqlite:///callbridge.db"
+    scheme, sep, rest = url.partition(":///")
+    if not sep or scheme != "sqlite" or not rest:
+        if url.startswith(("postgres://", "postgresql://")):
+            raise ConfigError("store.url", "PostgreSQL is not supported yet; use sqlite:///FILE")
+        raise ConfigError("store.url", f"expected sqlite:///FILE, got {url!r}")
+    if rest == ":memory:":
+        return rest
+    path = Path(rest)
+    return path if path.is_absolute() else data_dir / path
+
+
+class CallSession:
+    """Records one call. Implements MediaTap (via `tap`) and the VoiceAgent transcript sink.
+
+    Agent times (`start`, `end`, `at`) are on the call's clock, the one `t0` was read from.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        call_id: str,
+        t0: float,
+        recorder: WavRecorder | None,
+        transcript: Transcript | None,
+    ) -> None:
+        self.store = store
+        self.call_id = call_id
+        self.t0 = t0
+        self.started = time.time()
+        self.recorder = recorder
+        self.transcript = transcript
+        self.finished = False
+        self._seq = itertools.count(1)
+
+    @property
+    def tap(self) -> MediaTap | None:
+        return self.recorder
+
+    def wall(self, t: float) -> float:
+        """A time of the call's clock on the wall clock."""
+        return self.started + (t - self.t0)
+
+    # ---- transcript sink (VoiceAgent) ---------------------------------------------------
+
+    def caller_said(self, text: str, start: float, end: float) -> None:
+        if self.transcript is not None:
+            self.transcript.caller_said(text, start, end)
+
+    def caller_retracted(self) -> None:
+        if self.transcript is not None:
+            self.transcript.caller_retracted()
+
+    def agent_said(
+        self, utterance: int, text: str, start: float | None, end: float | None, interrupted: bool
+    ) -> None:
+        if self.transcript is not None:
+            self.transcript.agent_said(utterance, text, start, end, interrupted)
+
+    def dtmf(self, digit: str, at: float) -> None:
+        if self.transcript is not None:
+            self.transcript.dtmf(digit, at)
+
+    def turn(
+        self,
+        utterance: int,
+        user_text: str,
+        agent_text: str,
+        interrupted: bool,
+        *,
+        voice_to_voice_ms: int | None = None,
+        stt_ms: int | None = None,
+        brain_ms: int | None = None,
+        tts_ms: int | None = None,
+    ) -> None:
+        """An agent utterance with its metrics; the same utterance again replaces it."""
+        self.store.db.save_turn(
+            TurnRow(
+                self.call_id, utterance, time.time(), user_text, agent_text, interrupted,
+                voice_to_voice_ms, stt_ms, brain_ms, tts_ms,
+            )
+        )  # fmt: skip
+
+    # ---- events -------------------------------------------------------------------------
+
+    def add_event(self, name: str, data: dict[str, Any], ts: float | None = None) -> None:
+        if self.finished:
+            return
+        row = EventRow(self.call_id, next(self._seq), ts or time.time(), name, data)
+        self.store.db.add_event(row)
+
+    # ---- end ----------------------------------------------------------------------------
+
+    async def finish(self, end_reason: str, ended: float) -> None:
+        """Finalise the recording and the transcript, close the call's row. Idempotent.
+
+        `ended` is on the call's clock. Everything is queued before the first await, so a
+        cancelled caller (shutdown) still leaves complete files."""
+        if self.finished:
+            return
+        self.finished = True
+        self.store.forget(self)
+        wall_end = self.wall(ended)
+        rec, tr = self.recorder, self.transcript
+        self.store.db.end_call(
+            self.call_id,
+            ended=wall_end,
+            end_reason=end_reason,
+            recording_path=str(rec.path) if rec is not None else None,
+            transcript_path=str(tr.path) if tr is not None else None,
+        )
+        # Both queued before the first await: a cancelled caller still leaves both complete.
+        closing = [
+            tr.close_soon(wall_end, end_reason) if tr is not None else None,
+            rec.close_soon() if rec is not None else None,
+        ]
+        for done in closing:
+            if done is not None:
+                with contextlib.suppress(Exception):  # logged where it failed
+                    await asyncio.shield(asyncio.wrap_future(done))
+        event(
+            log,
+            "store.call_saved",
+            call_id=self.call_id,
+            recording=str(rec.path) if rec is not None else None,
+            recording_s=round(rec.duration, 3) if rec is not None else None,
+            transcript=str(tr.path) if tr is not None else None,
+            reason=end_reason,
+        )
+
+
+class _EventHandler(logging.Handler):
+    """The structured log events of live sessions' calls, into the events table."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(logging.INFO)
+        self.store = store
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "fields", None)
+        if not isinstance(fields, dict):
+            return
+        call_id = fields.get("call_id") or getattr(record, "call_id", None) or current_call_id()
+        session = self.store.sessions.get(str(call_id)) if call_id else None
+        if session is None:
+            return
+        try:
+            data = {k: v for k, v in fields.items() if k != "call_id"}
+            session.add_event(record.getMessage(), data, record.created)
+        except Exception:  # a log line must never break what logged it
+            self.handleError(record)
+
+
+class Store:
+    """Recordings, transcripts and the call database of one gateway."""
+
+    def __init__(
+        self,
+        config: StoreConfig,
+        db: CallDb,
+        *,
+        io: concurrent.futures.Executor | None = None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.recordings_dir = config.data_dir / "recordings"
+        self.transcripts_dir = config.data_dir / "transcripts"
+        for wanted, d in (
+            (config.recording, self.recordings_dir),
+            (config.transcripts, self.transcripts_dir),
+        ):
+            if wanted:
+                d.mkdir(parents=True, exist_ok=True)
+        self._own_io = io is None
+        # File work (checkpoints, transcript rewrites) on one thread: it is disk-bound.
+        self.io = io or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-io")
+        self.sessions: dict[str, CallSession] = {}
+        self._handler: _EventHandler | None = None
+        if config.events:
+            self._handler = _EventHandler(self)
+            logging.getLogger("callbridge").addHandler(self._handler)
+        self._closed = False
+
+    def begin(self, *, call_id: str, info: LegInfo, agent: str, t0: float) -> CallSession:
+        """A new call (answered, media about to flow): its row, files and session."""
+        c = self.config
+        recorder = None
+        if c.recording:
+            recorder = WavRecorder(
+                self.recordings_dir / f"{call_id}.wav",
+                self.io,
+                checkpoint_ticks=round(c.checkpoint_s / _TICK_S),
+                fsync=c.fsync,
+            )
+        session = CallSession(self, call_id=call_id, t0=t0, recorder=recorder, transcript=None)
+        if c.transcripts:
+            session.transcript = Transcript(
+                self.transcripts_dir / f"{call_id}.json",
+                call_id=call_id,
+                t0=t0,
+                started=session.started,
+                io=self.io,
+                fsync=c.fsync,
+            )
+        local, remote = info.local_user, info.remote_uri
+        inbound = info.direction == "inbound"
+        self.db.insert_call(
+            CallRow(
+                id=call_id,
+                transport=info.transport,
+                direction=info.direction,
+                from_uri=remote if inbound else local,
+                to_uri=local if inbound else remote,
+                agent=agent,
+                started=session.started,
+                answered=session.started,  # legs reach the calls layer answered
+                recording_path=str(recorder.path) if recorder is not None else None,
+                transcript_path=str(session.transcript.path) if session.transcript else None,
+                ids={k: v for k, v in info.ids.items() if k != "call_id"},
+            )
+        )
+        self.sessions[call_id] = session
+        return session
+
+    def forget(self, session: CallSession) -> None:
+        self.sessions.pop(session.call_id, None)
+
+    def recording_path(self, call_id: str) -> Path:
+        return self.recordings_dir / f"{call_id}.wav"
+
+    def transcript_path(self, call_id: str) -> Path:
+        return self.transcripts_dir / f"{call_id}.json"
+
+    async def aclose(self) -> None:
+        """Finish live sessions (as "shutdown"), then the database and the io thread."""
+        if self._closed:
+            return
+        self._closed = True
+        for session in list(self.sessions.values()):
+            with contextlib.suppress(Exception):
+                await session.finish("shutdown", session.t0 + (time.time() - session.started))
+        if self._handler is not None:
+            logging.getLogger("callbridge").removeHandler(self._handler)
+        await self.db.aclose()
+        if self._own_io:
+            # Nothing is queued any more (the sessions finished): this returns at once.
+            self.io.shutdown(wait=False)
+
+
+def build_store(config: StoreConfig) -> Store:
+    """The store for app.py: opens (and migrates) the database; calls left live by a
+    previous process are closed as "lost". Blocking: call it at start-up."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    db = SqliteCallDb(sqlite_path(config.url, config.data_dir))
+    db.mark_unfinished(time.time(), "lost")
+    store = Store(config, db)
+    event(
+        log,
+        "store.ready",
+        db=db.path,
+        recording=config.recording,
+        transcripts=config.transcripts,
+        schema=db.version,
+    )
+    return store

@@ -1,0 +1,210 @@
+"""The call database: schema and migrations from an empty file, forward migrations, refusal
+of a newer schema, portable SQL, writes never raising, and the queries."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from callbridge.core.errors import ConfigError
+from callbridge.store.db import (
+    MIGRATIONS,
+    CallRow,
+    EventRow,
+    Migration,
+    SchemaTooNew,
+    SqliteCallDb,
+    TurnRow,
+    migrate,
+    schema_version,
+)
+from callbridge.store.service import sqlite_path
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[SqliteCallDb]:
+    d = SqliteCallDb(tmp_path / "calls.db")
+    yield d
+    await d.aclose()
+
+
+def call(n: int, started: float, **kw: object) -> CallRow:
+    return CallRow(
+        id=f"call-{n}", transport="sip", direction="inbound", from_uri=f"sip:alice{n}@example.com",
+        to_uri="agent", agent="voice", started=started, answered=started,
+        ids={"sip_call_id": f"abc{n}@host"}, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def tables(path: Path) -> dict[str, list[str]]:
+    with sqlite3.connect(path) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {n: [c[1] for c in conn.execute(f"PRAGMA table_info({n})")] for n in names}
+
+
+async def test_an_empty_database_gets_the_whole_schema(tmp_path: Path) -> None:
+    d = SqliteCallDb(tmp_path / "new.db")
+    assert d.version == MIGRATIONS[-1].version == 1
+    await d.aclose()
+    schema = tables(tmp_path / "new.db")
+    assert schema["calls"] == [
+        "id", "transport", "direction", "from_uri", "to_uri", "agent", "started", "answered",
+        "ended", "end_reason", "recording_path", "transcript_path", "ids",
+    ]  # fmt: skip
+    assert schema["events"] == ["call_id", "seq", "ts", "name", "data"]
+    assert schema["turns"] == [
+        "call_id", "utterance", "ts", "user_text", "agent_text", "interrupted",
+        "voice_to_voice_ms", "stt_ms", "brain_ms", "tts_ms",
+    ]  # fmt: skip
+    assert schema["schema_version"] == ["version", "name"]
+
+
+async def test_reopening_does_not_migrate_again_and_keeps_the_data(tmp_path: Path) -> None:
+    d = SqliteCallDb(tmp_path / "c.db")
+    d.insert_call(call(1, 100.0))
+    await d.aclose()
+    again = SqliteCallDb(tmp_path / "c.db")
+    assert again.version == 1
+    assert [c.id for c in await again.list_calls()] == ["call-1"]
+    await again.aclose()
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+
+
+V2 = Migration(2, "call notes", ("ALTER TABLE calls ADD COLUMN note TEXT",))
+
+
+async def test_a_newer_callbridge_migrates_forward_keeping_the_rows(tmp_path: Path) -> None:
+    d = SqliteCallDb(tmp_path / "c.db")
+    d.insert_call(call(1, 100.0))
+    await d.aclose()
+    newer = SqliteCallDb(tmp_path / "c.db", [*MIGRATIONS, V2])
+    assert newer.version == 2
+    assert (await newer.get_call("call-1")) == call(1, 100.0)
+    await newer.aclose()
+    assert "note" in tables(tmp_path / "c.db")["calls"]
+
+
+def test_a_failing_migration_is_rolled_back_whole(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    migrate(conn)
+    broken = Migration(2, "broken", ("CREATE TABLE legs (id TEXT)", "ALTER TABLE nope ADD x TEXT"))
+    with pytest.raises(sqlite3.OperationalError):
+        migrate(conn, [*MIGRATIONS, broken])
+    assert schema_version(conn) == 1
+    assert "legs" not in tables(tmp_path / "c.db")  # the statement before the failure too
+    conn.close()
+
+
+def test_a_database_from_a_newer_callbridge_is_refused(tmp_path: Path) -> None:
+    d = SqliteCallDb(tmp_path / "c.db", [*MIGRATIONS, V2])
+    d.close()
+    with pytest.raises(SchemaTooNew, match="v2"):
+        SqliteCallDb(tmp_path / "c.db")
+
+
+def test_the_schema_sql_is_portable() -> None:
+    """Nothing PostgreSQL would reject: no SQLite-only types, keywords or rowid tricks."""
+    sqlite_only = re.compile(
+        r"AUTOINCREMENT|INTEGER PRIMARY KEY|WITHOUT ROWID|\bBLOB\b|\bDATETIME\b|INSERT OR|"
+        r"REPLACE INTO|strftime|julianday|\bPRAGMA\b",
+        re.IGNORECASE,
+    )
+    for m in MIGRATIONS:
+        for statement in m.statements:
+            assert not sqlite_only.search(statement), statement
+    types = {
+        t.upper()
+        for m in MIGRATIONS
+        for s in m.statements
+        for t in re.findall(r"^\s+\w+ (\w+(?: PRECISION)?)", s, re.MULTILINE)
+    }
+    assert types <= {"TEXT", "INTEGER", "DOUBLE PRECISION", "BOOLEAN", "KEY"}, types
+
+
+async def test_calls_are_listed_newest_first_filtered_by_live(db: SqliteCallDb) -> None:
+    for n, started in ((1, 100.0), (2, 300.0), (3, 200.0)):
+        db.insert_call(call(n, started))
+    db.end_call("call-3", ended=260.0, end_reason="remote_bye", recording_path="/r/3.wav",
+                transcript_path="/t/3.json")  # fmt: skip
+    assert [c.id for c in await db.list_calls()] == ["call-2", "call-3", "call-1"]
+    assert [c.id for c in await db.list_calls(live=True)] == ["call-2", "call-1"]
+    assert [c.id for c in await db.list_calls(live=False)] == ["call-3"]
+    assert [c.id for c in await db.list_calls(limit=1)] == ["call-2"]
+    ended = await db.get_call("call-3")
+    assert ended is not None and not ended.live
+    assert (ended.ended, ended.end_reason, ended.recording_path, ended.transcript_path) == (
+        260.0, "remote_bye", "/r/3.wav", "/t/3.json",
+    )  # fmt: skip
+    assert ended.ids == {"sip_call_id": "abc3@host"}
+    assert await db.get_call("call-9") is None
+
+
+async def test_events_keep_their_order_and_json(db: SqliteCallDb) -> None:
+    db.insert_call(call(1, 100.0))
+    db.add_event(EventRow("call-1", 2, 101.5, "call.dtmf", {"digit": "5", "duration_ms": 100}))
+    db.add_event(EventRow("call-1", 1, 100.1, "call.started", {"agent": "voice", "nested": [1, 2]}))
+    db.add_event(EventRow("call-1", 3, 102.0, "odd", {"value": Path("/x")}))  # not JSON: str()
+    events = await db.events("call-1")
+    assert [(e.seq, e.name) for e in events] == [(1, "call.started"), (2, "call.dtmf"), (3, "odd")]
+    assert events[0].data == {"agent": "voice", "nested": [1, 2]}
+    assert events[2].data == {"value": "/x"}
+    assert await db.events("call-2") == []
+
+
+async def test_a_turn_saved_again_replaces_the_first(db: SqliteCallDb) -> None:
+    db.insert_call(call(1, 100.0))
+    db.save_turn(TurnRow("call-1", 1, 100.5, "", "Hello!", False, None, None, 310, 95))
+    db.save_turn(
+        TurnRow("call-1", 2, 103.0, "what time is it", "It is three", False, 820, 120, 400, 90)
+    )
+    db.save_turn(TurnRow("call-1", 2, 103.9, "what time is it", "It is", True, 820, 120, 400, 90))
+    turns = await db.turns("call-1")
+    assert turns == [
+        TurnRow("call-1", 1, 100.5, "", "Hello!", False, None, None, 310, 95),
+        TurnRow("call-1", 2, 103.9, "what time is it", "It is", True, 820, 120, 400, 90),
+    ]
+    assert turns[1].interrupted is True  # a bool, whatever the backend stores
+
+
+async def test_a_failing_write_is_logged_never_raised(
+    db: SqliteCallDb, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, "callbridge.store.db")
+    db.insert_call(call(1, 100.0))
+    db.insert_call(call(1, 100.0))  # same id
+    await db.flush()
+    assert [r.msg for r in caplog.records] == ["store.write_failed"]
+    assert len(await db.list_calls()) == 1
+
+
+async def test_unfinished_calls_of_a_crashed_process_are_closed(db: SqliteCallDb) -> None:
+    db.insert_call(call(1, 100.0))
+    db.insert_call(call(2, 100.0, ended=150.0, end_reason="remote_bye"))
+    db.mark_unfinished(999.0, "lost")
+    assert [(c.id, c.ended, c.end_reason) for c in await db.list_calls()] == [
+        ("call-1", 999.0, "lost"), ("call-2", 150.0, "remote_bye"),
+    ]  # fmt: skip
+
+
+async def test_writes_after_close_are_dropped_quietly(tmp_path: Path) -> None:
+    d = SqliteCallDb(tmp_path / "c.db")
+    await d.aclose()
+    await d.aclose()
+    d.insert_call(call(1, 1.0))  # must not raise
+
+
+def test_sqlite_urls(tmp_path: Path) -> None:
+    assert sqlite_path("", tmp_path) == tmp_path / "callbridge.db"
+    assert sqlite_path("sqlite:///calls/x.db", tmp_path) == tmp_path / "calls/x.db"
+    assert sqlite_path("sqlite:////var/lib/cb.db", tmp_path) == Path("/var/lib/cb.db")
+    assert sqlite_path("sqlite:///:memory:", tmp_path) == ":memory:"
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        sqlite_path("postgresql://u@h/db", tmp_path)
+    with pytest.raises(ConfigError, match="sqlite:///FILE"):
+        sqlite_path("mysql://x", tmp_path)
