@@ -20,6 +20,9 @@ from callbridge.agents.runtime import VoiceRuntime
 from callbridge.agents.twilio_socket import TwilioSocketAgent, TwilioSocketConfig
 from callbridge.agents.voice import VoiceAgentConfig
 from callbridge.api.app import ApiConfig, create_app
+from callbridge.api.calls import calls_routes
+from callbridge.api.observers import connect_observers
+from callbridge.api.openapi import openapi_routes
 from callbridge.api.server import HttpServer
 from callbridge.api.twilio import TwilioWebConfig, media_stream_url
 from callbridge.calls.manager import Call, CallManager
@@ -37,6 +40,8 @@ from callbridge.llm.openai_compat import OpenAICompatBrain
 from callbridge.media.bargein import BargeInConfig
 from callbridge.media.turns import TurnConfig
 from callbridge.mediastream import twiml
+from callbridge.observability.metrics import Metrics
+from callbridge.observability.webhooks import WebhookConfig, WebhookSender
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.sip.registration import SipAccount
 from callbridge.sip.timers import TimerSettings
@@ -64,10 +69,16 @@ class Gateway:
     voice: VoiceRuntime | None = None
     twilio: TwilioTransport | None = None
     http: HttpServer | None = None
+    metrics: Metrics | None = None
+    webhooks: WebhookSender | None = None
 
     async def start(self) -> None:
         # Before the loop gets busy: a one-off directory creation, not a per-call operation.
         Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+        if self.metrics is not None:
+            self.metrics.install()
+        if self.webhooks is not None:
+            self.webhooks.start()
         if self.voice is not None:
             await self.voice.start()  # models load before the first call can arrive
         if self.http is not None:
@@ -89,6 +100,10 @@ class Gateway:
             await self.http.stop()
         if self.voice is not None:
             await self.voice.aclose()
+        if self.webhooks is not None:
+            await self.webhooks.aclose(self.settings.shutdown_grace)  # the calls' last events
+        if self.metrics is not None:
+            self.metrics.uninstall()
         event(log, "gateway.stopped")
 
 
@@ -194,7 +209,13 @@ def _sip_public_host(settings: Settings) -> str:
     return urlsplit(settings.public_url).hostname or ""
 
 
-def build_http(settings: Settings, calls: CallManager, twilio: TwilioTransport) -> HttpServer:
+def build_http(
+    settings: Settings,
+    calls: CallManager,
+    twilio: TwilioTransport,
+    sip: SipTransport | None = None,
+    metrics: Metrics | None = None,
+) -> HttpServer:
     t = settings.twilio
     api = create_app(
         ApiConfig(
@@ -209,6 +230,7 @@ def build_http(settings: Settings, calls: CallManager, twilio: TwilioTransport) 
         ),
         calls=calls,
         twilio=twilio,
+        extra_routes=[*calls_routes(calls, sip, metrics), *openapi_routes()],
     )
     return HttpServer(api, settings.http.host, settings.http.port)
 
@@ -286,9 +308,20 @@ def build_gateway(settings: Settings, *, http: bool | None = None) -> Gateway:
     )
     sip = SipTransport(config, clock, calls)
     twilio = TwilioTransport(clock, calls)
+    metrics = Metrics(
+        active_calls=lambda: len(calls.calls),
+        registrations=lambda: [(r.account, r.state.value) for r in sip.registrations()],
+    )
+    w = settings.webhooks
+    webhooks = (
+        WebhookSender(WebhookConfig(w.url, w.secret, tries=w.tries, timeout=w.timeout))
+        if w.url
+        else None
+    )
+    connect_observers(calls, sip, metrics, webhooks)
     serve_http = http_wanted(settings) if http is None else http
-    server = build_http(settings, calls, twilio) if serve_http else None
-    return Gateway(settings, calls, sip, voice, twilio, server)
+    server = build_http(settings, calls, twilio, sip, metrics) if serve_http else None
+    return Gateway(settings, calls, sip, voice, twilio, server, metrics, webhooks)
 
 
 async def _until_signal() -> None:

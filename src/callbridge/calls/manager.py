@@ -74,6 +74,9 @@ class CallManager:
         self.calls: dict[str, Call] = {}
         self.accepting = True
         self._seq = itertools.count(1)
+        # Listeners (metrics, webhooks): on_start once the call's task exists, on_end after
+        # the recording and transcript are final. A failing listener is logged, never raised.
+        self.on_start: list[Callable[[Call], None]] = []
         self.on_end: list[Callable[[Call], None]] = []
 
     def admit(self, info: LegInfo) -> None:
@@ -101,6 +104,7 @@ class CallManager:
         with call_context(call_id):
             # Tasks inherit the context, so every log line of this call carries its id.
             call.task = asyncio.get_running_loop().create_task(self._run(call, agent), name=call_id)
+            _notify(self.on_start, call)
         return call
 
     def _record(self, call: Call, agent: Agent) -> CallSession | None:
@@ -150,8 +154,7 @@ class CallManager:
             event_fields(log, "call.ended", ended)
             if call.record is not None:
                 await self._save(call, leg.end_reason or "unknown")
-            for cb in self.on_end:
-                cb(call)
+            _notify(self.on_end, call)
 
     async def _save(self, call: Call, reason: str) -> None:
         """Finalise the recording and transcript before anyone hears the call ended."""
@@ -183,3 +186,11 @@ class CallManager:
                 await asyncio.wait(pending, timeout=1.0)
         if self.store is not None:
             await self.store.aclose()
+
+
+def _notify(listeners: list[Callable[[Call], None]], call: Call) -> None:
+    for listener in listeners:
+        try:
+            listener(call)
+        except Exception:
+            log.exception("call listener failed")

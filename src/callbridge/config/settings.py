@@ -189,6 +189,16 @@ class TwilioSettings:
     from_number: str = ""  # caller ID for `callbridge call --via twilio` (a Twilio number)
 
 
+@dataclass(frozen=True, slots=True)
+class WebhooksSettings:
+    """Signed JSON POSTs of call and registration events (README "Webhooks")."""
+
+    url: str = ""  # "" = off
+    secret: str = field(default="", repr=False)  # the HMAC-SHA256 key; never logged
+    timeout: float = 5.0  # per delivery attempt
+    tries: int = 5  # attempts per event, 0.5 s backoff doubling between them
+
+
 AGENT_KINDS = ("twilio-socket",)
 BUILTIN_AGENTS = ("voice", "echo")
 
@@ -224,6 +234,7 @@ class Settings:
     recording: RecordingSettings = RecordingSettings()
     store: StoreSettings = StoreSettings()
     twilio: TwilioSettings = TwilioSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
     agents: Mapping[str, AgentRoute] = field(default_factory=dict)  # [agents.NAME] routes
     accounts: Mapping[str, AccountSettings] = field(default_factory=dict)  # [accounts.NAME]
 
@@ -238,7 +249,14 @@ class Settings:
 
 # Never printed (`callbridge settings` shows *** when set) nor logged.
 SECRET_SETTINGS = frozenset(
-    {"api_token", "llm.api_key", "stt.api_key", "tts.api_key", "twilio.auth_token"}
+    {
+        "api_token",
+        "llm.api_key",
+        "stt.api_key",
+        "tts.api_key",
+        "twilio.auth_token",
+        "webhooks.secret",
+    }
 )
 
 # Field validators by dotted name; fields not listed only get their type checked.
@@ -277,6 +295,9 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "shutdown_grace": _non_negative,
     "twilio.account_sid": _account_sid,
     "twilio.from_number": _phone,
+    "webhooks.url": lambda v: _url(v) and v,  # checked like a URL, kept as written
+    "webhooks.timeout": _positive,
+    "webhooks.tries": _positive,
 }
 
 # Names other tools use for the same setting (Twilio's own), read below CALLBRIDGE_*.
@@ -298,6 +319,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "recording": RecordingSettings,
     "store": StoreSettings,
     "twilio": TwilioSettings,
+    "webhooks": WebhooksSettings,
 }
 
 
@@ -582,6 +604,12 @@ def _check_relations(s: Settings) -> None:
             "llm.api_key",
             "the anthropic provider needs llm.api_key and llm.model "
             "(CALLBRIDGE_LLM_API_KEY, CALLBRIDGE_LLM_MODEL)",
+        )
+    if s.webhooks.url and not s.webhooks.secret:
+        raise ConfigError(
+            "webhooks.secret",
+            "webhooks.url is set, so deliveries need a signing secret: "
+            f"set {env_name('webhooks.secret')}",
         )
     if not _is_loopback(s.http.host) and not s.api_token:
         raise ConfigError(

@@ -1,0 +1,292 @@
+"""The OpenAPI 3.1 document served at `GET /openapi.json`.
+
+Hand-written rather than generated from docstring YAML (starlette's SchemaGenerator): no
+YAML parser at run time, the schemas are checked by mypy like any other data, and a unit
+test fails when a route is missing from it (tests/unit/api/test_calls_api.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from callbridge import __version__
+
+__all__ = ["openapi_document", "openapi_routes"]
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "field": {"type": "string"}},
+}
+_CALL = {
+    "type": "object",
+    "required": ["id", "live"],
+    "properties": {
+        "id": {"type": "string"},
+        "live": {"type": "boolean"},
+        "transport": {"type": "string", "enum": ["sip", "twilio"]},
+        "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+        "from": {"type": "string"},
+        "to": {"type": "string"},
+        "agent": {"type": "string"},
+        "started": {"type": ["number", "null"], "description": "Unix seconds"},
+        "answered": {"type": ["number", "null"]},
+        "ended": {"type": ["number", "null"]},
+        "end_reason": {"type": ["string", "null"]},
+        "ids": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+_CALL_DETAIL = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Call"},
+        {
+            "type": "object",
+            "properties": {
+                "legs": {"type": "array", "items": {"type": "object"}},
+                "events": {"type": "array", "items": {"type": "object"}},
+                "turns": {"type": "array", "items": {"type": "object"}},
+                "transcript": {"type": ["object", "null"]},
+            },
+        },
+    ]
+}
+_REGISTRATION = {
+    "type": "object",
+    "properties": {
+        "account": {"type": "string"},
+        "state": {
+            "type": "string",
+            "enum": ["unregistered", "registering", "registered", "failed", "unregistering"],
+        },
+        "aor": {"type": "string"},
+        "registrar": {"type": "string"},
+        "reason": {"type": "string"},
+        "status": {"type": ["integer", "null"]},
+        "expires": {"type": ["integer", "null"]},
+        "failures": {"type": "integer"},
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_CALL_ID = [{"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_NOT_FOUND = _error("No such call")
+_ENDED = _error("The call has ended")
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness (no token); 503 while shutting down",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "Serving")},
+            }
+        },
+        "/status": {
+            "get": {
+                "summary": "Version, live calls, Twilio streams",
+                "responses": {"200": _json({"type": "object"}, "Status")},
+            }
+        },
+        "/calls": {
+            "get": {
+                "summary": "List calls, newest first",
+                "parameters": [
+                    {"name": "live", "in": "query", "schema": {"type": "boolean"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"calls": {"type": "array", "items": _ref("Call")}},
+                        },
+                        "Calls",
+                    ),
+                    "422": _error("A bad query parameter (named in `field`)"),
+                },
+            },
+            "post": {
+                "summary": "Place an outbound SIP call with an agent; answers once answered",
+                "requestBody": _body(
+                    ["to"],
+                    {
+                        "to": {
+                            "type": "string",
+                            "description": "SIP URI, or a number/user with `account`",
+                        },
+                        "agent": {"type": "string"},
+                        "account": {"type": "string", "description": "[accounts.NAME] trunk"},
+                    },
+                ),
+                "responses": {
+                    "202": _json(
+                        {"type": "object", "properties": {"id": {"type": "string"}}}, "Answered"
+                    ),
+                    "400": _error("The body is not a JSON object"),
+                    "422": _error("A bad field (named in `field`)"),
+                    "502": _error("The far end refused the call (`sip_status`)"),
+                    "503": _error("SIP not running or shutting down"),
+                    "504": _error("No answer in time"),
+                },
+            },
+        },
+        "/calls/{call_id}": {
+            "get": {
+                "summary": "One call: legs, events, turns, transcript",
+                "parameters": _CALL_ID,
+                "responses": {"200": _json(_ref("CallDetail"), "The call"), "404": _NOT_FOUND},
+            }
+        },
+        "/calls/{call_id}/hangup": {
+            "post": {
+                "summary": "Hang up (BYE)",
+                "parameters": _CALL_ID,
+                "responses": {
+                    "202": _json({"type": "object"}, "Hanging up"),
+                    "404": _NOT_FOUND,
+                    "409": _ENDED,
+                },
+            }
+        },
+        "/calls/{call_id}/dtmf": {
+            "post": {
+                "summary": "Send DTMF (RFC 4733)",
+                "parameters": _CALL_ID,
+                "requestBody": _body(
+                    ["digits"], {"digits": {"type": "string", "pattern": "^[0-9*#A-Da-d]+$"}}
+                ),
+                "responses": {
+                    "202": _json({"type": "object"}, "Queued"),
+                    "404": _NOT_FOUND,
+                    "409": _error("Ended, or no telephone-event negotiated"),
+                    "422": _error("Bad digits"),
+                },
+            }
+        },
+        "/calls/{call_id}/transfer": {
+            "post": {
+                "summary": "Blind transfer (REFER, RFC 3515)",
+                "parameters": _CALL_ID,
+                "requestBody": _body(["target"], {"target": {"type": "string"}}),
+                "responses": {
+                    "200": _json(_ref("TransferResult"), "Transferred (the call ends)"),
+                    "404": _NOT_FOUND,
+                    "409": _ENDED,
+                    "502": _json(_ref("TransferResult"), "Refused (the call stays up)"),
+                },
+            }
+        },
+        "/calls/{call_id}/recording": {
+            "get": {
+                "summary": "The stereo WAV (caller left, agent right)",
+                "parameters": _CALL_ID,
+                "responses": {
+                    "200": {
+                        "description": "WAV",
+                        "content": {
+                            "audio/wav": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    },
+                    "404": _error("No recording"),
+                },
+            }
+        },
+        "/registrations": {
+            "get": {
+                "summary": "Provider accounts' registration states",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "registrations": {"type": "array", "items": _ref("Registration")}
+                            },
+                        },
+                        "States",
+                    )
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "Text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "callbridge", "version": __version__},
+        "paths": paths,
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "CALLBRIDGE_API_TOKEN; required when one is set",
+                }
+            },
+            "schemas": {
+                "Error": _ERROR,
+                "Call": _CALL,
+                "CallDetail": _CALL_DETAIL,
+                "Registration": _REGISTRATION,
+                "TransferResult": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "ok": {"type": "boolean"},
+                        "status": {"type": ["integer", "null"]},
+                        "reason": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+
+
+def openapi_routes() -> list[BaseRoute]:
+    document = openapi_document()
+
+    async def schema(request: Request) -> Response:
+        return JSONResponse(document)
+
+    return [Route("/openapi.json", schema, methods=["GET"])]

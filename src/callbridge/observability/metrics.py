@@ -1,0 +1,173 @@
+"""Prometheus metrics of one gateway: calls, turn latencies, barge-in, RTP quality, registrations.
+
+Each `Metrics` owns its registry (no process-global state: two gateways in one process, as in
+the tests, do not collide). The calls layer reports call starts and ends; the agents' timings
+arrive as the structured log events they already emit (`agent.turn`, `agent.barge_in`),
+through a logging handler, so the agents need no metrics dependency. Live values (active
+calls, registration states) are read when scraped, so they can never drift.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["CONTENT_TYPE", "REGISTRATION_STATES", "Metrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+REGISTRATION_STATES = ("unregistered", "registering", "registered", "failed", "unregistering")
+
+# Seconds. Turn latencies of a phone agent live between ~100 ms and a few seconds.
+_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+_JITTER_BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 100, 200)
+
+# agent.turn field -> the `stage` label
+_TURN_STAGES = {
+    "voice_to_voice_ms": "voice_to_voice",
+    "stt_final_ms": "stt",
+    "brain_first_token_ms": "brain",
+    "tts_first_audio_ms": "tts",
+}
+
+
+class Metrics:
+    def __init__(
+        self,
+        *,
+        active_calls: Callable[[], int] | None = None,
+        registrations: Callable[[], Iterable[tuple[str, str]]] | None = None,
+    ) -> None:
+        """`active_calls` and `registrations` ((account, state) pairs) are read at scrape time."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._registrations = registrations
+        self.active_calls = Gauge("callbridge_active_calls", "Calls in progress", registry=r)
+        if active_calls is not None:
+            self.active_calls.set_function(lambda: float(active_calls()))
+        self.calls_started = Counter(
+            "callbridge_calls_started", "Calls started", ["transport", "direction"], registry=r
+        )
+        self.calls_ended = Counter(
+            "callbridge_calls_ended", "Calls ended, by end reason", ["reason"], registry=r
+        )
+        self.turn_latency = Histogram(
+            "callbridge_turn_latency_seconds",
+            "Agent turn latency by stage (voice_to_voice, stt, brain, tts)",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.barge_in = Histogram(
+            "callbridge_barge_in_decision_seconds",
+            "From the caller's speech onset over the agent to the barge-in decision",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.barge_in_silenced = Histogram(
+            "callbridge_barge_in_silenced_seconds",
+            "From the caller's speech onset to the agent going silent (playout held)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rtp_lost = Counter(
+            "callbridge_rtp_lost_packets", "RTP packets lost (RFC 3550 §6.4.1), summed at call end",
+            registry=r,
+        )  # fmt: skip
+        self.rtp_late = Counter(
+            "callbridge_rtp_late_frames", "Frames that arrived too late for the jitter buffer",
+            registry=r,
+        )  # fmt: skip
+        self.rtp_concealed = Counter(
+            "callbridge_rtp_concealed_frames", "Frames concealed (PLC) for missing audio",
+            registry=r,
+        )  # fmt: skip
+        self.rtp_jitter = Histogram(
+            "callbridge_rtp_jitter_ms",
+            "Interarrival jitter per call at its end (RFC 3550 §6.4.1), milliseconds",
+            buckets=_JITTER_BUCKETS_MS,
+            registry=r,
+        )
+        self.registration = Gauge(
+            "callbridge_registration_state",
+            "1 for each account's current registration state, 0 for the others",
+            ["account", "state"],
+            registry=r,
+        )
+        self._handler = _AgentEventHandler(self)
+
+    # ---- reports from the calls layer --------------------------------------------------------
+
+    def call_started(self, transport: str, direction: str) -> None:
+        self.calls_started.labels(transport, direction).inc()
+
+    def call_ended(self, reason: str, stats: Mapping[str, int | float]) -> None:
+        self.calls_ended.labels(reason or "unknown").inc()
+        if "lost" in stats:
+            self.rtp_lost.inc(max(0, stats["lost"]))
+        late = stats.get("late", stats.get("payloads_late"))
+        if late is not None:
+            self.rtp_late.inc(max(0, late))
+        concealed = stats.get("concealed", stats.get("frames_concealed"))
+        if concealed is not None:
+            self.rtp_concealed.inc(max(0, concealed))
+        if "jitter_ms" in stats and stats.get("rtp_in", 0):
+            self.rtp_jitter.observe(stats["jitter_ms"])
+
+    def registration_changed(self, account: str, state: str) -> None:
+        for s in REGISTRATION_STATES:
+            self.registration.labels(account, s).set(1.0 if s == state else 0.0)
+
+    # ---- reports from the agents (their log events) ------------------------------------------
+
+    def on_event(self, name: str, fields: Mapping[str, Any]) -> None:
+        match name:
+            case "agent.turn":
+                for key, stage in _TURN_STAGES.items():
+                    value = fields.get(key)
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        self.turn_latency.labels(stage).observe(max(0.0, value / 1000))
+            case "agent.barge_in":
+                decided = fields.get("decided_after_ms")
+                if isinstance(decided, int | float):
+                    self.barge_in.observe(max(0.0, decided / 1000))
+                silenced = fields.get("silenced_after_ms")
+                if isinstance(silenced, int | float):
+                    self.barge_in_silenced.observe(max(0.0, silenced / 1000))
+            case _:
+                pass
+
+    def install(self, logger: logging.Logger | None = None) -> None:
+        """Listen to the agents' events (on the `callbridge` logger by default)."""
+        (logger or logging.getLogger("callbridge")).addHandler(self._handler)
+
+    def uninstall(self, logger: logging.Logger | None = None) -> None:
+        (logger or logging.getLogger("callbridge")).removeHandler(self._handler)
+
+    # ---- exposition ----------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition format."""
+        if self._registrations is not None:
+            for account, state in self._registrations():
+                self.registration_changed(account, state)
+        return generate_latest(self.registry)
+
+
+class _AgentEventHandler(logging.Handler):
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__(logging.INFO)
+        self.metrics = metrics
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "fields", None)
+        if not isinstance(fields, dict):
+            return
+        try:
+            self.metrics.on_event(record.getMessage(), fields)
+        except Exception:  # a log line must never break what logged it
+            self.handleError(record)
