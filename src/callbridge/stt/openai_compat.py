@@ -11,7 +11,6 @@ multipart POST.
 from __future__ import annotations
 
 import functools
-import json
 import ssl
 from typing import Final
 
@@ -20,6 +19,7 @@ import httpx
 from callbridge.audio.resample import resample
 from callbridge.audio.wav import wav_bytes
 from callbridge.core.frames import PIPELINE_RATE
+from callbridge.core.http_errors import error_detail, public_url
 from callbridge.stt.base import SttError, Transcript
 
 __all__ = ["MAX_UTTERANCE_S", "UPLOAD_RATE", "OpenAICompatRecognizer"]
@@ -70,7 +70,9 @@ class OpenAICompatRecognizer:
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
-        return f"OpenAICompatRecognizer(url={_where(self.url)!r}, model={self.model!r}, key={key})"
+        return (
+            f"OpenAICompatRecognizer(url={public_url(self.url)!r}, model={self.model!r}, key={key})"
+        )
 
     def start(self) -> None:
         """Begin an utterance (dropping any unfinished one)."""
@@ -121,7 +123,7 @@ class OpenAICompatRecognizer:
         return fields
 
     def _transcribe(self, wav: bytes) -> str:
-        where = _where(self.url)
+        where = public_url(self.url)
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
             response = self._client.post(
@@ -140,7 +142,8 @@ class OpenAICompatRecognizer:
         if response.status_code >= 400:
             raise SttError(
                 self._redact(
-                    f"POST {where} answered HTTP {response.status_code}" + _detail(response.content)
+                    f"POST {where} answered HTTP {response.status_code}"
+                    + error_detail(response.content)
                 )
             )
         try:
@@ -160,30 +163,3 @@ class OpenAICompatRecognizer:
     def _redact(self, text: str) -> str:
         # Providers echo (partly masked) keys back in 401 messages; never pass the key on.
         return text.replace(self._api_key, "***") if self._api_key else text
-
-
-def _where(url: str) -> str:
-    """The URL without credentials or query, for messages."""
-    u = httpx.URL(url)
-    port = f":{u.port}" if u.port is not None else ""
-    return f"{u.scheme}://{u.host}{port}{u.path}"
-
-
-def _detail(body: bytes) -> str:
-    """The server's reason from an error body (OpenAI style ``{"error": {"message": ...}}``,
-    ``{"detail": ...}`` or plain text), shortened."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
-    detail: object = ""
-    if isinstance(payload, dict):
-        detail = payload.get("error", payload.get("detail", ""))
-        if isinstance(detail, dict):
-            detail = detail.get("message", "")
-    elif body:
-        detail = body.decode("utf-8", "replace")
-    if not isinstance(detail, str):
-        detail = json.dumps(detail)
-    detail = " ".join(detail.split())[:160]
-    return f": {detail}" if detail else ""

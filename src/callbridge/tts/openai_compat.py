@@ -14,7 +14,6 @@ httpx's Client is thread-safe.
 from __future__ import annotations
 
 import functools
-import json
 import ssl
 from collections.abc import Iterator
 
@@ -23,6 +22,7 @@ import httpx
 from callbridge.audio.resample import Resampler
 from callbridge.audio.wav import WavStream
 from callbridge.core.frames import PIPELINE_RATE
+from callbridge.core.http_errors import error_detail, public_url
 from callbridge.tts.base import TtsError, split_clauses
 
 __all__ = ["OpenAICompatSynthesizer"]
@@ -65,7 +65,7 @@ class OpenAICompatSynthesizer:
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
         return (
-            f"OpenAICompatSynthesizer(url={_where(self.url)!r}, model={self.model!r}, "
+            f"OpenAICompatSynthesizer(url={public_url(self.url)!r}, model={self.model!r}, "
             f"voice={self.voice!r}, key={key})"
         )
 
@@ -88,7 +88,7 @@ class OpenAICompatSynthesizer:
         return {"model": self.model, "input": text, "voice": self.voice, "response_format": "wav"}
 
     def _clause(self, clause: str) -> Iterator[bytes]:
-        where = _where(self.url)
+        where = public_url(self.url)
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
             with self._client.stream(
@@ -100,7 +100,7 @@ class OpenAICompatSynthesizer:
                     raise TtsError(
                         self._redact(
                             f"POST {where} answered HTTP {response.status_code}"
-                            + _detail(response.content)
+                            + error_detail(response.content)
                         )
                     )
                 yield from _decode(response, where)
@@ -147,30 +147,3 @@ def _decode(response: httpx.Response, where: str) -> Iterator[bytes]:
         tail = resampler.finish()
         if tail:
             yield tail
-
-
-def _where(url: str) -> str:
-    """The URL without credentials or query, for messages."""
-    u = httpx.URL(url)
-    port = f":{u.port}" if u.port is not None else ""
-    return f"{u.scheme}://{u.host}{port}{u.path}"
-
-
-def _detail(body: bytes) -> str:
-    """The server's reason from an error body (OpenAI style ``{"error": {"message": ...}}``,
-    ``{"detail": ...}`` or plain text), shortened."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
-    detail: object = ""
-    if isinstance(payload, dict):
-        detail = payload.get("error", payload.get("detail", ""))
-        if isinstance(detail, dict):
-            detail = detail.get("message", "")
-    elif body:
-        detail = body.decode("utf-8", "replace")
-    if not isinstance(detail, str):
-        detail = json.dumps(detail)
-    detail = " ".join(detail.split())[:160]
-    return f": {detail}" if detail else ""
