@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from callbridge import __version__
 from callbridge.config.settings import (
@@ -46,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument(
         "--duration", type=float, default=None, help="hang up after this many seconds"
     )
+    calls = sub.add_parser("calls", help="list calls of the running gateway (its HTTP API)")
+    calls.add_argument("--all", action="store_true", help="ended calls too (newest first)")
+    calls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     sub.add_parser("settings", help="list every setting with its environment name and value")
     sub.add_parser("doctor", help="check settings and that the SIP port can be bound")
     return p
@@ -64,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _print_settings(settings)
     if command == "doctor":
         return asyncio.run(_doctor(settings))
+    if command == "calls":
+        return _list_calls(settings, ended=args.all, limit=args.limit)
     from callbridge import app
 
     try:
@@ -103,6 +110,59 @@ def _print_settings(settings: Settings) -> int:
             value = "***"
         print(f"{env_name(dotted):32} {dotted:20} {value}")
     return 0
+
+
+def _list_calls(settings: Settings, *, ended: bool, limit: int) -> int:
+    import httpx
+
+    host = settings.http.host
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    url = f"http://{host}:{settings.http.port}/calls"
+    headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+    params = {"limit": str(limit)} if ended else {"live": "true", "limit": str(limit)}
+    try:
+        response = httpx.get(url, params=params, headers=headers, timeout=5.0)
+    except httpx.HTTPError as exc:
+        print(
+            f"callbridge: no gateway API at {url} ({type(exc).__name__}); is `callbridge serve` "
+            "running with its HTTP API on (CALLBRIDGE_HTTP_ENABLED=true)?",
+            file=sys.stderr,
+        )
+        return 1
+    if response.status_code != 200:
+        hint = " (set CALLBRIDGE_API_TOKEN)" if response.status_code in (401, 403) else ""
+        print(f"callbridge: {url} answered HTTP {response.status_code}{hint}", file=sys.stderr)
+        return 1
+    print(format_calls(response.json().get("calls", []), now=time.time()))
+    return 0
+
+
+def format_calls(items: Sequence[dict[str, Any]], now: float) -> str:
+    """A table of calls as GET /calls returns them (live ones first)."""
+    if not items:
+        return "no calls"
+    rows = [("ID", "STATE", "VIA", "DIR", "FROM", "TO", "AGENT", "DURATION")]
+    for c in items:
+        started, done = c.get("started"), c.get("ended")
+        seconds = (done or now) - started if isinstance(started, int | float) else None
+        state = "live" if c.get("live") else str(c.get("end_reason") or "ended")
+        rows.append(
+            (
+                str(c.get("id", "")),
+                state,
+                str(c.get("transport", "")),
+                str(c.get("direction", ""))[:3],
+                str(c.get("from") or ""),
+                str(c.get("to") or ""),
+                str(c.get("agent") or ""),
+                "" if seconds is None else f"{int(seconds // 60)}:{int(seconds % 60):02d}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 async def _doctor(settings: Settings) -> int:
