@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +49,8 @@ from callbridge.sip.registration import SipAccount
 from callbridge.sip.timers import TimerSettings
 from callbridge.store.service import Store, StoreConfig, build_store
 from callbridge.stt.base import Recognizer
+from callbridge.stt.isolated import WorkerPool
 from callbridge.stt.openai_compat import OpenAICompatRecognizer
-from callbridge.stt.pocketsphinx import PocketsphinxRecognizer
 from callbridge.transports.sip import CallFailed, SipTransport, SipTransportConfig
 from callbridge.transports.sip_leg import SipLeg
 from callbridge.transports.twilio import TwilioTransport
@@ -142,6 +144,17 @@ def build_brain_factory(
     )
 
 
+def local_stt_pool(settings: Settings) -> WorkerPool:
+    """pocketsphinx in worker processes (it holds the GIL while decoding: in the gateway's own
+    process it stalled every call's media), started on first use, logging like the gateway."""
+    command = [
+        sys.executable, "-m", "callbridge.cli.stt_worker",
+        "--log-format", settings.log.format, "--log-level", settings.log.level,
+    ]  # fmt: skip
+    workers = settings.stt.workers or min(8, os.cpu_count() or 1)
+    return WorkerPool(command, workers)
+
+
 def build_speech(
     settings: Settings, closers: list[Callable[[], Awaitable[None]]]
 ) -> tuple[Callable[[], Synthesizer], Callable[[], Recognizer]]:
@@ -158,7 +171,13 @@ def build_speech(
         )
 
     if a.stt != "openai":
-        return (remote_tts if a.tts == "openai" else local_tts), PocketsphinxRecognizer
+        pool = local_stt_pool(settings)
+
+        async def close_pool() -> None:
+            await asyncio.to_thread(pool.close)
+
+        closers.append(close_pool)
+        return (remote_tts if a.tts == "openai" else local_tts), pool.recognizer
     shared = httpx.Client()  # every call's recognizer reuses its connections
 
     async def close_stt() -> None:

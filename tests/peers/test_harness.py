@@ -109,6 +109,34 @@ def test_similarity_negative_control_different_speech(tmp_path: Path) -> None:
     assert not silence.ok(), silence
 
 
+def _stretched(x: audio.Pcm, points: list[int], samples: int) -> audio.Pcm:
+    """X with `samples` repeated at each point, as a jitter buffer growing mid-sentence does."""
+    parts, prev = [], 0
+    for p in points:
+        parts += [x[prev:p], x[p - samples : p]]
+        prev = p
+    return np.concatenate([*parts, x[prev:]])
+
+
+def test_piecewise_similarity_tolerates_a_stretch_but_not_other_speech(tmp_path: Path) -> None:
+    """80 ms added across a sentence (four 20 ms repeats) sinks the whole-sentence envelope
+    correlation, not the piecewise one; different speech stays far below either way."""
+    require_tools("espeak-ng", "sox")
+    a = audio.read_wav(audio.synthesize_speech(SENTENCE_A, tmp_path / "a.wav"))
+    b = audio.read_wav(
+        audio.synthesize_speech(SENTENCE_B, tmp_path / "b.wav", voice="en-gb", speed=160, pitch=70)
+    )
+    pad = np.zeros(8000, dtype=np.int16)
+    n = len(a)
+    warped = np.concatenate([pad, _stretched(a, [n // 5, 2 * n // 5, 3 * n // 5, 4 * n // 5], 160)])
+    whole = audio.compare(a, warped)
+    assert whole.env_corr < 0.9, whole
+    assert audio.piecewise_env_corr(a, warped, whole.offset_s) >= 0.95
+    other = np.concatenate([pad, b, pad])
+    for offset in (audio.compare(a, other).offset_s, 1.0):
+        assert audio.piecewise_env_corr(a, other, offset) < 0.7
+
+
 def test_sipp_uac_to_sipp_uas_echo_with_dtmf(registry: ProcessRegistry) -> None:
     """Recipe 01: SIPp UAC (bundled PCMA pcap + RFC 4733 1 2 #) -> SIPp UAS -rtp_echo.
     The echoed audio must correlate with the bundled pcap, digits must be on the wire."""

@@ -14,8 +14,12 @@ dude" 14/16).
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import datetime, timedelta
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -86,6 +90,35 @@ def tells_the_time(transcript: str, hour: str, minute: str, meridiem: str) -> bo
     return NUMBER_WORDS[h] in words and any(w in words for w in said_minutes)
 
 
+CLOCK_FACE = (15, 5)  # 3:05 PM, for a call that lasts well under 3 minutes
+
+
+def tz_showing(hour: int, minute: int, now: float) -> tuple[str, timezone]:
+    """A POSIX TZ value whose local time is hour:minute:00 at `now`, and that zone."""
+    day = 24 * 3600
+    offset = math.ceil((hour * 3600 + minute * 60 - now) % day)  # at or just after the face
+    if offset > day // 2:
+        offset -= day  # within +-12 h, which POSIX offsets allow
+    # POSIX counts the offset west of Greenwich: "CBT-3:00:00" is three hours east (UTC+3).
+    sign = "-" if offset >= 0 else "+"
+    h, rest = divmod(abs(offset), 3600)
+    return f"CBT{sign}{h}:{rest // 60:02d}:{rest % 60:02d}", timezone(timedelta(seconds=offset))
+
+
+def test_tz_showing_puts_the_clock_at_the_face() -> None:
+    for now in (0.0, 1795316100.04, 1795300000.0 + 43199.6):
+        _, zone = tz_showing(*CLOCK_FACE, now)
+        local = datetime.fromtimestamp(now, zone)
+        assert (local.hour, local.minute, local.second) == (15, 5, 0), local
+    # And the C library reads the TZ value the same way, in a process started with it.
+    tz, zone = tz_showing(*CLOCK_FACE, time.time())
+    probe = "import time; print(-time.timezone if not time.daylight else 'dst')"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env={"TZ": tz}, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert int(out) == zone.utcoffset(None).total_seconds(), (tz, out)  # type: ignore[union-attr]
+
+
 def _answer_segment(agent: list[TimedFrame], after: float) -> Segment:
     segs = [s for s in speech.wire_segments(agent, min_gap_s=0.8) if s.start >= after]
     assert segs, f"no agent audio after t={after:.2f}"
@@ -115,7 +148,8 @@ def test_baresip_asks_the_time_and_hears_the_answer(
     registry: ProcessRegistry, gateway_factory: GatewayFactory, tmp_path: Path
 ) -> None:
     require_tools("baresip", "tshark", "sox")
-    gw = gateway_factory(extra_env={"CALLBRIDGE_AGENT_GREET": "true"})
+    tz, zone = tz_showing(*CLOCK_FACE, time.time())
+    gw = gateway_factory(extra_env={"CALLBRIDGE_AGENT_GREET": "true", "TZ": tz})
     question = speech.piper_speech(QUESTION)
     # aufile is only a source and hangs up at its EOF: pad both microphone files.
     mic_silent = speech.save(tmp_path / "silence.wav", speech.silence(90))
@@ -167,7 +201,7 @@ def test_baresip_asks_the_time_and_hears_the_answer(
     assert len(turns) == 1, f"agent.turn events: {gw.events('agent.turn', call_id=call_id)}"
     turn = turns[0]
     hour, minute, meridiem = TIME_ANSWER.match(turn["text"]).groups()  # type: ignore[union-attr]
-    said_at = datetime.fromtimestamp(float(turn["ts"])).astimezone()
+    said_at = datetime.fromtimestamp(float(turn["ts"]), zone)
     spoken = [
         f"{t.hour % 12 or 12}:{t.minute:02d} {'AM' if t.hour < 12 else 'PM'}"
         for t in (said_at - timedelta(minutes=1), said_at)

@@ -13,18 +13,32 @@ from callbridge.core.ports import CallLeg
 log = logging.getLogger("callbridge.agents.echo")
 
 
+# Frames of the delay spent queued in the leg's playout rather than in the agent's own line:
+# the leg sends one frame per tick whether or not this task has run, so a task that wakes a
+# tick or two late (a busy machine) would otherwise leave a 20 ms hole and push the rest of
+# the echo later for good. The echo starts with that many frames of silence queued; from then
+# on every frame heard is queued that many ticks before it is due, and goes out on time.
+PLAYOUT_CUSHION_FRAMES = 3
+
+
 class EchoAgent:
     def __init__(self, delay_ms: int = 0) -> None:
         # The delay is a whole number of frames; the jitter buffer and pacing add their own ~40 ms.
         self.delay_frames = max(0, round(delay_ms / FRAME_MS))
+        self._line_frames = self.delay_frames - min(self.delay_frames, PLAYOUT_CUSHION_FRAMES)
 
     async def run(self, leg: CallLeg) -> None:
         line: collections.deque[AudioFrame] = collections.deque()
+        cushion = self.delay_frames - self._line_frames
         try:
             async for item in leg.inputs():
                 if isinstance(item, AudioFrame):
                     line.append(item)
-                    if len(line) > self.delay_frames:
+                    if len(line) > self._line_frames:
+                        if cushion:
+                            for _ in range(cushion):
+                                await leg.play(AudioFrame.silence())
+                            cushion = 0
                         await leg.play(line.popleft())
                 elif isinstance(item, DtmfDigit):
                     log.debug("echo heard digit %s", item.digit)

@@ -149,8 +149,10 @@ class StoreSettings:
 
 @dataclass(frozen=True, slots=True)
 class SttSettings:
-    """An OpenAI-compatible /audio/transcriptions server (Whisper), for `agent.stt = "openai"`."""
+    """The local recognizer's processes, or an OpenAI-compatible /audio/transcriptions server
+    (Whisper) for `agent.stt = "openai"`."""
 
+    workers: int = 0  # pocketsphinx worker processes; 0 = one per CPU core (at most 8)
     base_url: str = ""  # e.g. https://api.openai.com/v1 or a local Whisper server's /v1
     model: str = "whisper-1"
     api_key: str = field(default="", repr=False)  # never logged
@@ -283,6 +285,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "agent.end_silence_ms": _positive,
     "agent.barge_in_min_ms": _non_negative,
     "agent.prepare_ms": _non_negative,
+    "stt.workers": _non_negative,
     "agent.stt": _choice("pocketsphinx", "openai"),
     "agent.tts": _choice("piper", "espeak", "openai"),
     "stt.base_url": _url,

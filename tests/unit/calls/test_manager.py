@@ -106,8 +106,8 @@ async def test_echo_plays_back_what_it_heard_after_its_delay() -> None:
     frames = [frame(i) for i in range(10)]
     leg = ScriptedLeg([*frames[:5], DtmfDigit("5", 100), *frames[5:]])
     call = await run_to_end(manager(), leg)
-    # 40 ms delay = 2 frames held back when the call ended.
-    assert leg.frames == frames[:8]
+    # A 40 ms delay: two frames of silence queued ahead of the echo (see EchoAgent).
+    assert leg.frames == [AudioFrame.silence()] * 2 + frames
     assert call.agent_name == "echo"
     assert leg.info.ids["call_id"] == call.id
     assert call.ended is not None
