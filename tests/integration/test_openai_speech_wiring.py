@@ -10,8 +10,8 @@ import numpy as np
 
 from callbridge.app import build_speech
 from callbridge.config.settings import load_settings
+from callbridge.stt.isolated import WorkerPool
 from callbridge.stt.openai_compat import OpenAICompatRecognizer
-from callbridge.stt.pocketsphinx import PocketsphinxRecognizer
 from callbridge.tts.openai_compat import OpenAICompatSynthesizer
 from tests.unit.openai_fake_server import FakeSpeechServer
 
@@ -51,6 +51,10 @@ async def test_openai_stt_and_tts_from_settings() -> None:
 
 def test_local_engines_by_default() -> None:
     closers: list[Callable[[], Awaitable[None]]] = []
-    _, make_stt = build_speech(load_settings(environ={}), closers)
-    assert make_stt is PocketsphinxRecognizer
-    assert closers == []
+    _, make_stt = build_speech(load_settings(environ={"CALLBRIDGE_STT_WORKERS": "3"}), closers)
+    # pocketsphinx in worker processes, started on first use (none here), ended by the closer
+    pool = getattr(make_stt, "__self__", None)
+    assert isinstance(pool, WorkerPool) and make_stt == pool.recognizer
+    assert len(pool.workers) == 3 and all(w.generation == 0 for w in pool.workers)
+    assert pool.workers[0].command[1:3] == ["-m", "callbridge.cli.stt_worker"]
+    assert len(closers) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ class VoiceAgent:
         self._discarding = False
         self.sink: TranscriptSink | None = None
         self._spoken: tuple[SpeechResult, _TurnTiming, bool] | None = None  # last reported
+        self._context: contextvars.Context | None = None
 
     def attach_transcript(self, sink: TranscriptSink) -> None:
         """Report the conversation to `sink` (before `run`)."""
@@ -130,6 +132,7 @@ class VoiceAgent:
     async def run(self, leg: CallLeg) -> None:
         conv = self.make_conversation(leg)
         self._conv = conv
+        self._context = contextvars.copy_context()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(conv.run())
@@ -220,6 +223,43 @@ class VoiceAgent:
         del self.history[keep:]
         self._report(lambda sink: sink.caller_retracted())
         event(log, "agent.turn_resumed")
+
+    async def say(self, text: str, *, interrupt: bool = False) -> None:
+        """Speak `text` on this call (the operator's words, e.g. from POST /calls/{id}/say):
+        after what the agent is saying now, or instead of it with `interrupt`. It goes into the
+        history as the agent's own words, so the brain knows they were said; the caller can
+        barge in on it like on any answer. Returns once it is queued, not played."""
+        conv = self._conv
+        if conv is None:
+            raise RuntimeError("the agent is not running")
+        before = self._turn
+        if interrupt:
+            cut = conv.interrupt()
+            if before is not None and not before.done():
+                before.cancel()  # its handler records what was heard of it
+            elif cut is not None:
+                self._cut_recorded(cut.utterance, conv)  # only its queued audio was left
+        timing = _TurnTiming(self.clock.now(), user_text="")
+
+        async def speak() -> None:
+            if before is not None and not before.done():
+                with contextlib.suppress(BaseException):
+                    await before
+            speech = conv.say(text)
+            try:
+                result = await speech.wait()
+            except asyncio.CancelledError:
+                if not speech.result.discarded:
+                    self._record(speech.result, [], timing, interrupted=True)
+                raise
+            except Exception as exc:  # TTS failure: log, keep the call
+                event(log, "agent.speech_failed", logging.ERROR, error=repr(exc))
+                return
+            self._record(result, [], timing, interrupted=result.interrupted)
+            event(log, "agent.said", utterance=result.utterance, text=result.text)
+
+        # The call's context (its call_id on every log line), not the API request's.
+        self._turn = asyncio.get_running_loop().create_task(speak(), context=self._context)
 
     def _start_turn(self, conv: Conversation, leg: CallLeg, timing: _TurnTiming) -> None:
         self._turn = asyncio.get_running_loop().create_task(self._answer(conv, leg, timing))

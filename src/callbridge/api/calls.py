@@ -21,7 +21,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from callbridge.api.observers import call_summary, registration_summary
-from callbridge.calls.manager import Call, CallManager
+from callbridge.calls.manager import Call, CallManager, Speaking
 from callbridge.core.log import event
 from callbridge.observability.metrics import CONTENT_TYPE, Metrics
 from callbridge.store.db import CallRow, EventRow, TurnRow
@@ -33,6 +33,7 @@ log = logging.getLogger("callbridge.api")
 
 DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 MAX_LIMIT = 1000
+MAX_SAY_CHARS = 2000  # about two minutes of speech
 
 
 class ApiError(Exception):
@@ -311,6 +312,31 @@ class CallsApi:
             raise ApiError(409, str(exc), "digits") from None
         return JSONResponse({"id": call.id, "digits": digits.upper()}, status_code=202)
 
+    async def say(self, request: Request) -> Response:
+        """Have the call's agent say `{text}`: after what it is saying now, or instead of it
+        with `interrupt: true`. 202 once queued; 409 when the agent speaks no text (echo, an
+        agent socket)."""
+        call = await self._live_call(request)
+        data = await _body(request)
+        text = _string(data, "text", required=True)
+        assert text is not None
+        if not text.strip():
+            raise ApiError(422, "text is empty", "text")
+        if len(text) > MAX_SAY_CHARS:
+            raise ApiError(422, f"text is longer than {MAX_SAY_CHARS} characters", "text")
+        interrupt = data.get("interrupt", False)
+        if not isinstance(interrupt, bool):
+            raise ApiError(422, "interrupt must be true or false", "interrupt")
+        agent: object = call.agent  # any agent; some also speak text
+        if not isinstance(agent, Speaking):
+            raise ApiError(409, f"the call's agent ({call.agent_name}) does not speak text", "text")
+        try:
+            await agent.say(text, interrupt=interrupt)
+        except RuntimeError as exc:
+            raise ApiError(409, str(exc)) from None
+        event(log, "api.say", call_id=call.id, chars=len(text), interrupt=interrupt)
+        return JSONResponse({"id": call.id, "text": text, "interrupt": interrupt}, status_code=202)
+
     async def transfer(self, request: Request) -> Response:
         """Blind transfer (SIP REFER): `{target}`. 200 when the transfer went through (the call
         then ends), 502 with the reason when it did not (the call stays up)."""
@@ -330,6 +356,7 @@ class CallsApi:
             Route("/calls/{call_id}/hangup", r(self.hangup), methods=["POST"]),
             Route("/calls/{call_id}/dtmf", r(self.dtmf), methods=["POST"]),
             Route("/calls/{call_id}/transfer", r(self.transfer), methods=["POST"]),
+            Route("/calls/{call_id}/say", r(self.say), methods=["POST"]),
             Route("/calls/{call_id}/recording", r(self.recording), methods=["GET"]),
             Route("/registrations", r(self.registrations), methods=["GET"]),
             Route("/metrics", r(self.metrics_text), methods=["GET"]),

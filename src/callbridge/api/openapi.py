@@ -189,6 +189,25 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        "/calls/{call_id}/say": {
+            "post": {
+                "summary": "Have the agent say a text (after its current speech, or instead)",
+                "parameters": _CALL_ID,
+                "requestBody": _body(
+                    ["text"],
+                    {
+                        "text": {"type": "string", "minLength": 1, "maxLength": 2000},
+                        "interrupt": {"type": "boolean", "default": False},
+                    },
+                ),
+                "responses": {
+                    "202": _json({"type": "object"}, "Queued"),
+                    "404": _NOT_FOUND,
+                    "409": _error("Ended, or the call's agent does not speak text"),
+                    "422": _error("Empty or too long text, or a bad interrupt"),
+                },
+            }
+        },
         "/calls/{call_id}/transfer": {
             "post": {
                 "summary": "Blind transfer (REFER, RFC 3515)",

@@ -52,6 +52,13 @@ class Transcribed(Protocol):
     def attach_transcript(self, sink: TranscriptSink) -> None: ...
 
 
+@runtime_checkable
+class Speaking(Protocol):
+    """An agent that can be told what to say (VoiceAgent): POST /calls/{id}/say."""
+
+    async def say(self, text: str, *, interrupt: bool = False) -> None: ...
+
+
 @dataclass(slots=True)
 class Call:
     id: str
@@ -61,6 +68,7 @@ class Call:
     ended: float | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     record: CallSession | None = field(default=None, repr=False)  # when a store is set
+    agent: Agent | None = field(default=None, repr=False)
 
 
 class CallManager:
@@ -97,7 +105,7 @@ class CallManager:
             agent = self.router.agents[name]()
         call_id = f"call-{next(self._seq)}-{secrets.token_hex(3)}"
         leg.info.ids["call_id"] = call_id
-        call = Call(call_id, leg, name, self.clock.now())
+        call = Call(call_id, leg, name, self.clock.now(), agent=agent)
         self.calls[call_id] = call
         if self.store is not None:
             call.record = self._record(call, agent)

@@ -9,9 +9,10 @@ import asyncio
 import concurrent.futures
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 import numpy as np
+import pytest
 
 from callbridge.agents.conversation import Conversation, ConversationConfig, heard_text
 from callbridge.agents.vad_pool import VadPool
@@ -202,6 +203,7 @@ async def run_agent(
     greet: bool = False,
     tts: FakeTts | None = None,
     config: ConversationConfig | None = None,
+    during: Callable[[VoiceAgent], Awaitable[None]] | None = None,
 ) -> VoiceAgent:
     clock = leg.clock
     executor = concurrent.futures.ThreadPoolExecutor(2)
@@ -226,10 +228,13 @@ async def run_agent(
             config=VoiceAgentConfig(greet=greet),
         )
         task = asyncio.create_task(agent.run(leg))
+        side = asyncio.create_task(during(agent)) if during is not None else None
         await leg.pump(seconds)
         leg._end()
         async with asyncio.timeout(5):
             await task
+            if side is not None:
+                await side
     executor.shutdown()
     return agent
 
@@ -450,3 +455,50 @@ async def test_vad_failures_mid_sentence_do_not_end_the_turn() -> None:
     assert pool.failures >= 20
     assert len(brain.histories) == 1, "the turn was cut where the VAD failed"
     assert [m.role for m in agent.history] == ["user", "assistant"]
+
+
+async def test_say_speaks_after_the_current_answer_and_joins_the_history() -> None:
+    leg = SimLeg(LoopClock())
+
+    async def operator(agent: VoiceAgent) -> None:
+        await leg.clock.sleep_until(leg.clock.now() + 0.2)  # the greeting is playing
+        await agent.say("Your order shipped today.")
+
+    brain = ScriptBrain(["Hello there, how can I help?"])
+    agent = await run_agent(brain, leg, seconds=2.5, greet=True, during=operator)
+    assert [(m.role, m.content, m.interrupted) for m in agent.history] == [
+        ("assistant", "Hello there, how can I help?", False),
+        ("assistant", "Your order shipped today.", False),
+    ]
+    greeting, said = agent_audio_times(leg, 1), agent_audio_times(leg, 2)
+    assert len(greeting) == 6 * 5 and len(said) == 4 * 5  # both in full
+    assert said[0] > greeting[-1]
+
+
+async def test_say_with_interrupt_cuts_the_agent_off() -> None:
+    leg = SimLeg(LoopClock())
+    long_greeting = " ".join(f"word{i}" for i in range(40))  # 4 s of audio
+
+    async def operator(agent: VoiceAgent) -> None:
+        await leg.clock.sleep_until(leg.clock.now() + 0.6)
+        await agent.say("Sorry, one moment.", interrupt=True)
+
+    agent = await run_agent(
+        ScriptBrain([long_greeting]), leg, seconds=2.5, greet=True, during=operator
+    )
+    first, second = agent.history
+    assert first.interrupted and 0 < len(first.content.split()) < 40, first
+    assert (second.content, second.interrupted) == ("Sorry, one moment.", False)
+    cut, said = agent_audio_times(leg, 1), agent_audio_times(leg, 2)
+    assert len(cut) <= 35 and len(said) == 3 * 5  # cut at 0.6 s of its 4 s
+    assert said[0] - cut[-1] < 0.2
+
+
+async def test_say_before_the_agent_runs_is_an_error() -> None:
+    agent = VoiceAgent(
+        brain=ScriptBrain([]),
+        conversation=lambda leg: None,  # type: ignore[arg-type,return-value]
+        clock=LoopClock(),
+    )
+    with pytest.raises(RuntimeError, match="not running"):
+        await agent.say("hello")

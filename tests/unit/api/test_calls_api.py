@@ -101,6 +101,14 @@ async def test_originate_list_inspect_dtmf_hangup_recording_metrics_webhooks(
         sent = await c.post(f"/calls/{call_id}/dtmf", json={"digits": "12#"})
         assert sent.status_code == 202, sent.text
 
+        # /say needs an agent that speaks text (the voice agent: tests/peers/test_say.py).
+        for body, field in (({"text": " "}, "text"), ({"text": "x" * 2001}, "text"),
+                            ({"text": "hi", "interrupt": "yes"}, "interrupt")):  # fmt: skip
+            r = await c.post(f"/calls/{call_id}/say", json=body)
+            assert (r.status_code, r.json()["field"]) == (422, field), r.text
+        r = await c.post(f"/calls/{call_id}/say", json={"text": "hello"})
+        assert r.status_code == 409 and "echo" in r.json()["error"], r.text
+
         hung = await c.post(f"/calls/{call_id}/hangup")
         assert hung.status_code == 202
         call = await asyncio.wait_for(ended, 10)
@@ -178,6 +186,7 @@ async def test_validation_errors_name_the_field(pair: tuple[Gateway, Gateway]) -
             ("GET", "/calls/call-x/recording"),
             ("POST", "/calls/call-x/hangup"),
             ("POST", "/calls/call-x/transfer"),
+            ("POST", "/calls/call-x/say"),
         ):
             r = await c.request(method, path, json={"target": "sip:x@127.0.0.1"})
             assert r.status_code == 404, (path, r.text)
