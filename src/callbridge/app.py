@@ -22,7 +22,7 @@ from callbridge.agents.runtime import VoiceRuntime
 from callbridge.agents.twilio_socket import TwilioSocketAgent, TwilioSocketConfig
 from callbridge.agents.voice import VoiceAgentConfig
 from callbridge.api.app import ApiConfig, create_app
-from callbridge.api.calls import calls_routes
+from callbridge.api.calls import ApiError, calls_routes
 from callbridge.api.observers import connect_observers
 from callbridge.api.openapi import openapi_routes
 from callbridge.api.server import HttpServer
@@ -234,8 +234,31 @@ def build_http(
     twilio: TwilioTransport,
     sip: SipTransport | None = None,
     metrics: Metrics | None = None,
+    *,
+    twilio_http_client: Any = None,
 ) -> HttpServer:
     t = settings.twilio
+
+    async def via_twilio(to: str, agent: str, answer_timeout: float) -> str:
+        """POST /calls with `via: twilio`: the started call's id."""
+        try:
+            check_twilio_call_settings(settings)
+        except ConfigError as exc:
+            raise ApiError(422, str(exc), "via") from None
+        try:
+            leg = await twilio_originate(
+                settings,
+                twilio,
+                to,
+                agent,
+                http_client=twilio_http_client,
+                answer_timeout=answer_timeout,
+            )
+        except TwilioCallFailed as exc:
+            status = 504 if exc.status is None else 502
+            raise ApiError(status, exc.reason, twilio_status=exc.status) from None
+        return leg.info.ids["call_id"]
+
     api = create_app(
         ApiConfig(
             api_token=settings.api_token,
@@ -249,7 +272,7 @@ def build_http(
         ),
         calls=calls,
         twilio=twilio,
-        extra_routes=[*calls_routes(calls, sip, metrics), *openapi_routes()],
+        extra_routes=[*calls_routes(calls, sip, metrics, via_twilio), *openapi_routes()],
     )
     return HttpServer(api, settings.http.host, settings.http.port)
 
@@ -281,8 +304,11 @@ def build_call_store(settings: Settings) -> Store:
     )
 
 
-def build_gateway(settings: Settings, *, http: bool | None = None) -> Gateway:
-    """`http` forces the HTTP server on or off (default: settings.http.enabled)."""
+def build_gateway(
+    settings: Settings, *, http: bool | None = None, twilio_http_client: Any = None
+) -> Gateway:
+    """`http` forces the HTTP server on or off (default: settings.http.enabled);
+    `twilio_http_client` replaces the twilio package's HTTP client (tests)."""
     clock = LoopClock()
     voice = build_voice(settings, clock) if settings.default_agent == "voice" else None
     agents: dict[str, Callable[[], Agent]] = {"echo": lambda: EchoAgent(settings.echo.delay_ms)}
@@ -339,7 +365,11 @@ def build_gateway(settings: Settings, *, http: bool | None = None) -> Gateway:
     )
     connect_observers(calls, sip, metrics, webhooks)
     serve_http = http_wanted(settings) if http is None else http
-    server = build_http(settings, calls, twilio, sip, metrics) if serve_http else None
+    server = (
+        build_http(settings, calls, twilio, sip, metrics, twilio_http_client=twilio_http_client)
+        if serve_http
+        else None
+    )
     return Gateway(settings, calls, sip, voice, twilio, server, metrics, webhooks)
 
 
@@ -382,9 +412,33 @@ async def _twilio_call(
     gateway: Gateway, target: str, agent_name: str, http_client: Any, answer_timeout: float
 ) -> TwilioLeg | None:
     """Create the call over REST with <Connect><Stream> TwiML and wait for its media stream."""
-    settings = gateway.settings
-    t = settings.twilio
     assert gateway.twilio is not None
+    try:
+        return await twilio_originate(
+            gateway.settings,
+            gateway.twilio,
+            target,
+            agent_name,
+            http_client=http_client,
+            answer_timeout=answer_timeout,
+        )
+    except TwilioCallFailed:
+        return None  # logged
+
+
+async def twilio_originate(
+    settings: Settings,
+    transport: TwilioTransport,
+    target: str,
+    agent_name: str,
+    *,
+    http_client: Any = None,
+    answer_timeout: float = 90.0,
+) -> TwilioLeg:
+    """A call through Twilio's REST API whose media comes back on our WebSocket: the leg,
+    once the stream is connected (the transport has started the call with `agent_name`).
+    Raises TwilioCallFailed (logged as call.failed) when refused or never connected."""
+    t = settings.twilio
     rest = TwilioRest(t.account_sid, t.auth_token, http_client=http_client)
     document = twiml.connect_stream(
         media_stream_url(settings.public_url),
@@ -396,10 +450,10 @@ async def _twilio_call(
         event(
             log, "call.failed", logging.ERROR, target=target, status=exc.status, reason=exc.reason
         )
-        return None
+        raise
     event(log, "twilio.call_created", call_sid=call_sid, target=target, agent=agent_name)
     try:
-        return await gateway.twilio.wait_for_stream(call_sid, answer_timeout)
+        return await transport.wait_for_stream(call_sid, answer_timeout)
     except TimeoutError:
         event(
             log,
@@ -411,7 +465,7 @@ async def _twilio_call(
         )
         with contextlib.suppress(TwilioCallFailed):
             await rest.end_call(call_sid)
-        return None
+        raise TwilioCallFailed(None, "no media stream (not answered in time)") from None
 
 
 async def place_call(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,9 @@ class ApiError(Exception):
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+# Places a call through Twilio (to, agent, answer timeout) -> the started call's id; raises
+# ApiError. Built by app.py, which knows the Twilio settings and REST client.
+TwilioOriginate = Callable[[str, str, float], Awaitable[str]]
 
 
 def _json_errors(handler: Handler) -> Handler:
@@ -153,6 +156,7 @@ class CallsApi:
     sip: SipTransport | None = None
     metrics: Metrics | None = None
     answer_timeout: float = 60.0
+    twilio_originate: TwilioOriginate | None = None
     # Hang-ups the API started: they wait for the BYE's answer, the HTTP response does not.
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -260,16 +264,23 @@ class CallsApi:
     # ---- acting --------------------------------------------------------------------------------
 
     async def originate(self, request: Request) -> Response:
-        """Place an outbound SIP call with an agent: `{to, agent?, account?}`. Answers 202
-        with the call's id once the far end answered, or the SIP status that refused it."""
+        """Place an outbound call with an agent: `{to, agent?, account?, via?}`, over SIP (a
+        SIP URI, or a number through `account`'s trunk) or, with `via: "twilio"`, through
+        Twilio's REST API (an E.164 number). Answers 202 with the call's id once the far end
+        answered, or the status that refused it."""
         data = await _body(request)
         to = _string(data, "to", required=True)
         agent = _string(data, "agent", required=False)
         account = _string(data, "account", required=False)
+        via = _string(data, "via", required=False) or "sip"
         assert to is not None
         if agent is not None and agent not in self.calls.router.agents:
             known = ", ".join(sorted(self.calls.router.agents))
             raise ApiError(422, f"unknown agent {agent!r} (one of {known})", "agent")
+        if via not in ("sip", "twilio"):
+            raise ApiError(422, 'via must be "sip" or "twilio"', "via")
+        if via == "twilio":
+            return await self._originate_twilio(to, agent, account)
         if self.sip is None:
             raise ApiError(503, "SIP is not running")
         if not self.calls.accepting:
@@ -290,6 +301,18 @@ class CallsApi:
         # The Request-URI user names the far end here, not our agent: default to the route's.
         call = self.calls.start_call(leg, agent_name=agent or self.calls.router.default)
         return JSONResponse({"id": call.id, "status": "answered"}, status_code=202)
+
+    async def _originate_twilio(self, to: str, agent: str | None, account: str | None) -> Response:
+        if account is not None:
+            raise ApiError(422, "accounts are SIP trunks: not used with via twilio", "account")
+        if self.twilio_originate is None:
+            raise ApiError(503, "Twilio calling is not available in this gateway")
+        if not self.calls.accepting:
+            raise ApiError(503, "shutting down")
+        call_id = await self.twilio_originate(
+            to, agent or self.calls.router.default, self.answer_timeout
+        )
+        return JSONResponse({"id": call_id, "status": "answered"}, status_code=202)
 
     async def hangup(self, request: Request) -> Response:
         """End a live call (BYE); answers 202 at once."""
@@ -364,6 +387,9 @@ class CallsApi:
 
 
 def calls_routes(
-    calls: CallManager, sip: SipTransport | None = None, metrics: Metrics | None = None
+    calls: CallManager,
+    sip: SipTransport | None = None,
+    metrics: Metrics | None = None,
+    twilio_originate: TwilioOriginate | None = None,
 ) -> list[BaseRoute]:
-    return CallsApi(calls, sip, metrics).routes()
+    return CallsApi(calls, sip, metrics, twilio_originate=twilio_originate).routes()

@@ -132,16 +132,19 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
             "post": {
-                "summary": "Place an outbound SIP call with an agent; answers once answered",
+                "summary": "Place an outbound call (SIP or Twilio) with an agent; answers once "
+                "answered",
                 "requestBody": _body(
                     ["to"],
                     {
                         "to": {
                             "type": "string",
-                            "description": "SIP URI, or a number/user with `account`",
+                            "description": "SIP URI, or a number/user with `account`, or an "
+                            "E.164 number with `via: twilio`",
                         },
                         "agent": {"type": "string"},
                         "account": {"type": "string", "description": "[accounts.NAME] trunk"},
+                        "via": {"type": "string", "enum": ["sip", "twilio"], "default": "sip"},
                     },
                 ),
                 "responses": {
@@ -150,8 +153,8 @@ def openapi_document() -> dict[str, Any]:
                     ),
                     "400": _error("The body is not a JSON object"),
                     "422": _error("A bad field (named in `field`)"),
-                    "502": _error("The far end refused the call (`sip_status`)"),
-                    "503": _error("SIP not running or shutting down"),
+                    "502": _error("Refused (`sip_status`, or `twilio_status` via Twilio)"),
+                    "503": _error("SIP or Twilio calling not running, or shutting down"),
                     "504": _error("No answer in time"),
                 },
             },

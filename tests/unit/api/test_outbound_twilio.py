@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from twilio.http import HttpClient  # type: ignore[import-untyped]
@@ -181,3 +182,66 @@ async def test_public_url_is_required(tmp_path: object) -> None:
         await app.place_call(
             replace(settings(tmp_path, 0), public_url=""), "+1555", "echo", None, via="twilio"
         )
+
+
+async def test_post_calls_via_twilio(tmp_path: object) -> None:
+    """POST /calls with `via: twilio`: the same REST request and TwiML; the API answers with
+    the call's id once Twilio's media stream is connected; refusals keep Twilio's status."""
+    port = free_port()
+    client = RecordingHttpClient()
+    gw = app.build_gateway(settings(tmp_path, port), http=True, twilio_http_client=client)
+    await gw.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
+            posting = asyncio.create_task(
+                api.post("/calls", json={"to": "+15557654321", "via": "twilio"}, timeout=15)
+            )
+            request = await wait_request(client)
+            assert request["data"]["To"] == "+15557654321"
+            root = ET.fromstring(request["data"]["Twiml"].split("?>", 1)[1])
+            stream = root.find("Connect/Stream")
+            assert stream is not None
+            params = {p.get("name", ""): p.get("value", "") for p in stream.iter("Parameter")}
+            assert params["agent"] == "echo"  # the default route's agent
+            twilio = FakeTwilioStream(
+                f"ws://127.0.0.1:{port}/twilio/media",
+                signed_url=str(stream.get("url")),
+                auth_token=TOKEN,
+                call_sid=CALL_SID,
+                params=params,
+            )
+            async with twilio:
+                placed = await asyncio.wait_for(posting, 10)
+                assert placed.status_code == 202, placed.text
+                call_id = placed.json()["id"]
+                detail = (await api.get(f"/calls/{call_id}")).json()
+                assert detail["legs"][0]["transport"] == "twilio", detail
+                await twilio.stop()
+                await twilio.wait_closed()
+
+            for body, field in (
+                ({"to": "+1555", "via": "carrier-pigeon"}, "via"),
+                ({"to": "+1555", "via": "twilio", "account": "trunk"}, "account"),
+            ):
+                r = await api.post("/calls", json=body)
+                assert (r.status_code, r.json()["field"]) == (422, field), r.text
+            client.status = 400
+            r = await api.post("/calls", json={"to": "+1555", "via": "twilio"})
+            assert r.status_code == 502, r.text
+            assert r.json()["twilio_status"] == 400 and "Invalid" in r.json()["error"], r.text
+    finally:
+        await gw.stop()
+
+
+async def test_post_calls_via_twilio_without_its_settings_names_them(tmp_path: object) -> None:
+    port = free_port()
+    s = settings(tmp_path, port)
+    gw = app.build_gateway(replace(s, twilio=replace(s.twilio, from_number="")), http=True)
+    await gw.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
+            r = await api.post("/calls", json={"to": "+15557654321", "via": "twilio"})
+        assert (r.status_code, r.json()["field"]) == (422, "via"), r.text
+        assert "twilio.from_number" in r.json()["error"], r.text
+    finally:
+        await gw.stop()
