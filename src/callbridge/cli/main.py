@@ -15,7 +15,6 @@ from callbridge.config.settings import (
     Settings,
     all_fields,
     env_name,
-    http_wanted,
     load_settings,
 )
 from callbridge.core.errors import ConfigError
@@ -52,7 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     calls.add_argument("--all", action="store_true", help="ended calls too (newest first)")
     calls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     sub.add_parser("settings", help="list every setting with its environment name and value")
-    sub.add_parser("doctor", help="check settings and that the SIP port can be bound")
+    sub.add_parser(
+        "doctor",
+        help="check ports, the advertised address (NAT), codecs, speech models and "
+        "registrations; says what to do about each problem",
+    )
     return p
 
 
@@ -68,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "settings":
         return _print_settings(settings)
     if command == "doctor":
-        return asyncio.run(_doctor(settings))
+        from callbridge.cli import doctor
+
+        return doctor.run(settings)
     if command == "calls":
         return _list_calls(settings, ended=args.all, limit=args.limit)
     from callbridge import app
@@ -163,32 +168,6 @@ def format_calls(items: Sequence[dict[str, Any]], now: float) -> str:
     return "\n".join(
         "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )
-
-
-async def _doctor(settings: Settings) -> int:
-    import socket
-
-    ok = True
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((settings.sip.host, settings.sip.port))
-        print(f"ok   SIP UDP {settings.sip.host}:{settings.sip.port} can be bound")
-    except OSError as exc:
-        ok = False
-        print(f"FAIL SIP UDP {settings.sip.host}:{settings.sip.port}: {exc}")
-    if http_wanted(settings):
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((settings.http.host, settings.http.port))
-            print(f"ok   HTTP TCP {settings.http.host}:{settings.http.port} can be bound")
-        except OSError as exc:
-            ok = False
-            print(f"FAIL HTTP TCP {settings.http.host}:{settings.http.port}: {exc}")
-        if settings.twilio.validate and not settings.twilio.auth_token:
-            print("warn Twilio requests will be refused: no TWILIO_AUTH_TOKEN to check them")
-    print(f"ok   settings valid; data dir {settings.data_dir}")
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":
