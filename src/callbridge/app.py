@@ -29,7 +29,7 @@ from callbridge.api.server import HttpServer
 from callbridge.api.twilio import TwilioWebConfig, media_stream_url
 from callbridge.calls.manager import Call, CallManager
 from callbridge.calls.routing import Router
-from callbridge.config.settings import AgentRoute, Settings, http_wanted
+from callbridge.config.settings import AgentRoute, Settings, auth_users, http_wanted
 from callbridge.core.clock import Clock
 from callbridge.core.clocks import LoopClock
 from callbridge.core.errors import ConfigError
@@ -45,6 +45,8 @@ from callbridge.mediastream import twiml
 from callbridge.observability.metrics import Metrics
 from callbridge.observability.webhooks import WebhookConfig, WebhookSender
 from callbridge.rtp.jitter import JitterConfig
+from callbridge.sip.access import InboundPolicy, parse_networks
+from callbridge.sip.digest_server import DigestServer
 from callbridge.sip.registration import SipAccount
 from callbridge.sip.timers import TimerSettings
 from callbridge.store.service import Store, StoreConfig, build_store
@@ -141,6 +143,19 @@ def build_brain_factory(
             client=client,
         ),
         closers,
+    )
+
+
+def inbound_policy(settings: Settings) -> InboundPolicy:
+    """sip.allow_from, each account's allow_from (for INVITEs to its username), auth_routes."""
+    return InboundPolicy(
+        allow_from=parse_networks(settings.sip.allow_from),
+        trunk_allow={
+            a.username: parse_networks(a.allow_from)
+            for a in settings.accounts.values()
+            if a.allow_from
+        },
+        auth_routes=frozenset(r.strip() for r in settings.sip.auth_routes.split(",") if r.strip()),
     )
 
 
@@ -350,6 +365,14 @@ def build_gateway(
         user_agent=s.user_agent,
         timers=TimerSettings(t1=s.t1, t2=s.t2, t4=s.t4),
         accounts=accounts,
+        inbound=inbound_policy(settings),
+        auth=(
+            DigestServer(
+                s.auth_realm, auth_users(s.auth_users), algorithms=s.auth_algorithms.split(",")
+            )
+            if s.auth_users
+            else None
+        ),
     )
     sip = SipTransport(config, clock, calls)
     twilio = TwilioTransport(clock, calls)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from callbridge.core.errors import ConfigError
+from callbridge.sip.access import parse_networks
 
 __all__ = ["AccountSettings", "account_settings"]
 
@@ -28,6 +29,9 @@ class AccountSettings:
     register: bool = True  # false: credentials for outbound calls only
     outbound_proxy: str = ""  # host[:port]
     agent: str = ""  # the agent for calls to this account ("" = default_agent)
+    # networks this provider's INVITEs come from (its signalling IPs); "" = anywhere. Calls
+    # to this account's username from elsewhere get 403.
+    allow_from: str = ""
 
 
 _KEYS = {f.name: f.type for f in fields(AccountSettings) if f.name != "name"}
@@ -93,5 +97,10 @@ def account_settings(table: Any, source: str, env: Mapping[str, str]) -> dict[st
                     f"accounts.{name}.{required}",
                     f"is required (e.g. CALLBRIDGE_ACCOUNTS_{name.upper()}_{required.upper()})",
                 )
+        if values.get("allow_from"):
+            try:
+                parse_networks(values["allow_from"])
+            except ValueError as exc:
+                raise ConfigError(f"accounts.{name}.allow_from", str(exc)) from None
         out[name] = AccountSettings(name=name, **values)
     return out

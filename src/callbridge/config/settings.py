@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from callbridge.config.accounts import AccountSettings, account_settings
 from callbridge.core.errors import ConfigError
+from callbridge.sip.access import parse_networks
 
 ENV_PREFIX = "CALLBRIDGE_"
 
@@ -47,6 +48,31 @@ def _non_negative(value: float) -> float:
     if value < 0:
         raise ValueError("must be >= 0")
     return value
+
+
+def _networks(value: str) -> str:
+    parse_networks(value)  # its ValueError names the item
+    return value
+
+
+def _algorithms(value: str) -> str:
+    names = [a.strip().upper() for a in value.split(",") if a.strip()]
+    if not names or any(a not in ("SHA-256", "MD5") for a in names):
+        raise ValueError('a comma-separated list of "SHA-256" and "MD5", e.g. "SHA-256,MD5"')
+    return ",".join(names)
+
+
+def auth_users(value: str) -> dict[str, str]:
+    """ "alice:secret, bob:pw" -> {"alice": "secret", "bob": "pw"}; ValueError when malformed."""
+    users: dict[str, str] = {}
+    for item in (t.strip() for t in value.split(",")):
+        if not item:
+            continue
+        name, sep, password = item.partition(":")
+        if not sep or not name.strip() or not password:
+            raise ValueError("each entry is user:password, separated by commas")
+        users[name.strip()] = password
+    return users
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -90,6 +116,13 @@ class SipSettings:
     t2: float = 4.0
     t4: float = 5.0
     user_agent: str = "callbridge"
+    allow_from: str = ""  # networks INVITEs may come from, e.g. "10.0.0.0/8, 203.0.113.7"; ""=any
+    auth_routes: str = ""  # routes (Request-URI users) whose callers must authenticate; "*" = all
+    auth_users: str = field(default="", repr=False)  # "alice:secret, bob:pw" for auth_routes
+    auth_realm: str = "callbridge"
+    # challenges offered, most preferred first (RFC 8760 §2.4); put MD5 alone for clients that
+    # answer only the first challenge and know no SHA-256 (SIPp 3.6, some old phones)
+    auth_algorithms: str = "SHA-256,MD5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +286,7 @@ class Settings:
 SECRET_SETTINGS = frozenset(
     {
         "api_token",
+        "sip.auth_users",
         "llm.api_key",
         "stt.api_key",
         "tts.api_key",
@@ -268,6 +302,8 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "sip.t1": _positive,
     "sip.t2": _positive,
     "sip.t4": _positive,
+    "sip.allow_from": _networks,
+    "sip.auth_algorithms": _algorithms,
     "http.host": _host,
     "http.port": _port,
     "http.enabled": _choice("auto", "true", "false"),
@@ -607,6 +643,17 @@ def _check_relations(s: Settings) -> None:
             "llm.api_key",
             "the anthropic provider needs llm.api_key and llm.model "
             "(CALLBRIDGE_LLM_API_KEY, CALLBRIDGE_LLM_MODEL)",
+        )
+    try:
+        users = auth_users(s.sip.auth_users)
+    except ValueError as exc:
+        # The value is a secret: the message never quotes it.
+        raise ConfigError("sip.auth_users", str(exc)) from None
+    if s.sip.auth_routes.strip() and not users:
+        raise ConfigError(
+            "sip.auth_users",
+            f"sip.auth_routes needs the users who may call them: set {env_name('sip.auth_users')}"
+            '="alice:secret"',
         )
     if s.webhooks.url and not s.webhooks.secret:
         raise ConfigError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -328,11 +328,16 @@ class UserAgent:
         return self._respond(call.server_tx, resp, now)
 
     def reject(
-        self, call_id: str, status: int, now: float, reason: str | None = None
+        self,
+        call_id: str,
+        status: int,
+        now: float,
+        reason: str | None = None,
+        extra_headers: Sequence[tuple[str, str]] = (),
     ) -> list[Output]:
         call = self._early_uas(call_id)
         assert call.server_tx is not None
-        headers: list[tuple[str, str]] = []
+        headers: list[tuple[str, str]] = list(extra_headers)  # e.g. WWW-Authenticate on a 401
         if status == 405:
             headers.append(("Allow", ALLOW))
         resp = make_response(call.invite, status, reason, to_tag=call.local_tag, headers=headers)

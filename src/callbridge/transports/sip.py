@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,7 +32,9 @@ from callbridge.sdp.offer_answer import (
 )
 from callbridge.sdp.session import SdpParseError
 from callbridge.sdp.session import parse as parse_sdp
+from callbridge.sip.access import InboundPolicy
 from callbridge.sip.digest import DigestClient
+from callbridge.sip.digest_server import AuthOutcome, DigestServer
 from callbridge.sip.endpoint import SipEndpoint
 from callbridge.sip.message import SipRequest
 from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
@@ -88,6 +91,8 @@ class SipTransportConfig:
     timers: TimerSettings = TimerSettings()
     accounts: tuple[SipAccount, ...] = ()  # provider accounts: registration, trunk credentials
     unregister_wait: float = 2.0  # shutdown waits at most this long for unREGISTER answers
+    inbound: InboundPolicy = InboundPolicy()  # source ACLs, routes that need digest auth
+    auth: DigestServer | None = None  # the users those routes accept
 
     def __post_init__(self) -> None:
         names = [a.name for a in self.accounts]
@@ -417,6 +422,8 @@ class SipTransport:
                 "remote_addr": f"{ev.source[0]}:{ev.source[1]}",
             },
         )
+        if not self._admitted_by_policy(cid, req, user, ev.source[0], info):
+            return
         try:
             self.acceptor.admit(info)
         except Rejection as rej:
@@ -462,6 +469,40 @@ class SipTransport:
         self.endpoint.run(lambda now: self.ua.answer(cid, sdp, now))
         info.ids.update(self.ua.sip_ids(cid))
         self.acceptor.start(leg)
+
+    def _admitted_by_policy(
+        self, cid: str, req: SipRequest, user: str, source: str, info: LegInfo
+    ) -> bool:
+        """The ACLs, then digest auth where the route needs it; answers 403 / 401 if not."""
+        policy = self.config.inbound
+        refusal = policy.refusal(user, source)
+        if refusal is not None:
+            event(log, "call.rejected", logging.WARNING, sip_call_id=req.call_id, user=user,
+                  status=403, reason=refusal)  # fmt: skip
+            self.endpoint.run(lambda now: self.ua.reject(cid, 403, now))
+            return False
+        auth = self.config.auth
+        if auth is None or not policy.needs_auth(user):
+            return True
+        now = time.time()  # nonces carry wall time: they outlive a restart's monotonic clock
+        result = auth.check("INVITE", req.headers.get_all("Authorization"), now)
+        if result.outcome is AuthOutcome.OK:
+            info.ids["auth_user"] = result.username
+            return True
+        if result.outcome is AuthOutcome.FAILED:
+            event(log, "call.auth_failed", logging.WARNING, sip_call_id=req.call_id, user=user,
+                  auth_user=result.username, source=source, reason=result.reason)  # fmt: skip
+            self.endpoint.run(lambda now: self.ua.reject(cid, 403, now))
+            return False
+        # §22.1: 401 with our challenges; the caller resends the INVITE with credentials.
+        challenges = [
+            ("WWW-Authenticate", c)
+            for c in auth.challenges(now, stale=result.outcome is AuthOutcome.STALE)
+        ]
+        event(log, "call.challenged", sip_call_id=req.call_id, user=user,
+              stale=result.outcome is AuthOutcome.STALE)  # fmt: skip
+        self.endpoint.run(lambda t: self.ua.reject(cid, 401, t, extra_headers=challenges))
+        return False
 
     # ---- outbound -------------------------------------------------------------------------------
 

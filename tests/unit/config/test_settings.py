@@ -57,6 +57,19 @@ def test_config_file_from_env(tmp_path: Path) -> None:
         ({"CALLBRIDGE_RTP_PORT_MIN": "30000"}, "rtp.port_min", "rtp.port_max"),
         ({"CALLBRIDGE_RTP_CODECS": "PCMU,G729"}, "rtp.codecs", "PCMU, PCMA"),
         ({"CALLBRIDGE_SIP_T1": "0"}, "sip.t1", "> 0"),
+        ({"CALLBRIDGE_SIP_ALLOW_FROM": "10.0.0.0/8, intranet"}, "sip.allow_from", "'intranet'"),
+        ({"CALLBRIDGE_SIP_AUTH_ROUTES": "agent"}, "sip.auth_users", "CALLBRIDGE_SIP_AUTH_USERS"),
+        ({"CALLBRIDGE_SIP_AUTH_USERS": "alice"}, "sip.auth_users", "user:password"),
+        ({"CALLBRIDGE_SIP_AUTH_ALGORITHMS": "SHA-512"}, "sip.auth_algorithms", "SHA-256"),
+        (
+            {
+                "CALLBRIDGE_ACCOUNTS_T_REGISTRAR": "sip.example.net",
+                "CALLBRIDGE_ACCOUNTS_T_USERNAME": "a",
+                "CALLBRIDGE_ACCOUNTS_T_ALLOW_FROM": "nowhere",
+            },
+            "accounts.t.allow_from",
+            "'nowhere'",
+        ),
     ],
 )
 def test_bad_values_name_the_field_and_the_fix(env: dict[str, str], field: str, words: str) -> None:
@@ -170,3 +183,13 @@ def test_bad_accounts_name_the_field(tmp_path: Path, toml: str, field: str) -> N
     conf.write_text(toml)
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_settings(conf, environ={})
+
+
+def test_auth_users_never_appear_in_errors() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_settings(environ={"CALLBRIDGE_SIP_AUTH_USERS": "alice:pw1, topsecret"})
+    assert "topsecret" not in str(exc.value) and "pw1" not in str(exc.value)
+    s = load_settings(
+        environ={"CALLBRIDGE_SIP_AUTH_USERS": "alice:a:b", "CALLBRIDGE_SIP_AUTH_ROUTES": "*"}
+    )
+    assert "alice:a:b" not in repr(s)
