@@ -203,6 +203,11 @@ class Registration:
         self._granted: int | None = None
         self._expires_at: float | None = None
         self._failures = 0
+        # Our address as the registrar saw it (RFC 3581 received/rport of its answer), when it
+        # differs from ours: we are behind NAT, and that is the address to advertise.
+        self.learn_address = True  # off when the operator set sip.public_host
+        self.public_addr: tuple[str, int] | None = None
+        self._stale_contact: str | None = None  # the binding to remove after a NAT move
 
     # ---- what the shell asks ----------------------------------------------------------------
 
@@ -232,10 +237,10 @@ class Registration:
 
     @property
     def contact_uri(self) -> str:
-        host = self.local_host
+        host, port = self.public_addr or (self.local_host, self.local_port)
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"sip:{self.account.username}@{host}:{self.local_port}"
+        return f"sip:{self.account.username}@{host}:{port}"
 
     # ---- inputs ----------------------------------------------------------------------------
 
@@ -333,7 +338,8 @@ class Registration:
         return SendRegister(self._request(0 if self._stopping else self._expires, auth))
 
     def _request(self, expires: int, auth: AuthHeader | None) -> SipRequest:
-        host = self.contact_uri.rsplit("@", 1)[1]
+        host = self.local_host if ":" not in self.local_host else f"[{self.local_host}]"
+        host = f"{host}:{self.local_port}"  # Via: where we are; the Contact may be the NAT's
         aor = f"<{self.account.aor}>"
         items: list[tuple[str, str]] = [
             ("Via", f"SIP/2.0/UDP {host};branch={new_branch()};rport"),
@@ -350,6 +356,11 @@ class Registration:
             # §10.2.1.1: the expiry both as a Contact parameter and in Expires, for registrars
             # that only read one of them.
             ("Contact", f"<{self.contact_uri}>;expires={expires}"),
+            *(
+                [("Contact", f"<{self._stale_contact}>;expires=0")]
+                if self._stale_contact is not None
+                else []
+            ),
             ("Expires", str(expires)),
             ("Allow", ALLOW),
             ("User-Agent", self.user_agent),
@@ -367,6 +378,14 @@ class Registration:
         if self._stopping:
             self._expires_at = None
             return self._set(RegState.UNREGISTERED, "")
+        # Once per attempt (an answer to the moved binding is taken as it is, so a registrar
+        # whose view keeps changing cannot make us loop).
+        moved = self._learn_address(response) if self._stale_contact is None else None
+        if moved is not None:
+            # Register the address the registrar can reach, and drop the one it cannot.
+            self._stale_contact = moved
+            return self._attempt(now)
+        self._stale_contact = None
         granted = self._granted_expires(response)
         if granted <= 0:
             return self._fail(now, "the registrar granted no binding (expires=0)")
@@ -377,6 +396,29 @@ class Registration:
         self._expires_at = self._sent_at + granted
         self._deadline = self._sent_at + max(granted - REFRESH_MARGIN, granted / 2)
         return self._set(RegState.REGISTERED, "")
+
+    def _learn_address(self, response: SipResponse) -> str | None:
+        """RFC 3581 §4: the registrar stamps the top Via with the source it saw (received,
+        rport). If that is not our address we are behind NAT: adopt it (once per change) and
+        return the Contact we had, to unregister; else None."""
+        if not self.learn_address:
+            return None
+        try:
+            vias = response.vias
+        except SipParseError:
+            return None
+        if not vias:
+            return None
+        received, rport = vias[0].param("received"), vias[0].param("rport")
+        if not received or not rport or not rport.isdigit():
+            return None
+        seen = (received, int(rport))
+        current = self.public_addr or (self.local_host, self.local_port)
+        if seen == current:
+            return None
+        old = self.contact_uri
+        self.public_addr = None if seen == (self.local_host, self.local_port) else seen
+        return old
 
     def _granted_expires(self, response: SipResponse) -> int:
         """RFC 3261 §10.2.4: our Contact's expires in the 2xx, else Expires, else what we asked."""

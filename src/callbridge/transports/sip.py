@@ -107,6 +107,7 @@ class _Registrar:
 
     reg: _Registration
     dest: tuple[str, int] | None = None
+    public_addr: tuple[str, int] | None = None  # what the registrar saw of us (NAT), logged
     timer: asyncio.TimerHandle | None = None
     unregistered: asyncio.Future[None] | None = field(default=None, repr=False)
 
@@ -157,6 +158,8 @@ class SipTransport:
             for a in config.accounts
             if a.register
         }
+        for registrar in self._registrars.values():
+            registrar.reg.learn_address = not config.public_host  # an explicit address wins
         self._register_requests: dict[str, _Registrar] = {}  # UA request handle -> registrar
         self._closing = False
         # Listeners for registration changes (webhooks, metrics); called after the log line.
@@ -244,6 +247,13 @@ class SipTransport:
         return done
 
     def _apply(self, registrar: _Registrar, actions: list[Action]) -> None:
+        public = registrar.reg.public_addr
+        if public != registrar.public_addr:
+            registrar.public_addr = public
+            event(log, "sip.nat_detected" if public else "sip.nat_cleared",
+                  account=registrar.reg.account.name,
+                  local=f"{registrar.reg.local_host}:{registrar.reg.local_port}",
+                  public=f"{public[0]}:{public[1]}" if public else "")  # fmt: skip
         for action in actions:
             match action:
                 case SendRegister(request=request):
@@ -313,6 +323,11 @@ class SipTransport:
     def _local_host_for(self, peer_ip: str) -> str:
         if self.config.public_host:
             return self.config.public_host
+        for registrar in self._registrars.values():
+            # Behind NAT, a provider reaches us at the address its registrar saw (RFC 3581).
+            public = registrar.reg.public_addr
+            if public is not None and registrar.dest is not None and registrar.dest[0] == peer_ip:
+                return public[0]
         if not _is_wildcard(self.config.host):
             return self.config.host
         return local_address_towards(peer_ip)

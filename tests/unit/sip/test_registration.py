@@ -380,3 +380,77 @@ def test_stop_while_registering_removes_what_may_be_created() -> None:
             failures=0,
         )
     ]
+
+
+# ---- behind NAT (RFC 3581 received/rport) -----------------------------------------------------
+
+
+def reply_via_nat(
+    req: SipRequest, status: int, seen: str, *headers: tuple[str, str]
+) -> SipResponse:
+    """A response whose top Via says the registrar saw us at `seen` (host:port)."""
+    host, port = seen.rsplit(":", 1)
+    data = bytes(make_response(req, status, to_tag="reg", headers=list(headers)))
+    data = data.replace(b";rport", f";received={host};rport={port}".encode(), 1)
+    again = parse(data)
+    assert isinstance(again, SipResponse)
+    return again
+
+
+def test_behind_nat_the_binding_moves_to_the_address_the_registrar_saw() -> None:
+    reg = new_reg()
+    first = only_request(reg.start(0.0))
+    second = only_request(reg.on_response(reply(first, 401, CHALLENGE), 0.1))
+    assert "192.0.2.1:5070" in (second.headers.get("Contact") or "")
+    # 200 OK, but the registrar saw us at the NAT's address: register that one instead, and
+    # remove the binding to the private address in the same request.
+    actions = reg.on_response(
+        reply_via_nat(
+            second, 200, "203.0.113.5:40123", ("Contact", "<sip:alice@192.0.2.1:5070>;expires=60")
+        ),
+        0.2,
+    )
+    assert [s.state for s in statuses(actions)] == [RegState.REGISTERING]
+    third = only_request(actions)
+    assert reg.public_addr == ("203.0.113.5", 40123)
+    assert reg.contact_uri == "sip:alice@203.0.113.5:40123"
+    assert third.headers.get_all("Contact") == [
+        "<sip:alice@203.0.113.5:40123>;expires=3600",
+        "<sip:alice@192.0.2.1:5070>;expires=0",
+    ]
+    assert (third.vias[0].host, third.vias[0].port) == ("192.0.2.1", 5070)  # Via: where we are
+    assert_valid_auth(third)  # the credentials go along (the nonce is reused)
+    # The registrar grants the new binding; the same NAT view again changes nothing.
+    done = reg.on_response(
+        reply_via_nat(third, 200, "203.0.113.5:40123",
+                      ("Contact", "<sip:alice@203.0.113.5:40123>;expires=60")),
+        0.3,
+    )  # fmt: skip
+    assert [s.state for s in statuses(done)] == [RegState.REGISTERED] and not requests(done)
+    # A refresh keeps the learned Contact, without the stale one.
+    refresh = only_request(reg.poll(100.0))
+    assert refresh.headers.get_all("Contact") == ["<sip:alice@203.0.113.5:40123>;expires=3600"]
+
+
+def test_no_nat_learning_when_not_behind_one_or_when_told_the_address() -> None:
+    reg = new_reg()
+    second = only_request(reg.on_response(reply(only_request(reg.start(0.0)), 401, CHALLENGE), 0.1))
+    # received/rport equal to ours: not behind NAT.
+    same = reg.on_response(reply_via_nat(second, 200, "192.0.2.1:5070"), 0.2)
+    assert [s.state for s in statuses(same)] == [RegState.REGISTERED] and reg.public_addr is None
+    told = new_reg()
+    told.learn_address = False  # sip.public_host is set
+    second = only_request(
+        told.on_response(reply(only_request(told.start(0.0)), 401, CHALLENGE), 0.1)
+    )
+    kept = told.on_response(reply_via_nat(second, 200, "203.0.113.5:40123"), 0.2)
+    assert [s.state for s in statuses(kept)] == [RegState.REGISTERED] and told.public_addr is None
+
+
+def test_a_registrar_whose_view_keeps_changing_cannot_make_us_loop() -> None:
+    reg = new_reg()
+    second = only_request(reg.on_response(reply(only_request(reg.start(0.0)), 401, CHALLENGE), 0.1))
+    third = only_request(reg.on_response(reply_via_nat(second, 200, "203.0.113.5:40123"), 0.2))
+    settled = reg.on_response(reply_via_nat(third, 200, "203.0.113.5:40999"), 0.3)
+    assert [s.state for s in statuses(settled)] == [RegState.REGISTERED] and not requests(settled)
+    assert reg.public_addr == ("203.0.113.5", 40123)
