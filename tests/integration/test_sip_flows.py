@@ -275,3 +275,26 @@ async def test_reinvite_moves_media_to_the_new_address(gateway: Gateway, phone: 
     phone.send(headers(phone, gateway, "BYE", 3, "move1", tag), dest=dest)
     await phone.recv("200")
     await asyncio.wait_for(ended, 5)
+
+
+async def test_a_peer_that_never_answers_our_bye_does_not_hold_the_call(
+    gateway: Gateway, phone: Phone
+) -> None:
+    """RFC 3261 §15.1.1: the session is over once our BYE is sent; a dead peer (no answer,
+    64*T1 = 32 s of BYE retransmissions) must not keep the call, its media or its recording."""
+    dest = gateway.sip.local_addr
+    ended = ended_future(gateway)
+    phone.send(
+        headers(phone, gateway, "INVITE", 1, "dead1") + "\nContent-Type: application/sdp",
+        sdp(phone.rtp_port),
+        dest=dest,
+    )
+    ok = await phone.recv("200")
+    phone.send(headers(phone, gateway, "ACK", 1, "dead1", ok.to.tag or ""), dest=dest)
+    (call,) = gateway.calls.calls.values()
+    hanging_up = asyncio.create_task(call.leg.hangup("api"))
+    assert isinstance(await phone.recv("BYE", timeout=5), SipRequest)  # never answered
+    done = await asyncio.wait_for(ended, 2)
+    assert done.leg.end_reason == "api"
+    await asyncio.wait_for(hanging_up, 2)
+    assert isinstance(await phone.recv("BYE", timeout=2), SipRequest)  # still retransmitted

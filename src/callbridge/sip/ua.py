@@ -175,6 +175,7 @@ class _Call:
     reinvite_tx: ServerTransaction | None = None
     got_provisional: bool = False
     cancel_pending: bool = False
+    bye_sent: bool = False  # §15.1.1: the session is over for us from here
     pending: list[ClientTransaction] = field(default_factory=list)
     local_host: str | None = None  # our address as seen on the path to this peer (Contact, Via)
     auth: DigestClient | None = None  # credentials for 401/407 on our INVITE
@@ -471,6 +472,11 @@ class UserAgent:
             return []
         return self._send_cancel(call, now)
 
+    def bye_sent(self, call_id: str) -> bool:
+        """Whether this established call's BYE is out (its transaction may still run)."""
+        call = self._calls.get(call_id)
+        return call is not None and call.bye_sent
+
     def call_ids(self) -> list[str]:
         return list(self._calls)
 
@@ -765,6 +771,7 @@ class UserAgent:
             bye.method, bye.uri, bye.headers.set("User-Agent", self.local.user_agent), bye.body
         )
         call.state = _State.ENDING
+        call.bye_sent = True
         tx, sends = self.layer.send_request(bye, self._dialog_dest(call, hop), now)
         self._by_client_tx[id(tx)] = call
         call.pending.append(tx)

@@ -300,7 +300,13 @@ class SipLeg:
             return
         self.end_reason = reason
         cid = self.ua_call
-        self.transport.endpoint.run(lambda now: self.transport.ua.hangup(cid, now))
+        ua = self.transport.ua
+        self.transport.endpoint.run(lambda now: ua.hangup(cid, now))
+        if ua.bye_sent(cid):
+            # RFC 3261 §15.1.1: the session ends once the BYE is handed to its transaction:
+            # media stops now. The transaction finishes (or times out, a dead peer's 32 s) on
+            # its own, without holding the call, its recording or its task open.
+            self._finish()
 
     def ended_by_signalling(self, reason: str, status: int | None) -> None:
         if not self.end_reason:
