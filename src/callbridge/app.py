@@ -18,6 +18,7 @@ import httpx
 
 from callbridge.agents.conversation import ConversationConfig
 from callbridge.agents.echo import EchoAgent
+from callbridge.agents.local_audio import LocalAudioAgent, open_device
 from callbridge.agents.runtime import VoiceRuntime
 from callbridge.agents.twilio_socket import TwilioSocketAgent, TwilioSocketConfig
 from callbridge.agents.voice import VoiceAgentConfig
@@ -501,13 +502,21 @@ async def place_call(
     account: str | None = None,
     twilio_http_client: Any = None,
     answer_timeout: float = 90.0,
+    listen: str | None = None,
 ) -> int:
     """`callbridge call`: start the gateway, place one call with an agent, wait for it to end.
+
+    `listen` (a device name, "" for the default) puts the call on this machine's speakers and
+    microphone instead of an agent; the device is opened before anything is dialled, so a
+    machine without one gets AudioDeviceError, not a call nobody hears.
 
     `via="twilio"` places it through Twilio's REST API (`twilio_http_client` replaces the
     twilio package's HTTP client); the call's media then comes back on our WebSocket."""
     if via == "twilio":
+        if listen is not None:
+            raise ConfigError("--listen", "works with SIP calls (not --via twilio)")
         check_twilio_call_settings(settings)
+    device = open_device(listen or None) if listen is not None else None
     gateway = build_gateway(settings, http=True if via == "twilio" else None)
     await gateway.start()
     ended: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
@@ -545,7 +554,12 @@ async def place_call(
                     reason=exc.reason,
                 )
                 return 1
-            gateway.calls.start_call(leg, agent_name=agent_name)
+            if device is not None:
+                stream = device
+                you = LocalAudioAgent(listen or None, open_stream=lambda _name: stream)
+                gateway.calls.start_call(leg, agent=you, agent_name="listen")
+            else:
+                gateway.calls.start_call(leg, agent_name=agent_name)
         waits: set[asyncio.Future[object]] = {ended, signals}  # type: ignore[arg-type]
         if duration is not None:
             waits.add(asyncio.ensure_future(asyncio.sleep(duration)))

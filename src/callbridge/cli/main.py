@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from callbridge import __version__
+from callbridge.agents.local_audio import AudioDeviceError
 from callbridge.config.settings import (
     SECRET_SETTINGS,
     Settings,
@@ -46,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     call.add_argument(
         "--duration", type=float, default=None, help="hang up after this many seconds"
+    )
+    call.add_argument(
+        "--listen",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DEVICE",
+        help="talk on the call yourself: its audio on this machine's speakers and microphone "
+        "(the default device, or DEVICE from `python -m sounddevice`), no agent",
     )
     calls = sub.add_parser("calls", help="list calls of the running gateway (its HTTP API)")
     calls.add_argument("--all", action="store_true", help="ended calls too (newest first)")
@@ -88,11 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.duration,
                     via=args.via,
                     account=args.account,
+                    listen=args.listen,
                 )
             )
         asyncio.run(app.serve(settings))
     except ConfigError as exc:
         print(f"callbridge: bad setting {exc}", file=sys.stderr)
+        return 2
+    except AudioDeviceError as exc:
+        print(f"callbridge: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(

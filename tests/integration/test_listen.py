@@ -1,0 +1,111 @@
+"""`callbridge call --listen`: the call on this machine's audio device, for real through
+PortAudio and ALSA.
+
+This machine has no sound card, which is the first case: a clear message and nothing dialled.
+For the second, ALSA's own `file` plugin is the device (an `.asoundrc` in a HOME of the
+test's): the microphone reads a tone from a file, the speakers write to a file. It is not paced
+by a clock (ALSA's null device underneath), so the call's 20 ms ticks pace the bridge, as they
+are meant to. The far end is an echo gateway: the tone goes out, comes back, and lands in the
+speaker file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callbridge.app import Gateway, build_gateway
+from callbridge.config.settings import load_settings
+
+ASOUNDRC = """pcm.cbtest {{
+  type file
+  slave.pcm "null"
+  file "{out}"
+  infile "{inp}"
+  format "raw"
+  hint {{ show on description "callbridge test device" }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli_env(home: Path, data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_")}
+    env.update({
+        "HOME": str(home), "CALLBRIDGE_DATA_DIR": str(data), "CALLBRIDGE_SIP_HOST": "127.0.0.1",
+        "CALLBRIDGE_SIP_PORT": str(free_port()), "CALLBRIDGE_RTP_PORT_MIN": "44000",
+        "CALLBRIDGE_RTP_PORT_MAX": "44100", "CALLBRIDGE_DEFAULT_AGENT": "echo",
+        "CALLBRIDGE_RECORDING_ENABLED": "false",
+    })  # fmt: skip
+    return env
+
+
+@pytest.fixture
+async def echo(tmp_path: Path) -> AsyncIterator[Gateway]:
+    s = load_settings(environ={})
+    s = replace(
+        s, data_dir=str(tmp_path / "echo"), default_agent="echo",
+        sip=replace(s.sip, host="127.0.0.1", port=0),
+        rtp=replace(s.rtp, port_min=44200, port_max=44300),
+    )  # fmt: skip
+    gw = build_gateway(s)
+    await gw.start()
+    yield gw
+    await gw.stop()
+
+
+async def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callbridge", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+async def test_without_an_audio_device_nothing_is_dialled(tmp_path: Path, echo: Gateway) -> None:
+    host, port = echo.sip.local_addr
+    rc, out = await run_cli(
+        cli_env(tmp_path, tmp_path / "data"), "call", f"sip:echo@{host}:{port}", "--listen"
+    )
+    assert rc == 2, out
+    assert "no audio device to listen with (this machine has none)" in out, out
+    assert "--listen DEVICE" in out
+    assert "sip.listening" not in out and echo.calls.calls == {}  # no gateway, no INVITE
+
+
+async def test_the_call_goes_through_the_device_both_ways(tmp_path: Path, echo: Gateway) -> None:
+    tone = (6000 * np.sin(2 * math.pi * 440 * np.arange(8000 * 20) / 8000)).astype("<i2")
+    mic, speakers = tmp_path / "mic.raw", tmp_path / "speakers.raw"
+    mic.write_bytes(tone.tobytes())
+    (tmp_path / ".asoundrc").write_text(ASOUNDRC.format(out=speakers, inp=mic))
+    host, port = echo.sip.local_addr
+    rc, out = await run_cli(
+        cli_env(tmp_path, tmp_path / "data"),
+        "call", f"sip:echo@{host}:{port}", "--listen", "cbtest", "--duration", "3",
+    )  # fmt: skip
+    assert rc == 0, out
+    assert "listen.started" in out and "listen.stopped" in out, out
+    heard = np.frombuffer(speakers.read_bytes(), "<i2").astype(np.float64)
+    # The speakers got the call's audio: the tone the microphone sent, echoed back (µ-law
+    # both ways), about 2.5 s of it; frames of silence before the echo arrived.
+    loud = heard[np.abs(heard) > 1000]
+    assert len(loud) > 8000, len(loud)
+    spectrum = np.abs(np.fft.rfft(heard[-8000:] if len(heard) >= 8000 else heard))
+    peak_hz = np.argmax(spectrum) * 8000 / (2 * (len(spectrum) - 1))
+    assert abs(peak_hz - 440) < 10, peak_hz
