@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from callbridge.config.settings import AgentRoute, Settings, auth_users, http_wa
 from callbridge.core.clock import Clock
 from callbridge.core.clocks import LoopClock
 from callbridge.core.errors import ConfigError
-from callbridge.core.log import event
+from callbridge.core.log import event, event_fields
 from callbridge.core.ports import Agent
 from callbridge.llm.anthropic import AnthropicBrain
 from callbridge.llm.base import DEFAULT_SYSTEM_PROMPT, Brain
@@ -54,7 +55,12 @@ from callbridge.store.service import Store, StoreConfig, build_store
 from callbridge.stt.base import Recognizer
 from callbridge.stt.isolated import WorkerPool
 from callbridge.stt.openai_compat import OpenAICompatRecognizer
-from callbridge.transports.sip import CallFailed, SipTransport, SipTransportConfig
+from callbridge.transports.sip import (
+    CallFailed,
+    SipTransport,
+    SipTransportConfig,
+    local_address_towards,
+)
 from callbridge.transports.sip_leg import SipLeg
 from callbridge.transports.twilio import TwilioTransport
 from callbridge.transports.twilio_leg import TwilioLeg
@@ -84,11 +90,32 @@ class Gateway:
             self.metrics.install()
         if self.webhooks is not None:
             self.webhooks.start()
+        started = time.monotonic()
         if self.voice is not None:
+            # The one slow step of a start: say so before it, not only after.
+            a = self.settings.agent
+            event(log, "gateway.loading", models=f"Silero VAD, {a.stt} recognizer, {a.tts} voice",
+                  expect_s=10 if a.tts == "piper" else 2)  # fmt: skip
             await self.voice.start()  # models load before the first call can arrive
         if self.http is not None:
             await self.http.start()
         await self.sip.start()
+        self._ready(time.monotonic() - started)
+
+    def _ready(self, seconds: float) -> None:
+        """One line that says how to reach the gateway, now that it can be reached."""
+        host, port = self.sip.local_addr
+        if host in ("0.0.0.0", "::"):
+            host = self.settings.sip.public_host or local_address_towards("192.0.2.1")
+        routes = sorted(self.calls.router.agents)
+        fields: dict[str, object] = {
+            "call": f"sip:{self.calls.router.default}@{host}:{port}",
+            "routes": ",".join(routes),
+            "seconds": round(seconds, 1),
+        }
+        if self.http is not None:
+            fields["api"] = f"http://{self.settings.http.host}:{self.http.port}"
+        event_fields(log, "gateway.ready", fields)
 
     async def stop(self) -> None:
         """Graceful: refuse new calls (503), BYE the live ones, wait a bounded time, close."""

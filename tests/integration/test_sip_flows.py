@@ -6,9 +6,11 @@ graceful shutdown (BYE to live calls, 503 to new ones). Every wait has a deadlin
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -298,3 +300,23 @@ async def test_a_peer_that_never_answers_our_bye_does_not_hold_the_call(
     assert done.leg.end_reason == "api"
     await asyncio.wait_for(hanging_up, 2)
     assert isinstance(await phone.recv("BYE", timeout=2), SipRequest)  # still retransmitted
+
+
+async def test_the_ready_line_says_where_to_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = load_settings(environ={})
+    s = replace(
+        s, data_dir=str(tmp_path), default_agent="echo",
+        sip=replace(s.sip, host="127.0.0.1", port=0),
+        rtp=replace(s.rtp, port_min=43300, port_max=43400),
+    )  # fmt: skip
+    gw = build_gateway(s)
+    with caplog.at_level(logging.INFO, logger="callbridge"):
+        await gw.start()
+        await gw.stop()
+    (ready,) = [r for r in caplog.records if r.getMessage() == "gateway.ready"]
+    fields = ready.fields  # type: ignore[attr-defined]
+    host, port = gw.sip.local_addr
+    assert fields["call"] == f"sip:echo@{host}:{port}", fields
+    assert "echo" in fields["routes"].split(",") and "api" not in fields

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -40,15 +41,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
+_LEVEL_COLOURS = {"WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[1;31m"}
+_BOLD, _RESET = "\033[1m", "\033[0m"
+
+
 class TextFormatter(logging.Formatter):
+    """One line per event; with `colour` (a terminal), warnings yellow, errors red, the event
+    name bold, so a person watching `callbridge serve` sees what matters."""
+
+    def __init__(self, colour: bool = False) -> None:
+        super().__init__()
+        self.colour = colour
+
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%H:%M:%S", time.localtime(record.created))
         ms = int(record.msecs)
         call_id = getattr(record, "call_id", None)
-        parts = [f"{ts}.{ms:03d} {record.levelname:<7} {record.name}"]
+        level = f"{record.levelname:<7}"
+        msg = record.getMessage()
+        if self.colour:
+            tint = _LEVEL_COLOURS.get(record.levelname)
+            level = f"{tint}{level}{_RESET}" if tint else level
+            msg = f"{_BOLD}{msg}{_RESET}"
+        parts = [f"{ts}.{ms:03d} {level} {record.name}"]
         if call_id:
             parts.append(f"[{call_id}]")
-        parts.append(record.getMessage())
+        parts.append(msg)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
             parts.append(" ".join(f"{k}={v}" for k, v in fields.items()))
@@ -59,8 +77,11 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    out = stream or sys.stderr
+    # Colour only for a person at a terminal who has not asked for none (no-color.org).
+    colour = out.isatty() and not os.environ.get("NO_COLOR")
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(colour))
     handler.addFilter(_CallIdFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

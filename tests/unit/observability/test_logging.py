@@ -3,7 +3,9 @@ import io
 import json
 import logging
 
-from callbridge.observability.logging import call_context, event, setup_logging
+import pytest
+
+from callbridge.observability.logging import TextFormatter, call_context, event, setup_logging
 
 
 def _lines(buf: io.StringIO) -> list[dict[str, object]]:
@@ -36,3 +38,25 @@ def test_text_format_carries_call_id_and_fields() -> None:
     out = buf.getvalue()
     assert "[call-9]" in out
     assert "digit=5" in out
+
+
+def test_text_lines_are_coloured_only_for_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    record = logging.LogRecord("callbridge.x", logging.WARNING, __file__, 1, "sip.slow", None, None)
+    record.fields = {"ms": 5}  # type: ignore[attr-defined]
+    plain = TextFormatter().format(record)
+    assert "\033[" not in plain and plain.endswith("WARNING callbridge.x sip.slow ms=5")
+    tinted = TextFormatter(colour=True).format(record)
+    assert "\033[33mWARNING\033[0m" in tinted and "\033[1msip.slow\033[0m" in tinted
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for no_color, expect in (("", True), ("1", False)):
+        monkeypatch.setenv("NO_COLOR", no_color)
+        setup_logging("text", stream=Tty())
+        (handler,) = logging.getLogger().handlers
+        formatter = handler.formatter
+        assert isinstance(formatter, TextFormatter) and formatter.colour is expect
+    setup_logging("text", stream=io.StringIO())
+    assert logging.getLogger().handlers[0].formatter.colour is False  # type: ignore[union-attr]
