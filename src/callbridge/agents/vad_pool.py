@@ -82,6 +82,8 @@ class VadHandle:
             frame = frame.pcm
         self.stream.feed(frame, now)
         self._deliver()  # silent chunks are already decided
+        if self.stream.pending:
+            self._pool._chunk_due()
 
     async def probabilities(self, timeout: float) -> list[VadResult]:
         """Results since the last call, in order; waits up to `timeout` s for the first one.
@@ -132,6 +134,7 @@ class VadPool:
         tick: float = TICK,
         run_timeout: float = 0.5,
         max_rounds: int = 4,
+        coalesce: float | None = None,
     ) -> None:
         self._runner = runner
         self._clock = clock
@@ -140,6 +143,11 @@ class VadPool:
         # A call that fell behind has several chunks due; each needs its predecessor's state,
         # so they take successive runs. Bounded so one tick cannot grow without limit.
         self._max_rounds = max_rounds
+        # None: evaluate on the tick only. Else a chunk that becomes due wakes the pool, which
+        # waits `coalesce` s for other calls' chunks to join the batch, then runs: a chunk
+        # waits ~coalesce instead of half a tick (16 ms) on average, on every turn's end.
+        self._coalesce = coalesce
+        self._due = asyncio.Event()
         self._handles: dict[int, VadHandle] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vad")
         self._task: asyncio.Task[None] | None = None
@@ -167,14 +175,42 @@ class VadPool:
     def calls(self) -> int:
         return len(self._handles)
 
+    def _chunk_due(self) -> None:
+        if self._coalesce is not None:
+            self._due.set()
+
+    async def _sleep_or_due(self, deadline: float) -> bool:
+        """Sleep until `deadline`, or less if a chunk becomes due first (True then)."""
+        if self._coalesce is None:
+            await self._clock.sleep_until(deadline)
+            return False
+        if not self._due.is_set():
+            sleep = asyncio.ensure_future(self._clock.sleep_until(deadline))
+            due = asyncio.ensure_future(self._due.wait())
+            try:
+                await asyncio.wait({sleep, due}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for fut in (sleep, due):
+                    fut.cancel()
+                await asyncio.gather(sleep, due, return_exceptions=True)
+        if not self._due.is_set():
+            return False
+        self._due.clear()
+        await self._clock.sleep_until(self._clock.now() + self._coalesce)
+        return True
+
     async def run(self) -> None:
-        """Evaluate once per tick on an absolute schedule until cancelled or closed."""
+        """Evaluate once per tick on an absolute schedule (and, with `coalesce`, as soon as a
+        chunk is due) until cancelled or closed."""
         start = self._clock.now()
         n = 0
         while not self._closed:
             n += 1
             deadline = start + n * self._tick
-            await self._clock.sleep_until(deadline)
+            if await self._sleep_or_due(deadline):
+                await self.evaluate()
+                start, n = self._clock.now(), 0  # the tick now runs from this batch
+                continue
             now = self._clock.now()
             if now - deadline > 4 * self._tick:
                 # Fell behind (overload, stall): re-anchor instead of bursting to catch up.

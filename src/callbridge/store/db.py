@@ -1,11 +1,12 @@
 """The call database: calls, their events and their turns, behind a small interface (`CallDb`).
 
-SQLite by default, through the standard library's sqlite3 on ONE worker thread that owns the
-connection: every statement runs there in submission order, the event loop never waits on
-the disk. Writes are fire-and-forget (queued, errors logged, never raised into a call); reads
-are awaited. The SQL is portable (TEXT, INTEGER, DOUBLE PRECISION, BOOLEAN; composite keys
-instead of autoincrement; `ON CONFLICT ... DO UPDATE`), so a PostgreSQL `CallDb` can run the
-same statements and migrations with `%s` placeholders.
+SQLite by default (the standard library's sqlite3), PostgreSQL in postgres.py: both are a
+`WorkerCallDb`, ONE worker thread that owns the connection: every statement runs there in
+submission order, the event loop never waits on the database. Writes are fire-and-forget
+(queued, errors logged, never raised into a call); reads are awaited. The SQL is portable
+(TEXT, INTEGER, DOUBLE PRECISION, BOOLEAN; composite keys instead of autoincrement;
+`ON CONFLICT ... DO UPDATE`), so both backends run the same statements and migrations, written
+with `?` placeholders that a backend with another style (psycopg: `%s`) rewrites.
 
 Times are wall-clock Unix seconds (DOUBLE PRECISION), JSON is stored as TEXT.
 """
@@ -17,10 +18,10 @@ import concurrent.futures
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from callbridge.core.log import event
 
@@ -28,11 +29,13 @@ __all__ = [
     "MIGRATIONS",
     "CallDb",
     "CallRow",
+    "DbConnection",
     "EventRow",
     "Migration",
     "SchemaTooNew",
     "SqliteCallDb",
     "TurnRow",
+    "WorkerCallDb",
     "migrate",
     "schema_version",
 ]
@@ -192,46 +195,64 @@ class SchemaTooNew(RuntimeError):
     """The database was migrated by a newer callbridge: refuse rather than corrupt it."""
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
+class DbCursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class DbConnection(Protocol):
+    """What the store uses of a DB-API connection (sqlite3's and psycopg's both fit)."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> DbCursor: ...
+
+    def close(self) -> None: ...
+
+
+def _placeholders(sql: str, param: str) -> str:
+    # The statements hold no "?" other than placeholders (no string literals with one).
+    return sql if param == "?" else sql.replace("?", param)
+
+
+def schema_version(conn: DbConnection) -> int:
     """0 for an empty database."""
-    cur = conn.cursor()
-    cur.execute(
+    conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, name TEXT NOT NULL)"
     )
-    cur.execute("SELECT MAX(version) FROM schema_version")
-    row = cur.fetchone()
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+def migrate(
+    conn: DbConnection, migrations: Sequence[Migration] = MIGRATIONS, *, param: str = "?"
+) -> int:
     """Apply, in order and each in its own transaction, the migrations newer than the
-    database. Returns the resulting version. `conn` must be in autocommit mode
-    (isolation_level=None) so that the explicit transactions hold the DDL too."""
+    database. Returns the resulting version. `conn` must be in autocommit mode (sqlite3:
+    isolation_level=None, psycopg: autocommit=True) so that the explicit transactions hold
+    the DDL too. `param` is the driver's placeholder ("?" or "%s")."""
     current = schema_version(conn)
     latest = max((m.version for m in migrations), default=0)
     if current > latest:
         raise SchemaTooNew(f"database schema v{current} is newer than this callbridge (v{latest})")
-    cur = conn.cursor()
+    record = _placeholders("INSERT INTO schema_version (version, name) VALUES (?, ?)", param)
     for m in sorted(migrations, key=lambda m: m.version):
         if m.version <= current:
             continue
-        cur.execute("BEGIN")
+        conn.execute("BEGIN")
         try:
             for statement in m.statements:
-                cur.execute(statement)
-            cur.execute(
-                "INSERT INTO schema_version (version, name) VALUES (?, ?)", (m.version, m.name)
-            )
+                conn.execute(statement)
+            conn.execute(record, (m.version, m.name))
         except BaseException:
-            cur.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
-        cur.execute("COMMIT")
+        conn.execute("COMMIT")
         event(log, "store.migrated", version=m.version, name=m.name)
         current = m.version
     return current
 
 
-# ---- SQLite ---------------------------------------------------------------------------------
+# ---- the backends' shared half --------------------------------------------------------------
 
 _CALL_COLUMNS = (
     "id, transport, direction, from_uri, to_uri, agent, started, answered, ended, end_reason, "
@@ -253,13 +274,22 @@ def _turn(row: Sequence[Any]) -> TurnRow:
     return TurnRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]), *row[6:10])
 
 
-class SqliteCallDb:
-    """`CallDb` on a SQLite file (or ":memory:"). Opens, and migrates, on construction."""
+C = TypeVar("C", bound=DbConnection)
 
-    def __init__(self, path: Path | str, migrations: Sequence[Migration] = MIGRATIONS) -> None:
-        self.path = str(path)
+
+class WorkerCallDb(Generic[C]):
+    """A `CallDb` whose connection lives on one worker thread. Opens, and migrates, on
+    construction. A backend says how to connect (`_connect`), its placeholder style and
+    which errors a failed write raises."""
+
+    param: ClassVar[str] = "?"
+    errors: ClassVar[tuple[type[Exception], ...]] = ()
+    location: str  # for logs: a file, or a URL without its password
+    version: int
+
+    def __init__(self, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-db")
-        self._conn: sqlite3.Connection | None = None
+        self._conn: C | None = None
         self._last: concurrent.futures.Future[Any] | None = None
         self._closing = False
         try:
@@ -268,45 +298,54 @@ class SqliteCallDb:
             self._thread.shutdown(wait=True)
             raise
 
+    def _connect(self) -> C:
+        raise NotImplementedError
+
     def _open(self, migrations: Sequence[Migration]) -> int:
-        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn = self._connect()
         try:
-            if self.path != ":memory:":
-                # A WAL lets readers (the API, a `sqlite3` shell) work while calls write.
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            version = migrate(conn, migrations)
+            version = migrate(conn, migrations, param=self.param)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
         return version
 
+    def _connection(self) -> C:
+        """The open connection (on the worker thread); a backend may reconnect here."""
+        assert self._conn is not None, "database closed"
+        return self._conn
+
+    def _error_text(self, exc: BaseException) -> str:
+        return str(exc)
+
     # ---- plumbing -----------------------------------------------------------------------
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
-        def run() -> T:
-            assert self._conn is not None, "database closed"
-            return fn(self._conn)
-
-        fut = self._thread.submit(run)
+    def _submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        fut = self._thread.submit(fn)
         self._last = fut
         return fut
 
     def _write(self, what: str, sql: str, params: Sequence[Any]) -> None:
-        def run(conn: sqlite3.Connection) -> None:
+        sql = _placeholders(sql, self.param)
+
+        def run() -> None:
             try:
-                conn.execute(sql, params)
-            except sqlite3.Error as exc:
-                event(log, "store.write_failed", logging.ERROR, what=what, error=str(exc))
+                self._connection().execute(sql, params)
+            except self.errors as exc:
+                error = self._error_text(exc)
+                event(log, "store.write_failed", logging.ERROR, what=what, error=error)
 
         try:
             self._submit(run)
         except RuntimeError:  # closed (shutting down): the write is lost, the call is not
             event(log, "store.write_dropped", logging.WARNING, what=what)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.wrap_future(self._submit(fn))
+    async def _read(self, sql: str, params: Sequence[Any], rows: Callable[[DbCursor], T]) -> T:
+        sql = _placeholders(sql, self.param)
+        return await asyncio.wrap_future(
+            self._submit(lambda: rows(self._connection().execute(sql, params)))
+        )
 
     # ---- writes ---------------------------------------------------------------------------
 
@@ -374,32 +413,28 @@ class SqliteCallDb:
     # ---- reads ----------------------------------------------------------------------------
 
     async def get_call(self, call_id: str) -> CallRow | None:
-        def run(conn: sqlite3.Connection) -> CallRow | None:
-            row = conn.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,))
-            found = row.fetchone()
+        def one(cur: DbCursor) -> CallRow | None:
+            found = cur.fetchone()
             return _call(found) if found else None
 
-        return await self._read(run)
+        return await self._read(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,), one)
 
     async def list_calls(self, *, live: bool | None = None, limit: int = 100) -> list[CallRow]:
         where = {None: "", True: " WHERE ended IS NULL", False: " WHERE ended IS NOT NULL"}[live]
         sql = f"SELECT {_CALL_COLUMNS} FROM calls{where} ORDER BY started DESC, id LIMIT ?"
-        return await self._read(lambda conn: [_call(r) for r in conn.execute(sql, (limit,))])
+        return await self._read(sql, (limit,), lambda cur: [_call(r) for r in cur])
 
     async def events(self, call_id: str) -> list[EventRow]:
         sql = "SELECT call_id, seq, ts, name, data FROM events WHERE call_id = ? ORDER BY seq"
-
-        def run(conn: sqlite3.Connection) -> list[EventRow]:
-            return [
-                EventRow(r[0], r[1], r[2], r[3], json.loads(r[4]))
-                for r in conn.execute(sql, (call_id,))
-            ]
-
-        return await self._read(run)
+        return await self._read(
+            sql,
+            (call_id,),
+            lambda cur: [EventRow(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in cur],
+        )
 
     async def turns(self, call_id: str) -> list[TurnRow]:
         sql = f"SELECT {_TURN_COLUMNS} FROM turns WHERE call_id = ? ORDER BY utterance"
-        return await self._read(lambda conn: [_turn(r) for r in conn.execute(sql, (call_id,))])
+        return await self._read(sql, (call_id,), lambda cur: [_turn(r) for r in cur])
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -424,3 +459,25 @@ class SqliteCallDb:
         self._closing = True
         self._thread.submit(self._close_conn).result()
         self._thread.shutdown(wait=True)
+
+
+class SqliteCallDb(WorkerCallDb[sqlite3.Connection]):
+    """`CallDb` on a SQLite file (or ":memory:")."""
+
+    errors = (sqlite3.Error,)
+
+    def __init__(self, path: Path | str, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+        self.path = self.location = str(path)
+        super().__init__(migrations)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        if self.path != ":memory:":
+            try:
+                # A WAL lets readers (the API, a `sqlite3` shell) work while calls write.
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
+                conn.close()
+                raise
+        return conn

@@ -8,9 +8,10 @@
     await store.aclose()                                 # at shutdown
 
 Files: `<data_dir>/recordings/<call_id>.wav`, `<data_dir>/transcripts/<call_id>.json`; the
-database (`<data_dir>/callbridge.db` unless `url` says otherwise) gets the call, its turns
-and every structured log event of the call (`event(log, "call.dtmf", ...)` lines: a logging
-handler picks those whose call id belongs to a live session).
+database gets the call, its turns and every structured log event of the call
+(`event(log, "call.dtmf", ...)` lines: a logging handler picks those whose call id belongs to
+a live session). `url` chooses the database: `sqlite:///FILE` (default
+`<data_dir>/callbridge.db`) or `postgresql://user:password@host:port/db` (`postgres://` too).
 
 Everything a call does here is a memory operation on the event loop or work queued to a
 thread: disk or database trouble is logged and never ends a call.
@@ -23,10 +24,11 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callbridge.core.errors import ConfigError
 from callbridge.core.log import current_call_id, event
@@ -35,7 +37,10 @@ from callbridge.store.db import CallDb, CallRow, EventRow, SqliteCallDb, TurnRow
 from callbridge.store.recording import WavRecorder
 from callbridge.store.transcript import Transcript
 
-__all__ = ["CallSession", "Store", "StoreConfig", "build_store", "sqlite_path"]
+if TYPE_CHECKING:
+    from callbridge.store.postgres import PostgresCallDb
+
+__all__ = ["CallSession", "Store", "StoreConfig", "build_store", "open_db", "sqlite_path"]
 
 log = logging.getLogger("callbridge.store")
 
@@ -45,7 +50,7 @@ _TICK_S = 0.02
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     data_dir: Path
-    url: str = ""  # "" = sqlite:///callbridge.db (relative paths are under data_dir)
+    url: str = ""  # "" = sqlite:///callbridge.db (relative: under data_dir), or postgresql://...
     recording: bool = True  # stereo WAV per call
     transcripts: bool = True  # JSON per call
     events: bool = True  # the calls' structured log events into the events table
@@ -63,9 +68,10 @@ def sqlite_path(url: str, data_dir: Path) -> Path | str:
     url = url or "sqlite:///callbridge.db"
     scheme, sep, rest = url.partition(":///")
     if not sep or scheme != "sqlite" or not rest:
-        if url.startswith(("postgres://", "postgresql://")):
-            raise ConfigError("store.url", "PostgreSQL is not supported yet; use sqlite:///FILE")
-        raise ConfigError("store.url", f"expected sqlite:///FILE, got {url!r}")
+        shown = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)  # no password in the message
+        raise ConfigError(
+            "store.url", f"expected sqlite:///FILE or postgresql://USER@HOST/DB, got {shown!r}"
+        )
     if rest == ":memory:":
         return rest
     path = Path(rest)
@@ -310,17 +316,27 @@ class Store:
             self.io.shutdown(wait=False)
 
 
+def open_db(url: str, data_dir: Path) -> SqliteCallDb | PostgresCallDb:
+    """The database of a `store.url`, opened and migrated. Blocking."""
+    if url.startswith(("postgresql://", "postgres://")):
+        # Imported here: libpq is loaded only by the gateways that use it.
+        from callbridge.store.postgres import PostgresCallDb
+
+        return PostgresCallDb(url)
+    return SqliteCallDb(sqlite_path(url, data_dir))
+
+
 def build_store(config: StoreConfig) -> Store:
     """The store for app.py: opens (and migrates) the database; calls left live by a
     previous process are closed as "lost". Blocking: call it at start-up."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    db = SqliteCallDb(sqlite_path(config.url, config.data_dir))
+    db = open_db(config.url, config.data_dir)
     db.mark_unfinished(time.time(), "lost")
     store = Store(config, db)
     event(
         log,
         "store.ready",
-        db=db.path,
+        db=db.location,
         recording=config.recording,
         transcripts=config.transcripts,
         schema=db.version,

@@ -120,6 +120,30 @@ async def test_runs_on_the_tick_schedule_only_when_chunks_are_due(vad: SileroVad
         assert handle.latest == got[0]
 
 
+async def test_with_coalescing_a_due_chunk_runs_without_waiting_for_the_tick(
+    vad: SileroVad,
+) -> None:
+    clock = FakeClock()
+    async with VadPool(vad, clock, coalesce=0.004) as pool:
+        await asyncio.sleep(0)
+        a, b = pool.register("a"), pool.register("b")
+        pcm = noise(0.04, 2000, 3)
+        await clock.advance(0.005)  # mid-tick
+        a.feed(pcm[:640], clock.now())  # a chunk of call a is due now
+        for _ in range(2):
+            await clock.advance(0.001)  # 1 ms at a time: the pool's task runs in between
+        b.feed(pcm[:640], clock.now())  # b's, within the coalescing window: same batch
+        assert pool.runs == 0
+        for _ in range(8):
+            await clock.advance(0.001)  # 10 ms after a's chunk, 17 ms before the tick
+        got_a = await a.probabilities(timeout=DEADLINE)
+        got_b = await b.probabilities(timeout=DEADLINE)
+        assert [r.source for r in got_a + got_b] == ["model", "model"]
+        assert pool.runs == 1 and vad is not None
+        await clock.advance(1.0)  # nothing due: no more runs
+        assert pool.runs == 1
+
+
 async def test_silent_chunks_are_delivered_at_feed_without_a_tick(vad: SileroVad) -> None:
     clock = FakeClock()
     pool = VadPool(vad, clock)

@@ -1,14 +1,16 @@
-"""The call database: schema and migrations from an empty file, forward migrations, refusal
-of a newer schema, portable SQL, writes never raising, and the queries."""
+"""The call database, on SQLite and on PostgreSQL (the `backend` and `db` fixtures of
+conftest.py run each test on both): schema and migrations from an empty database, forward
+migrations, refusal of a newer schema, portable SQL, writes never raising, and the queries."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from callbridge.core.errors import ConfigError
@@ -18,19 +20,15 @@ from callbridge.store.db import (
     EventRow,
     Migration,
     SchemaTooNew,
-    SqliteCallDb,
     TurnRow,
+    WorkerCallDb,
     migrate,
     schema_version,
 )
 from callbridge.store.service import sqlite_path
+from tests.unit.store.conftest import Backend
 
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[SqliteCallDb]:
-    d = SqliteCallDb(tmp_path / "calls.db")
-    yield d
-    await d.aclose()
+Db = WorkerCallDb[Any]
 
 
 def call(n: int, started: float, **kw: object) -> CallRow:
@@ -41,17 +39,11 @@ def call(n: int, started: float, **kw: object) -> CallRow:
     )  # fmt: skip
 
 
-def tables(path: Path) -> dict[str, list[str]]:
-    with sqlite3.connect(path) as conn:
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {n: [c[1] for c in conn.execute(f"PRAGMA table_info({n})")] for n in names}
-
-
-async def test_an_empty_database_gets_the_whole_schema(tmp_path: Path) -> None:
-    d = SqliteCallDb(tmp_path / "new.db")
+async def test_an_empty_database_gets_the_whole_schema(backend: Backend) -> None:
+    d = backend.open()
     assert d.version == MIGRATIONS[-1].version == 1
     await d.aclose()
-    schema = tables(tmp_path / "new.db")
+    schema = backend.columns()
     assert schema["calls"] == [
         "id", "transport", "direction", "from_uri", "to_uri", "agent", "started", "answered",
         "ended", "end_reason", "recording_path", "transcript_path", "ids",
@@ -64,48 +56,47 @@ async def test_an_empty_database_gets_the_whole_schema(tmp_path: Path) -> None:
     assert schema["schema_version"] == ["version", "name"]
 
 
-async def test_reopening_does_not_migrate_again_and_keeps_the_data(tmp_path: Path) -> None:
-    d = SqliteCallDb(tmp_path / "c.db")
+async def test_reopening_does_not_migrate_again_and_keeps_the_data(backend: Backend) -> None:
+    d = backend.open()
     d.insert_call(call(1, 100.0))
     await d.aclose()
-    again = SqliteCallDb(tmp_path / "c.db")
+    again = backend.open()
     assert again.version == 1
     assert [c.id for c in await again.list_calls()] == ["call-1"]
     await again.aclose()
-    with sqlite3.connect(tmp_path / "c.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 1
+    assert backend.query("SELECT COUNT(*) FROM schema_version") == [(1,)]
 
 
 V2 = Migration(2, "call notes", ("ALTER TABLE calls ADD COLUMN note TEXT",))
 
 
-async def test_a_newer_callbridge_migrates_forward_keeping_the_rows(tmp_path: Path) -> None:
-    d = SqliteCallDb(tmp_path / "c.db")
+async def test_a_newer_callbridge_migrates_forward_keeping_the_rows(backend: Backend) -> None:
+    d = backend.open()
     d.insert_call(call(1, 100.0))
     await d.aclose()
-    newer = SqliteCallDb(tmp_path / "c.db", [*MIGRATIONS, V2])
+    newer = backend.open([*MIGRATIONS, V2])
     assert newer.version == 2
     assert (await newer.get_call("call-1")) == call(1, 100.0)
     await newer.aclose()
-    assert "note" in tables(tmp_path / "c.db")["calls"]
+    assert "note" in backend.columns()["calls"]
 
 
-def test_a_failing_migration_is_rolled_back_whole(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
-    migrate(conn)
+def test_a_failing_migration_is_rolled_back_whole(backend: Backend) -> None:
+    conn = backend.connect()
+    migrate(conn, param=backend.param)
     broken = Migration(2, "broken", ("CREATE TABLE legs (id TEXT)", "ALTER TABLE nope ADD x TEXT"))
-    with pytest.raises(sqlite3.OperationalError):
-        migrate(conn, [*MIGRATIONS, broken])
+    with pytest.raises((sqlite3.OperationalError, psycopg.errors.UndefinedTable)):
+        migrate(conn, [*MIGRATIONS, broken], param=backend.param)
     assert schema_version(conn) == 1
-    assert "legs" not in tables(tmp_path / "c.db")  # the statement before the failure too
+    assert "legs" not in backend.columns()  # the statement before the failure too
     conn.close()
 
 
-def test_a_database_from_a_newer_callbridge_is_refused(tmp_path: Path) -> None:
-    d = SqliteCallDb(tmp_path / "c.db", [*MIGRATIONS, V2])
+def test_a_database_from_a_newer_callbridge_is_refused(backend: Backend) -> None:
+    d = backend.open([*MIGRATIONS, V2])
     d.close()
     with pytest.raises(SchemaTooNew, match="v2"):
-        SqliteCallDb(tmp_path / "c.db")
+        backend.open()
 
 
 def test_the_schema_sql_is_portable() -> None:
@@ -127,7 +118,7 @@ def test_the_schema_sql_is_portable() -> None:
     assert types <= {"TEXT", "INTEGER", "DOUBLE PRECISION", "BOOLEAN", "KEY"}, types
 
 
-async def test_calls_are_listed_newest_first_filtered_by_live(db: SqliteCallDb) -> None:
+async def test_calls_are_listed_newest_first_filtered_by_live(db: Db) -> None:
     for n, started in ((1, 100.0), (2, 300.0), (3, 200.0)):
         db.insert_call(call(n, started))
     db.end_call("call-3", ended=260.0, end_reason="remote_bye", recording_path="/r/3.wav",
@@ -145,7 +136,7 @@ async def test_calls_are_listed_newest_first_filtered_by_live(db: SqliteCallDb) 
     assert await db.get_call("call-9") is None
 
 
-async def test_events_keep_their_order_and_json(db: SqliteCallDb) -> None:
+async def test_events_keep_their_order_and_json(db: Db) -> None:
     db.insert_call(call(1, 100.0))
     db.add_event(EventRow("call-1", 2, 101.5, "call.dtmf", {"digit": "5", "duration_ms": 100}))
     db.add_event(EventRow("call-1", 1, 100.1, "call.started", {"agent": "voice", "nested": [1, 2]}))
@@ -157,7 +148,7 @@ async def test_events_keep_their_order_and_json(db: SqliteCallDb) -> None:
     assert await db.events("call-2") == []
 
 
-async def test_a_turn_saved_again_replaces_the_first(db: SqliteCallDb) -> None:
+async def test_a_turn_saved_again_replaces_the_first(db: Db) -> None:
     db.insert_call(call(1, 100.0))
     db.save_turn(TurnRow("call-1", 1, 100.5, "", "Hello!", False, None, None, 310, 95))
     db.save_turn(
@@ -173,7 +164,7 @@ async def test_a_turn_saved_again_replaces_the_first(db: SqliteCallDb) -> None:
 
 
 async def test_a_failing_write_is_logged_never_raised(
-    db: SqliteCallDb, caplog: pytest.LogCaptureFixture
+    db: Db, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, "callbridge.store.db")
     db.insert_call(call(1, 100.0))
@@ -183,7 +174,7 @@ async def test_a_failing_write_is_logged_never_raised(
     assert len(await db.list_calls()) == 1
 
 
-async def test_unfinished_calls_of_a_crashed_process_are_closed(db: SqliteCallDb) -> None:
+async def test_unfinished_calls_of_a_crashed_process_are_closed(db: Db) -> None:
     db.insert_call(call(1, 100.0))
     db.insert_call(call(2, 100.0, ended=150.0, end_reason="remote_bye"))
     db.mark_unfinished(999.0, "lost")
@@ -192,8 +183,8 @@ async def test_unfinished_calls_of_a_crashed_process_are_closed(db: SqliteCallDb
     ]  # fmt: skip
 
 
-async def test_writes_after_close_are_dropped_quietly(tmp_path: Path) -> None:
-    d = SqliteCallDb(tmp_path / "c.db")
+async def test_writes_after_close_are_dropped_quietly(backend: Backend) -> None:
+    d = backend.open()
     await d.aclose()
     await d.aclose()
     d.insert_call(call(1, 1.0))  # must not raise
@@ -204,7 +195,8 @@ def test_sqlite_urls(tmp_path: Path) -> None:
     assert sqlite_path("sqlite:///calls/x.db", tmp_path) == tmp_path / "calls/x.db"
     assert sqlite_path("sqlite:////var/lib/cb.db", tmp_path) == Path("/var/lib/cb.db")
     assert sqlite_path("sqlite:///:memory:", tmp_path) == ":memory:"
-    with pytest.raises(ConfigError, match="PostgreSQL"):
-        sqlite_path("postgresql://u@h/db", tmp_path)
-    with pytest.raises(ConfigError, match="sqlite:///FILE"):
+    with pytest.raises(ConfigError, match="sqlite:///FILE or postgresql://"):
         sqlite_path("mysql://x", tmp_path)
+    with pytest.raises(ConfigError, match=r"got 'mysql://u:\*\*\*@h/x'") as err:
+        sqlite_path("mysql://u:secret@h/x", tmp_path)
+    assert "secret" not in str(err.value)
