@@ -81,6 +81,13 @@ class LocalAudioAgent:
         self.frames_out = 0  # to the speakers
         self.frames_in = 0  # from the microphone
 
+    def discard(self) -> None:
+        """Close the device without a call (the call it was opened for failed)."""
+        with contextlib.suppress(Exception):
+            stream = self._open(self.device)
+            stream.stop()
+            stream.close()
+
     async def run(self, leg: CallLeg) -> None:
         stream = self._open(self.device)
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from callbridge.agents.local_audio import AudioDeviceError, LocalAudioAgent, open_device
 from callbridge.api.observers import call_summary, registration_summary
 from callbridge.calls.manager import Call, CallManager, Speaking
 from callbridge.core.log import event
@@ -273,13 +274,18 @@ class CallsApi:
         agent = _string(data, "agent", required=False)
         account = _string(data, "account", required=False)
         via = _string(data, "via", required=False) or "sip"
+        listen = data.get("listen", False)
         assert to is not None
+        if not isinstance(listen, bool):
+            raise ApiError(422, "listen must be true or false", "listen")
         if agent is not None and agent not in self.calls.router.agents:
             known = ", ".join(sorted(self.calls.router.agents))
             raise ApiError(422, f"unknown agent {agent!r} (one of {known})", "agent")
         if via not in ("sip", "twilio"):
             raise ApiError(422, 'via must be "sip" or "twilio"', "via")
         if via == "twilio":
+            if listen:
+                raise ApiError(422, "listen works with SIP calls", "listen")
             return await self._originate_twilio(to, agent, account)
         if self.sip is None:
             raise ApiError(503, "SIP is not running")
@@ -287,8 +293,22 @@ class CallsApi:
             raise ApiError(503, "shutting down")
         if account is not None and account not in self.sip.accounts:
             raise ApiError(422, f"unknown account {account!r}", "account")
+        speakers: LocalAudioAgent | None = None
+        if listen:
+            # The gateway machine's own speakers and microphone (a desk setup, not a server):
+            # opened before dialling, so no call is placed that nobody can hear.
+            try:
+                stream = await asyncio.to_thread(open_device, None)
+            except AudioDeviceError as exc:
+                raise ApiError(409, str(exc), "listen") from None
+            speakers = LocalAudioAgent(open_stream=lambda _name: stream)
         try:
-            leg = await self.sip.call(to, account=account, timeout=self.answer_timeout)
+            try:
+                leg = await self.sip.call(to, account=account, timeout=self.answer_timeout)
+            except BaseException:
+                if speakers is not None:
+                    speakers.discard()  # the device was opened for a call that never came
+                raise
         except CallFailed as exc:
             event(log, "api.call_failed", logging.WARNING, to=to, status=exc.status,
                   reason=exc.reason)  # fmt: skip
@@ -298,6 +318,9 @@ class CallsApi:
                 raise ApiError(status, exc.reason, field_name, sip_status=None) from None
             status = 504 if exc.status == 408 else 502
             raise ApiError(status, exc.reason, sip_status=exc.status) from None
+        if speakers is not None:
+            call = self.calls.start_call(leg, agent=speakers, agent_name="listen")
+            return JSONResponse({"id": call.id, "status": "answered"}, status_code=202)
         # The Request-URI user names the far end here, not our agent: default to the route's.
         call = self.calls.start_call(leg, agent_name=agent or self.calls.router.default)
         return JSONResponse({"id": call.id, "status": "answered"}, status_code=202)

@@ -145,6 +145,12 @@ def openapi_document() -> dict[str, Any]:
                         "agent": {"type": "string"},
                         "account": {"type": "string", "description": "[accounts.NAME] trunk"},
                         "via": {"type": "string", "enum": ["sip", "twilio"], "default": "sip"},
+                        "listen": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "the call on the gateway machine's speakers and "
+                            "microphone instead of an agent (409 without an audio device)",
+                        },
                     },
                 ),
                 "responses": {
@@ -154,6 +160,7 @@ def openapi_document() -> dict[str, Any]:
                     "400": _error("The body is not a JSON object"),
                     "422": _error("A bad field (named in `field`)"),
                     "502": _error("Refused (`sip_status`, or `twilio_status` via Twilio)"),
+                    "409": _error("listen: no audio device on the gateway's machine"),
                     "503": _error("SIP or Twilio calling not running, or shutting down"),
                     "504": _error("No answer in time"),
                 },

@@ -177,6 +177,12 @@ async def test_validation_errors_name_the_field(pair: tuple[Gateway, Gateway]) -
         assert (r.status_code, r.json()["field"]) == (422, "account")
         r = await c.post("/calls", json={"to": "not a uri"})
         assert (r.status_code, r.json()["field"]) == (422, "to")
+        r = await c.post("/calls", json={"to": "sip:a@127.0.0.1", "listen": "yes"})
+        assert (r.status_code, r.json()["field"]) == (422, "listen")
+        # This machine has no sound card: nothing is dialled, and the answer says why.
+        r = await c.post("/calls", json={"to": "sip:a@127.0.0.1", "listen": True})
+        assert (r.status_code, r.json()["field"]) == (409, "listen"), r.text
+        assert "no audio device" in r.json()["error"]
         r = await c.get("/calls", params={"live": "maybe"})
         assert (r.status_code, r.json()["field"]) == (422, "live")
         r = await c.get("/calls", params={"limit": "0"})
