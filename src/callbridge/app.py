@@ -569,8 +569,14 @@ async def place_call(
                 return 1
             leg = placed  # the transport started the call with the agent named in the TwiML
         else:
+            you = None
+            if device is not None:
+                stream = device
+                you = LocalAudioAgent(listen or None, open_stream=lambda _name: stream)
             try:
-                leg = await gateway.sip.call(target, account=account)
+                leg = await gateway.sip.call(
+                    target, account=account, on_early_media=you.early if you else None
+                )
             except CallFailed as exc:
                 event(
                     log,
@@ -580,10 +586,10 @@ async def place_call(
                     status=exc.status,
                     reason=exc.reason,
                 )
+                if you is not None:
+                    you.discard()
                 return 1
-            if device is not None:
-                stream = device
-                you = LocalAudioAgent(listen or None, open_stream=lambda _name: stream)
+            if you is not None:
                 gateway.calls.start_call(leg, agent=you, agent_name="listen")
             else:
                 gateway.calls.start_call(leg, agent_name=agent_name)

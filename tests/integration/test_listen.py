@@ -2,11 +2,10 @@
 PortAudio and ALSA.
 
 This machine has no sound card, which is the first case: a clear message and nothing dialled.
-For the second, ALSA's own `file` plugin is the device (an `.asoundrc` in a HOME of the
-test's): the microphone reads a tone from a file, the speakers write to a file. It is not paced
-by a clock (ALSA's null device underneath), so the call's 20 ms ticks pace the bridge, as they
-are meant to. The far end is an echo gateway: the tone goes out, comes back, and lands in the
-speaker file.
+For the second, ALSA's own `file` plugin is the device (tests/peers/peerlib/alsa.py): the
+microphone reads a tone from a file, the speakers write to another. It has no clock (ALSA's
+null device underneath), so the bridge's own 20 ms grid paces it. The far end is an echo
+gateway: the tone goes out, comes back, and only then lands in the speaker file.
 """
 
 from __future__ import annotations
@@ -25,16 +24,7 @@ import pytest
 
 from callbridge.app import Gateway, build_gateway
 from callbridge.config.settings import load_settings
-
-ASOUNDRC = """pcm.cbtest {{
-  type file
-  slave.pcm "null"
-  file "{out}"
-  infile "{inp}"
-  format "raw"
-  hint {{ show on description "callbridge test device" }}
-}}
-"""
+from tests.peers.peerlib.alsa import file_device
 
 
 def free_port() -> int:
@@ -93,11 +83,11 @@ async def test_the_call_goes_through_the_device_both_ways(tmp_path: Path, echo: 
     tone = (6000 * np.sin(2 * math.pi * 440 * np.arange(8000 * 20) / 8000)).astype("<i2")
     mic, speakers = tmp_path / "mic.raw", tmp_path / "speakers.raw"
     mic.write_bytes(tone.tobytes())
-    (tmp_path / ".asoundrc").write_text(ASOUNDRC.format(out=speakers, inp=mic))
+    device = file_device(tmp_path, mic, speakers)
     host, port = echo.sip.local_addr
     rc, out = await run_cli(
         cli_env(tmp_path, tmp_path / "data"),
-        "call", f"sip:echo@{host}:{port}", "--listen", "cbtest", "--duration", "3",
+        "call", f"sip:echo@{host}:{port}", "--listen", device, "--duration", "3",
     )  # fmt: skip
     assert rc == 0, out
     assert "listen.started" in out and "listen.stopped" in out, out

@@ -80,43 +80,86 @@ class LocalAudioAgent:
         self._open = open_stream
         self.frames_out = 0  # to the speakers
         self.frames_in = 0  # from the microphone
+        self._speaker: queue.Queue[bytes | None] = queue.Queue(SPEAKER_QUEUE_FRAMES)
+        self._mic: asyncio.Queue[bytes] = asyncio.Queue()
+        self._worker: threading.Thread | None = None
+        self._early: asyncio.Task[None] | None = None
+        self._answered = False
 
     def discard(self) -> None:
-        """Close the device without a call (the call it was opened for failed)."""
+        """Close the device without a call (the call it was opened for failed). Early media,
+        if it started, closes it itself when the call ends."""
+        if self._worker is not None:
+            return
         with contextlib.suppress(Exception):
             stream = self._open(self.device)
             stream.stop()
             stream.close()
 
+    def early(self, leg: CallLeg) -> None:
+        """Early media (a 183 with SDP: ringback, an announcement) to the speakers until the
+        answer; the microphone stays off the line until then."""
+        if self._early is None and not self._answered:
+            self._start_device()
+            self._early = asyncio.get_running_loop().create_task(self._early_media(leg))
+
     async def run(self, leg: CallLeg) -> None:
-        stream = self._open(self.device)
-        loop = asyncio.get_running_loop()
-        speaker: queue.Queue[bytes | None] = queue.Queue(SPEAKER_QUEUE_FRAMES)
-        mic: asyncio.Queue[bytes] = asyncio.Queue()
-        worker = threading.Thread(
-            target=self._device_loop, args=(stream, speaker, mic, loop), name="local-audio"
-        )
-        worker.start()
-        event(log, "listen.started", device=self.device or "default")
+        self._answered = True
+        if self._early is not None:
+            self._early.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._early
+        self._start_device()
+        while not self._mic.empty():
+            self._mic.get_nowait()  # what the microphone heard while it rang: not said
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._to_call(leg, mic))
+                tg.create_task(self._to_call(leg))
                 async for item in leg.inputs():
                     if isinstance(item, AudioFrame):
-                        _put_latest(speaker, item.pcm)
+                        _put_latest(self._speaker, item.pcm)
                 raise CallEnded("remote")
         except* CallEnded:
             pass
         finally:
-            _put_latest(speaker, None)
-            await asyncio.to_thread(worker.join, 5)
-            event(
-                log, "listen.stopped", to_speakers=self.frames_out, from_microphone=self.frames_in
-            )
+            await self._stop_device()
 
-    async def _to_call(self, leg: CallLeg, mic: asyncio.Queue[bytes]) -> None:
+    async def _early_media(self, leg: CallLeg) -> None:
+        try:
+            async for item in leg.inputs():
+                if isinstance(item, AudioFrame):
+                    _put_latest(self._speaker, item.pcm)
+                while not self._mic.empty():
+                    self._mic.get_nowait()
+        except CallEnded:
+            pass
+        finally:
+            if not self._answered:  # never answered: nobody else will close the device
+                await self._stop_device()
+
+    def _start_device(self) -> None:
+        if self._worker is not None:
+            return
+        stream = self._open(self.device)
+        self._worker = threading.Thread(
+            target=self._device_loop,
+            args=(stream, self._speaker, self._mic, asyncio.get_running_loop()),
+            name="local-audio",
+        )
+        self._worker.start()
+        event(log, "listen.started", device=self.device or "default")
+
+    async def _stop_device(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        _put_latest(self._speaker, None)
+        await asyncio.to_thread(worker.join, 5)
+        event(log, "listen.stopped", to_speakers=self.frames_out, from_microphone=self.frames_in)
+
+    async def _to_call(self, leg: CallLeg) -> None:
         while True:
-            await leg.play(AudioFrame(await mic.get()))
+            await leg.play(AudioFrame(await self._mic.get()))
 
     def _device_loop(
         self,

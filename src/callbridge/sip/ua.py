@@ -98,6 +98,8 @@ class CallProgress:
     call: str
     status: int
     reason: str
+    # RFC 3261 §13.2.1 / RFC 3960: an SDP answer in a provisional (183) brings early media.
+    sdp: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,7 +671,8 @@ class UserAgent:
                 if call.cancel_pending:
                     call.cancel_pending = False
                     return self._send_cancel(call, now)
-                return [CallProgress(call.id, status, resp.reason)]
+                sdp = resp.body if resp.content_type == "application/sdp" else b""
+                return [CallProgress(call.id, status, resp.reason, sdp)]
             return []
         if status >= 300:
             if call.state is _State.ENDED:

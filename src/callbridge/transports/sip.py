@@ -149,6 +149,8 @@ class SipTransport:
         self.endpoint = SipEndpoint(self.ua, clock, self._on_event)
         self._legs: dict[str, SipLeg] = {}
         self._pending_answer: dict[str, asyncio.Future[CallAnswered]] = {}
+        # Outbound calls that want early media: the 183's SDP goes to this handler.
+        self._early: dict[str, Callable[[bytes], None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.accounts = {a.name: a for a in config.accounts}
         self._registrars = {
@@ -380,7 +382,7 @@ class SipTransport:
                 fut = self._pending_answer.pop(cid, None)
                 if fut is not None and not fut.done():
                     fut.set_result(out)
-            case CallProgress(call=cid, status=status, reason=reason):
+            case CallProgress(call=cid, status=status, reason=reason, sdp=sdp):
                 leg = self._legs.get(cid)
                 if leg is not None:
                     event(
@@ -389,7 +391,11 @@ class SipTransport:
                         call_id=leg.info.ids.get("call_id"),
                         status=status,
                         reason=reason,
+                        early_media=bool(sdp),
                     )
+                    early = self._early.get(cid)
+                    if sdp and early is not None:
+                        early(sdp)
             case CallEnded(call=cid, reason=reason, status=status, detail=detail):
                 fut = self._pending_answer.pop(cid, None)
                 if fut is not None and not fut.done():
@@ -529,6 +535,7 @@ class SipTransport:
         account: str | None = None,
         timeout: float = 60.0,
         on_leg: Callable[[SipLeg], None] | None = None,
+        on_early_media: Callable[[SipLeg], None] | None = None,
     ) -> SipLeg:
         """Place a call; returns the answered leg or raises CallFailed (with the SIP status).
 
@@ -590,18 +597,38 @@ class SipTransport:
         info.ids.update(self.ua.sip_ids(ua_call))
         if on_leg is not None:
             on_leg(leg)
+        if on_early_media is not None:
+
+            def early(sdp: bytes, callback: Callable[[SipLeg], None] = on_early_media) -> None:
+                if leg.early_media:
+                    return  # a second 183: the media is already flowing
+                try:
+                    plan = apply_answer(offer, parse_sdp(sdp))
+                except (NoCommonCodec, OfferError, SdpParseError) as exc:
+                    event(log, "call.early_media_refused", logging.WARNING, reason=str(exc))
+                    return
+                leg.apply_plan(plan)
+                leg.start_early_media()
+                callback(leg)
+
+            self._early[ua_call] = early
         try:
             async with asyncio.timeout(timeout):
                 answered = await fut
         except TimeoutError:
+            self._early.pop(ua_call, None)
             self.endpoint.run(lambda now: self.ua.hangup(ua_call, now))
+            leg.stop_early_media("no_answer")
             leg.close_media()
             self.forget(leg)
             raise CallFailed(408, "no answer") from None
         except CallFailed:
+            self._early.pop(ua_call, None)
+            leg.stop_early_media("failed")
             leg.close_media()
             self.forget(leg)
             raise
+        self._early.pop(ua_call, None)
         try:
             plan = apply_answer(offer, parse_sdp(answered.response.body))
         except (NoCommonCodec, OfferError, SdpParseError) as exc:

@@ -104,6 +104,7 @@ class SipLeg:
         self._on_hold = False
         self._tap: MediaTap | None = None
         self._transfer: asyncio.Future[TransferResult] | None = None
+        self._early: asyncio.Task[None] | None = None  # media before the answer (183)
 
     # ---- CallLeg --------------------------------------------------------------------------
 
@@ -357,8 +358,32 @@ class SipLeg:
         )
         self._inputs.put_nowait(digit)
 
+    @property
+    def early_media(self) -> bool:
+        return self._early is not None
+
+    def start_early_media(self) -> None:
+        """Run the media loop before the answer (a 183 with SDP): the far end's ringback or
+        announcement reaches `inputs()`. `run()` then carries on with the same loop."""
+        if self._early is None:
+            self._early = asyncio.get_running_loop().create_task(self._media(), name="early-media")
+
+    def stop_early_media(self, reason: str) -> None:
+        """The call was never answered: end what `start_early_media` started."""
+        if self._early is not None:
+            self.end_reason = self.end_reason or reason
+            self._finish()
+            self._early.cancel()
+
     async def run(self) -> None:
-        """Drive media until the call ends. Owned by the call's TaskGroup."""
+        """Drive media until the call ends. Owned by the call's TaskGroup (which then owns the
+        early-media loop too: cancelling this cancels it)."""
+        if self._early is not None:
+            await self._early
+            return
+        await self._media()
+
+    async def _media(self) -> None:
         start = self.clock.now()
         n = 0
         while not self.ended:

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,9 +250,10 @@ def start_outbound_call(
     agent: str = "echo",
     duration_s: float = 8.0,
     name: str = "callbridge-call",
+    extra: Sequence[str] = (),
 ) -> CallbridgeProcess:
-    """`callbridge call URI --agent A --duration D`; does not wait (use wait_exit)."""
-    return _start(registry, name, call_argv(uri, agent, duration_s), config)
+    """`callbridge call URI --agent A --duration D [extra]`; does not wait (use wait_exit)."""
+    return _start(registry, name, [*call_argv(uri, agent, duration_s), *extra], config)
 
 
 __all__ = [
