@@ -575,7 +575,10 @@ async def place_call(
                 you = LocalAudioAgent(listen or None, open_stream=lambda _name: stream)
             try:
                 leg = await gateway.sip.call(
-                    target, account=account, on_early_media=you.early if you else None
+                    target,
+                    account=account,
+                    timeout=answer_timeout,
+                    on_early_media=you.early if you else None,
                 )
             except CallFailed as exc:
                 event(
@@ -583,6 +586,7 @@ async def place_call(
                     "call.failed",
                     logging.ERROR,
                     target=target,
+                    result=exc.result,
                     status=exc.status,
                     reason=exc.reason,
                 )

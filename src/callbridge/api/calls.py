@@ -275,7 +275,10 @@ class CallsApi:
         account = _string(data, "account", required=False)
         via = _string(data, "via", required=False) or "sip"
         listen = data.get("listen", False)
+        ring = data.get("ring_timeout", self.answer_timeout)
         assert to is not None
+        if isinstance(ring, bool) or not isinstance(ring, int | float) or not 1 <= ring <= 600:
+            raise ApiError(422, "ring_timeout is seconds, 1 to 600", "ring_timeout")
         if not isinstance(listen, bool):
             raise ApiError(422, "listen must be true or false", "listen")
         if agent is not None and agent not in self.calls.router.agents:
@@ -304,20 +307,22 @@ class CallsApi:
             speakers = LocalAudioAgent(open_stream=lambda _name: stream)
         try:
             try:
-                leg = await self.sip.call(to, account=account, timeout=self.answer_timeout)
+                leg = await self.sip.call(to, account=account, timeout=float(ring))
             except BaseException:
                 if speakers is not None:
                     speakers.discard()  # the device was opened for a call that never came
                 raise
         except CallFailed as exc:
-            event(log, "api.call_failed", logging.WARNING, to=to, status=exc.status,
-                  reason=exc.reason)  # fmt: skip
+            event(log, "api.call_failed", logging.WARNING, to=to, result=exc.result,
+                  status=exc.status, reason=exc.reason)  # fmt: skip
             if exc.status is None:
                 status = 422 if exc.reason.startswith("bad target") else 502
                 field_name = "to" if status == 422 else None
-                raise ApiError(status, exc.reason, field_name, sip_status=None) from None
+                raise ApiError(
+                    status, exc.reason, field_name, sip_status=None, result=exc.result
+                ) from None
             status = 504 if exc.status == 408 else 502
-            raise ApiError(status, exc.reason, sip_status=exc.status) from None
+            raise ApiError(status, exc.reason, sip_status=exc.status, result=exc.result) from None
         if speakers is not None:
             call = self.calls.start_call(leg, agent=speakers, agent_name="listen")
             return JSONResponse({"id": call.id, "status": "answered"}, status_code=202)

@@ -145,6 +145,12 @@ def openapi_document() -> dict[str, Any]:
                         "agent": {"type": "string"},
                         "account": {"type": "string", "description": "[accounts.NAME] trunk"},
                         "via": {"type": "string", "enum": ["sip", "twilio"], "default": "sip"},
+                        "ring_timeout": {
+                            "type": "number",
+                            "minimum": 1,
+                            "maximum": 600,
+                            "default": 60,
+                        },
                         "listen": {
                             "type": "boolean",
                             "default": False,

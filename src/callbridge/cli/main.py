@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, help="hang up after this many seconds"
     )
     call.add_argument(
+        "--ring-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up (no_answer) if not answered in this long (default 60)",
+    )
+    call.add_argument(
         "--listen",
         nargs="?",
         const="",
@@ -99,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     via=args.via,
                     account=args.account,
                     listen=args.listen,
+                    answer_timeout=args.ring_timeout,
                 )
             )
         asyncio.run(app.serve(settings))

@@ -76,6 +76,20 @@ class CallFailed(CallbridgeError):
         self.status = status
         self.reason = reason
 
+    @property
+    def result(self) -> str:
+        """What a person would call it: busy, no_answer, rejected, unreachable or failed."""
+        status = self.status
+        if status in (486, 600):  # Busy Here, Busy Everywhere (RFC 3261 §21.4.24, §21.6.1)
+            return "busy"
+        if status in (408, 480, 487):  # our ring timeout, Temporarily Unavailable, cancelled
+            return "no_answer"
+        if status is not None and (status in (403, 404, 410, 603, 604) or 400 <= status < 500):
+            return "rejected"
+        if status is None and self.reason.startswith(("cannot resolve", "bad target")):
+            return "unreachable"
+        return "failed"
+
 
 @dataclass(frozen=True, slots=True)
 class SipTransportConfig:

@@ -157,7 +157,31 @@ async def test_a_refused_call_reports_the_sip_status(pair: tuple[Gateway, Gatewa
     async with client(api) as c:
         refused = await c.post("/calls", json={"to": f"sip:nobody@{host}:{port}"})
     assert refused.status_code == 502, refused.text
-    assert refused.json()["sip_status"] == 404
+    assert (refused.json()["sip_status"], refused.json()["result"]) == (404, "rejected")
+
+
+async def test_an_unanswered_call_gives_up_at_its_ring_timeout(tmp_path: Path) -> None:
+    """A far end that never answers (a socket that swallows the INVITE): 504, no_answer."""
+    import socket
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        gw = build_gateway(settings(tmp_path, http=True))
+        await gw.start()
+        try:
+            async with client(gw) as c:
+                target = f"sip:nobody@127.0.0.1:{sink.getsockname()[1]}"
+                r = await c.post("/calls", json={"to": target, "ring_timeout": 1.5}, timeout=10)
+                assert r.status_code == 504, r.text
+                assert r.json()["result"] == "no_answer", r.text
+                for bad in (0, 601, "10", True):
+                    r = await c.post("/calls", json={"to": target, "ring_timeout": bad})
+                    assert (r.status_code, r.json()["field"]) == (422, "ring_timeout"), r.text
+        finally:
+            await gw.stop()
+    finally:
+        sink.close()
 
 
 async def test_validation_errors_name_the_field(pair: tuple[Gateway, Gateway]) -> None:
