@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -343,6 +344,7 @@ def build_call_store(settings: Settings) -> Store:
             recording=r.enabled,
             transcripts=r.transcripts,
             events=st.events,
+            gateway_id=st.gateway_id or f"{socket.gethostname()}:{settings.sip.port}",
         )
     )
 

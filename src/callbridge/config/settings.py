@@ -178,6 +178,8 @@ class RecordingSettings:
 class StoreSettings:
     url: str = ""  # "" = sqlite:///callbridge.db under data_dir (PostgreSQL: not yet)
     events: bool = True  # each call's structured log events into the events table
+    # this gateway's name in a database shared by several; "" = host name and SIP port
+    gateway_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,6 +188,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    # Several gateways may share one (PostgreSQL) database: each start-up may only close the
+    # calls its own previous run left live. Rows from before have '' and are closed by anyone.
+    Migration(
+        2,
+        "calls.gateway",
+        ("ALTER TABLE calls ADD COLUMN gateway TEXT NOT NULL DEFAULT ''",),
+    ),
 )
 
 
@@ -286,6 +293,7 @@ class WorkerCallDb(Generic[C]):
     errors: ClassVar[tuple[type[Exception], ...]] = ()
     location: str  # for logs: a file, or a URL without its password
     version: int
+    gateway: str = ""  # which gateway writes (store.gateway_id): its calls carry it
 
     def __init__(self, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-db")
@@ -352,11 +360,12 @@ class WorkerCallDb(Generic[C]):
     def insert_call(self, row: CallRow) -> None:
         self._write(
             "call",
-            f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO calls ({_CALL_COLUMNS}, gateway) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.id, row.transport, row.direction, row.from_uri, row.to_uri, row.agent,
                 row.started, row.answered, row.ended, row.end_reason, row.recording_path,
-                row.transcript_path, json.dumps(dict(row.ids)),
+                row.transcript_path, json.dumps(dict(row.ids)), self.gateway,
             ),
         )  # fmt: skip
 
@@ -377,11 +386,13 @@ class WorkerCallDb(Generic[C]):
         )
 
     def mark_unfinished(self, ended: float, end_reason: str = "lost") -> None:
-        """Calls a previous process left live (it crashed): ended now, with `end_reason`."""
+        """Calls this gateway's previous run left live (it crashed): ended now, with
+        `end_reason`. Other gateways' live calls in a shared database are left alone."""
         self._write(
             "unfinished",
-            "UPDATE calls SET ended = ?, end_reason = ? WHERE ended IS NULL",
-            (ended, end_reason),
+            "UPDATE calls SET ended = ?, end_reason = ? "
+            "WHERE ended IS NULL AND (gateway = ? OR gateway = '')",
+            (ended, end_reason, self.gateway),
         )
 
     def add_event(self, row: EventRow) -> None:

@@ -56,6 +56,7 @@ class StoreConfig:
     events: bool = True  # the calls' structured log events into the events table
     checkpoint_s: float = 1.0  # recording: at most this much is lost in a crash
     fsync: bool = True  # off only for tests on tmpfs-like speed
+    gateway_id: str = ""  # this gateway's name in a shared database ("" = the only one)
 
     def __post_init__(self) -> None:
         if self.checkpoint_s < _TICK_S:
@@ -331,6 +332,7 @@ def build_store(config: StoreConfig) -> Store:
     previous process are closed as "lost". Blocking: call it at start-up."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     db = open_db(config.url, config.data_dir)
+    db.gateway = config.gateway_id
     db.mark_unfinished(time.time(), "lost")
     store = Store(config, db)
     event(

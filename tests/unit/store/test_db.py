@@ -31,6 +31,9 @@ from tests.unit.store.conftest import Backend
 Db = WorkerCallDb[Any]
 
 
+LATEST = MIGRATIONS[-1].version
+
+
 def call(n: int, started: float, **kw: object) -> CallRow:
     return CallRow(
         id=f"call-{n}", transport="sip", direction="inbound", from_uri=f"sip:alice{n}@example.com",
@@ -41,12 +44,12 @@ def call(n: int, started: float, **kw: object) -> CallRow:
 
 async def test_an_empty_database_gets_the_whole_schema(backend: Backend) -> None:
     d = backend.open()
-    assert d.version == MIGRATIONS[-1].version == 1
+    assert d.version == MIGRATIONS[-1].version == LATEST == 2
     await d.aclose()
     schema = backend.columns()
     assert schema["calls"] == [
         "id", "transport", "direction", "from_uri", "to_uri", "agent", "started", "answered",
-        "ended", "end_reason", "recording_path", "transcript_path", "ids",
+        "ended", "end_reason", "recording_path", "transcript_path", "ids", "gateway",
     ]  # fmt: skip
     assert schema["events"] == ["call_id", "seq", "ts", "name", "data"]
     assert schema["turns"] == [
@@ -61,13 +64,13 @@ async def test_reopening_does_not_migrate_again_and_keeps_the_data(backend: Back
     d.insert_call(call(1, 100.0))
     await d.aclose()
     again = backend.open()
-    assert again.version == 1
+    assert again.version == LATEST
     assert [c.id for c in await again.list_calls()] == ["call-1"]
     await again.aclose()
-    assert backend.query("SELECT COUNT(*) FROM schema_version") == [(1,)]
+    assert backend.query("SELECT COUNT(*) FROM schema_version") == [(LATEST,)]
 
 
-V2 = Migration(2, "call notes", ("ALTER TABLE calls ADD COLUMN note TEXT",))
+V2 = Migration(LATEST + 1, "call notes", ("ALTER TABLE calls ADD COLUMN note TEXT",))
 
 
 async def test_a_newer_callbridge_migrates_forward_keeping_the_rows(backend: Backend) -> None:
@@ -75,7 +78,7 @@ async def test_a_newer_callbridge_migrates_forward_keeping_the_rows(backend: Bac
     d.insert_call(call(1, 100.0))
     await d.aclose()
     newer = backend.open([*MIGRATIONS, V2])
-    assert newer.version == 2
+    assert newer.version == LATEST + 1
     assert (await newer.get_call("call-1")) == call(1, 100.0)
     await newer.aclose()
     assert "note" in backend.columns()["calls"]
@@ -84,10 +87,12 @@ async def test_a_newer_callbridge_migrates_forward_keeping_the_rows(backend: Bac
 def test_a_failing_migration_is_rolled_back_whole(backend: Backend) -> None:
     conn = backend.connect()
     migrate(conn, param=backend.param)
-    broken = Migration(2, "broken", ("CREATE TABLE legs (id TEXT)", "ALTER TABLE nope ADD x TEXT"))
+    broken = Migration(
+        LATEST + 1, "broken", ("CREATE TABLE legs (id TEXT)", "ALTER TABLE nope ADD x TEXT")
+    )
     with pytest.raises((sqlite3.OperationalError, psycopg.errors.UndefinedTable)):
         migrate(conn, [*MIGRATIONS, broken], param=backend.param)
-    assert schema_version(conn) == 1
+    assert schema_version(conn) == LATEST
     assert "legs" not in backend.columns()  # the statement before the failure too
     conn.close()
 
@@ -95,7 +100,7 @@ def test_a_failing_migration_is_rolled_back_whole(backend: Backend) -> None:
 def test_a_database_from_a_newer_callbridge_is_refused(backend: Backend) -> None:
     d = backend.open([*MIGRATIONS, V2])
     d.close()
-    with pytest.raises(SchemaTooNew, match="v2"):
+    with pytest.raises(SchemaTooNew, match=f"v{LATEST + 1}"):
         backend.open()
 
 
@@ -181,6 +186,20 @@ async def test_unfinished_calls_of_a_crashed_process_are_closed(db: Db) -> None:
     assert [(c.id, c.ended, c.end_reason) for c in await db.list_calls()] == [
         ("call-1", 999.0, "lost"), ("call-2", 150.0, "remote_bye"),
     ]  # fmt: skip
+
+
+async def test_a_shared_database_closes_only_this_gateways_unfinished_calls(db: Db) -> None:
+    """Gateways a and b share the database; a restarts after a crash. b's live call is b's."""
+    db.gateway = "b"
+    db.insert_call(call(1, 100.0))
+    db.gateway = "a"
+    db.insert_call(call(2, 100.0))
+    db.gateway = ""
+    db.insert_call(call(3, 100.0))  # written before gateways had names: anyone's to close
+    db.gateway = "a"
+    db.mark_unfinished(999.0, "lost")
+    got = {c.id: (c.ended, c.end_reason) for c in await db.list_calls()}
+    assert got == {"call-1": (None, None), "call-2": (999.0, "lost"), "call-3": (999.0, "lost")}
 
 
 async def test_writes_after_close_are_dropped_quietly(backend: Backend) -> None:

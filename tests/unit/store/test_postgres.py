@@ -12,7 +12,7 @@ import pytest
 
 from callbridge.core.errors import ConfigError
 from callbridge.core.ports import LegInfo
-from callbridge.store.db import SqliteCallDb
+from callbridge.store.db import MIGRATIONS, SqliteCallDb
 from callbridge.store.postgres import PostgresCallDb
 from callbridge.store.service import StoreConfig, build_store, open_db
 from tests.unit.store.conftest import PASSWORD, PgServer
@@ -29,7 +29,7 @@ def test_the_test_server_is_there(postgres: PgServer) -> None:
 async def test_the_url_chooses_the_backend(postgres_url: str, tmp_path: Path) -> None:
     for url in (postgres_url, postgres_url.replace("postgresql://", "postgres://", 1)):
         db = open_db(url, tmp_path)
-        assert isinstance(db, PostgresCallDb) and db.version == 1
+        assert isinstance(db, PostgresCallDb) and db.version == MIGRATIONS[-1].version
         await db.aclose()
     lite = open_db("", tmp_path)
     assert isinstance(lite, SqliteCallDb) and lite.path == str(tmp_path / "callbridge.db")
@@ -63,14 +63,22 @@ async def test_calls_left_live_by_a_crash_are_closed_at_start(
     postgres_url: str, tmp_path: Path
 ) -> None:
     crashed = PostgresCallDb(postgres_url)
+    crashed.gateway = "gw-a"
     crashed.insert_call(call(1, 100.0))
-    await crashed.flush()  # ... and the process dies: no end_call
-    st = build_store(StoreConfig(tmp_path, url=postgres_url, fsync=False))
+    other = PostgresCallDb(postgres_url)
+    other.gateway = "gw-b"  # another gateway on the same database, its call still live
+    other.insert_call(call(2, 100.0))
+    await crashed.flush()  # ... and gw-a's process dies: no end_call
+    await other.flush()
+    st = build_store(StoreConfig(tmp_path, url=postgres_url, fsync=False, gateway_id="gw-a"))
     await st.db.flush()
     row = await st.db.get_call("call-1")
     assert row is not None and row.end_reason == "lost"
+    row = await st.db.get_call("call-2")
+    assert row is not None and row.ended is None  # gw-b's: not gw-a's to close
     await st.aclose()
     await crashed.aclose()
+    await other.aclose()
 
 
 def test_a_server_that_is_not_there_names_the_setting_not_the_password(
