@@ -395,6 +395,7 @@ def build_gateway(
         user_agent=s.user_agent,
         timers=TimerSettings(t1=s.t1, t2=s.t2, t4=s.t4),
         accounts=accounts,
+        dns_servers=tuple(d.strip() for d in s.dns_servers.split(",") if d.strip()),
         inbound=inbound_policy(settings),
         auth=(
             DigestServer(

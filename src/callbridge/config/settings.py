@@ -55,6 +55,23 @@ def _networks(value: str) -> str:
     return value
 
 
+def _addresses(value: str) -> str:
+    """IP addresses, each with an optional :port (IPv4): "192.0.2.53, 127.0.0.1:5353"."""
+    for item in (t.strip() for t in value.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+        try:
+            ipaddress.ip_address(host)
+            if port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not an IP address[:port] (e.g. 192.0.2.53 or 127.0.0.1:5353)"
+            ) from None
+    return value
+
+
 def _algorithms(value: str) -> str:
     names = [a.strip().upper() for a in value.split(",") if a.strip()]
     if not names or any(a not in ("SHA-256", "MD5") for a in names):
@@ -116,6 +133,7 @@ class SipSettings:
     t2: float = 4.0
     t4: float = 5.0
     user_agent: str = "callbridge"
+    dns_servers: str = ""  # for SRV/address lookups: "192.0.2.53, 127.0.0.1:5353"; "" = system
     allow_from: str = ""  # networks INVITEs may come from, e.g. "10.0.0.0/8, 203.0.113.7"; ""=any
     auth_routes: str = ""  # routes (Request-URI users) whose callers must authenticate; "*" = all
     auth_users: str = field(default="", repr=False)  # "alice:secret, bob:pw" for auth_routes
@@ -305,6 +323,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "sip.t2": _positive,
     "sip.t4": _positive,
     "sip.allow_from": _networks,
+    "sip.dns_servers": _addresses,
     "sip.auth_algorithms": _algorithms,
     "http.host": _host,
     "http.port": _port,

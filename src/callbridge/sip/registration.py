@@ -104,8 +104,14 @@ class SipAccount:
 
     @property
     def next_hop(self) -> tuple[str, int]:
+        host, port = self.hop
+        return host, port or 5060
+
+    @property
+    def hop(self) -> tuple[str, int | None]:
+        """The outbound proxy or registrar as written: no port means "ask DNS SRV" (RFC 3263)."""
         host, port = split_hostport(self.outbound_proxy or self.registrar, "registrar")
-        return host.strip("[]"), port or 5060
+        return host.strip("[]"), port
 
     @property
     def route(self) -> str | None:

@@ -61,6 +61,7 @@ from callbridge.sip.ua import (
     UserAgent,
 )
 from callbridge.sip.uri import SipUri, UriParseError
+from callbridge.transports.dns import SipResolver
 from callbridge.transports.sip_leg import SipLeg
 
 log = logging.getLogger("callbridge.transports.sip")
@@ -105,6 +106,7 @@ class SipTransportConfig:
     timers: TimerSettings = TimerSettings()
     accounts: tuple[SipAccount, ...] = ()  # provider accounts: registration, trunk credentials
     unregister_wait: float = 2.0  # shutdown waits at most this long for unREGISTER answers
+    dns_servers: tuple[str, ...] = ()  # for SRV and address lookups; () = the system's
     inbound: InboundPolicy = InboundPolicy()  # source ACLs, routes that need digest auth
     auth: DigestServer | None = None  # the users those routes accept
 
@@ -162,6 +164,7 @@ class SipTransport:
         )
         self.endpoint = SipEndpoint(self.ua, clock, self._on_event)
         self._legs: dict[str, SipLeg] = {}
+        self.resolver = SipResolver(config.dns_servers)
         self._pending_answer: dict[str, asyncio.Future[CallAnswered]] = {}
         # Outbound calls that want early media: the 183's SDP goes to this handler.
         self._early: dict[str, Callable[[bytes], None]] = {}
@@ -239,16 +242,16 @@ class SipTransport:
     async def _register(self, registrar: _Registrar) -> None:
         """(Re)resolve the next hop, then register; a failure is retried by the core's timer."""
         reg = registrar.reg
-        host, port = reg.account.next_hop
+        host, port = reg.account.hop
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            dest = await self.resolver.resolve(host, port)
         except OSError as exc:
             if not self._closing:
                 self._apply(registrar, reg.fail(self.clock.now(), f"cannot resolve {host}: {exc}"))
             return
         if self._closing:
             return
-        registrar.dest = (str(infos[0][4][0]), int(infos[0][4][1]))
+        registrar.dest = dest
         reg.local_host = self._local_host_for(registrar.dest[0])
         self._apply(registrar, reg.start(self.clock.now()))
 
@@ -568,16 +571,11 @@ class SipTransport:
             from_uri = SipUri.parse(trunk.aor) if trunk is not None else None
         except UriParseError as exc:
             raise CallFailed(None, f"bad target URI {target!r}: {exc}") from None
-        dest_host, dest_port = (
-            trunk.next_hop if trunk is not None else (uri.host.strip("[]"), uri.port or 5060)
-        )
+        dest_host, dest_port = trunk.hop if trunk is not None else (uri.host.strip("[]"), uri.port)
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                dest_host, dest_port, type=socket.SOCK_DGRAM
-            )
+            dest = await self.resolver.resolve(dest_host, dest_port)
         except OSError as exc:
             raise CallFailed(None, f"cannot resolve {dest_host}: {exc}") from None
-        dest = (str(infos[0][4][0]), int(infos[0][4][1]))
         local_host = self._local_host_for(dest[0])
         info = LegInfo(
             transport="sip", direction="outbound", local_user=from_user, remote_uri=str(uri)
