@@ -7,12 +7,15 @@ with a fresh challenge marked `stale=true` (RFC 7616 §3.3: the client retries w
 its user). Each challenge offers SHA-256 first, then MD5 for older phones (RFC 8760 §2.4:
 one WWW-Authenticate per algorithm, most preferred first), both with qop=auth.
 
-Not done: nonce-count replay tracking (it would need per-nonce state); a nonce is good for
-`nonce_ttl` seconds, which bounds a replayed INVITE to that window.
+Replays (RFC 7616 §5.9): credentials must use qop=auth, whose nonce count the client raises
+with each request on a nonce. The highest count seen per nonce is kept (bounded, oldest
+forgotten first); a request that does not raise it is a replay, or a client out of step, and
+is challenged again (stale), which only someone with the password can answer.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import hashlib
 import hmac
@@ -90,12 +93,15 @@ class DigestServer:
         secret: bytes | None = None,
         nonce_ttl: float = 300.0,
         algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        max_tracked: int = 10_000,
     ) -> None:
         self.realm = realm
         self.users = dict(users)
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self.nonce_ttl = nonce_ttl
         self.algorithms = tuple(algorithms)
+        self._counts: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.max_tracked = max_tracked
 
     def nonce(self, now: float) -> str:
         stamp = f"{int(now):x}"
@@ -153,4 +159,18 @@ class DigestServer:
             return AuthResult(AuthOutcome.FAILED, creds.username, "wrong password")
         if age > self.nonce_ttl:
             return AuthResult(AuthOutcome.STALE, creds.username, "nonce expired")
+        if not creds.qop:
+            # RFC 2069 style answers carry no count: nothing tells a replay from a retry.
+            return AuthResult(AuthOutcome.FAILED, creds.username, "qop=auth required")
+        count = int(creds.nc, 16) if _is_hex(creds.nc) else 0
+        if count <= self._counts.get(creds.nonce, 0):
+            return AuthResult(AuthOutcome.STALE, creds.username, "nonce count not raised")
+        self._counts[creds.nonce] = count
+        self._counts.move_to_end(creds.nonce)
+        while len(self._counts) > self.max_tracked:
+            self._counts.popitem(last=False)
         return AuthResult(AuthOutcome.OK, creds.username)
+
+
+def _is_hex(text: str) -> bool:
+    return bool(text) and all(c in "0123456789abcdefABCDEF" for c in text)

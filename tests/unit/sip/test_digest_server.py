@@ -95,3 +95,38 @@ def test_credentials_parse_and_reject() -> None:
     ):
         with pytest.raises(DigestError):
             parse_credentials(bad)
+
+
+def test_a_replayed_request_is_challenged_again() -> None:
+    s = server()
+    challenge = s.challenges(NOW)[0]
+    auth = answer(challenge)  # nc=00000001
+    assert s.check("INVITE", [auth], NOW).outcome is AuthOutcome.OK
+    replay = s.check("INVITE", [auth], NOW + 1)  # the same INVITE again (a new transaction)
+    assert (replay.outcome, replay.reason) == (AuthOutcome.STALE, "nonce count not raised")
+    second = authorization(
+        parse_challenge(challenge), username="alice", password="s3cret", method="INVITE",
+        uri=URI, cnonce="0a4f113b", nc=2,
+    )  # fmt: skip
+    assert s.check("INVITE", [second], NOW + 2).outcome is AuthOutcome.OK  # the client's next
+
+
+def test_answers_without_qop_are_refused() -> None:
+    s = server()
+    nonce = s.nonce(NOW)
+    legacy = parse_challenge(f'Digest realm="callbridge", nonce="{nonce}", algorithm=MD5')
+    auth = authorization(
+        legacy, username="alice", password="s3cret", method="INVITE", uri=URI,
+        cnonce="x", nc=1,
+    )  # fmt: skip
+    result = s.check("INVITE", [auth], NOW)
+    assert (result.outcome, result.reason) == (AuthOutcome.FAILED, "qop=auth required")
+
+
+def test_the_replay_memory_is_bounded() -> None:
+    s = server(max_tracked=2)
+    for i in range(3):
+        assert s.check("INVITE", [answer(s.challenges(NOW + i)[0])], NOW + i).outcome is (
+            AuthOutcome.OK
+        )
+    assert len(s._counts) == 2
