@@ -227,11 +227,12 @@ def start_gateway(
     registry: ProcessRegistry,
     config: GatewayConfig,
     name: str = "callbridge",
-    timeout: float = 20.0,
+    timeout: float = 60.0,
     argv: list[str] | None = None,
 ) -> CallbridgeProcess:
     """`callbridge serve` (or `argv`, for harness self-tests), returned once it logged
-    sip.listening on the configured port."""
+    sip.listening on the configured port. The deadline is generous: loading the piper voice
+    takes 8-10 s on an idle 2-core machine and over 20 s on a busy one."""
     gw = _start(registry, name, argv or serve_argv(), config)
     try:
         ready = gw.wait_for("sip.listening", timeout=timeout)
