@@ -572,10 +572,7 @@ async def place_call(
                 return 1
             leg = placed  # the transport started the call with the agent named in the TwiML
         else:
-            you = None
-            if device is not None:
-                stream = device
-                you = LocalAudioAgent(listen or None, open_stream=lambda _name: stream)
+            you = LocalAudioAgent(listen or None, stream=device) if device is not None else None
             try:
                 leg = await gateway.sip.call(
                     target,

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from dnslib import QTYPE, RR, SRV, A, DNSRecord  # type: ignore[import-untyped]
 from dnslib.server import BaseResolver, DNSServer  # type: ignore[import-untyped]
 
-from callbridge.app import Gateway, build_gateway
-from callbridge.config.settings import load_settings
+from callbridge.app import Gateway
 from callbridge.transports.dns import SipResolver
+
+from .gateways import echo_settings, running
 
 
 class Zone(BaseResolver):  # type: ignore[misc]
@@ -80,16 +80,8 @@ async def test_srv_then_address_then_fallbacks(dns_zone: tuple[Zone, int]) -> No
 
 @pytest.fixture
 async def callee(tmp_path: Path) -> AsyncIterator[Gateway]:
-    s = load_settings(environ={})
-    s = replace(
-        s, data_dir=str(tmp_path / "callee"), default_agent="echo",
-        sip=replace(s.sip, host="127.0.0.1", port=0),
-        rtp=replace(s.rtp, port_min=44400, port_max=44500),
-    )  # fmt: skip
-    gw = build_gateway(s)
-    await gw.start()
-    yield gw
-    await gw.stop()
+    async with running(echo_settings(tmp_path / "callee", (44400, 44500))) as gw:
+        yield gw
 
 
 async def test_a_call_to_a_domain_goes_where_its_srv_record_says(
@@ -103,18 +95,9 @@ async def test_a_call_to_a_domain_goes_where_its_srv_record_says(
         ],
         ("gw.trunk.test", "A"): [a("gw.trunk.test")],
     }
-    s = load_settings(environ={})
-    s = replace(
-        s, data_dir=str(tmp_path / "caller"), default_agent="echo",
-        sip=replace(s.sip, host="127.0.0.1", port=0, dns_servers=f"127.0.0.1:{port}"),
-        rtp=replace(s.rtp, port_min=44600, port_max=44700),
-    )  # fmt: skip
-    caller = build_gateway(s)
-    await caller.start()
-    try:
+    settings = echo_settings(tmp_path / "caller", (44600, 44700), dns_servers=f"127.0.0.1:{port}")
+    async with running(settings) as caller:
         leg = await caller.sip.call("sip:echo@trunk.test", timeout=5)
         assert leg.info.ids["rtp_remote"].startswith("127.0.0.1:")
         assert ("_sip._udp.trunk.test", "SRV") in zone.asked
         await leg.hangup("local")
-    finally:
-        await caller.stop()

@@ -16,15 +16,15 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from callbridge.app import Gateway, build_gateway
-from callbridge.config.settings import load_settings
+from callbridge.app import Gateway
 from tests.peers.peerlib.alsa import file_device
+
+from .gateways import echo_settings, running
 
 
 def free_port() -> int:
@@ -46,16 +46,8 @@ def cli_env(home: Path, data: Path) -> dict[str, str]:
 
 @pytest.fixture
 async def echo(tmp_path: Path) -> AsyncIterator[Gateway]:
-    s = load_settings(environ={})
-    s = replace(
-        s, data_dir=str(tmp_path / "echo"), default_agent="echo",
-        sip=replace(s.sip, host="127.0.0.1", port=0),
-        rtp=replace(s.rtp, port_min=44200, port_max=44300),
-    )  # fmt: skip
-    gw = build_gateway(s)
-    await gw.start()
-    yield gw
-    await gw.stop()
+    async with running(echo_settings(tmp_path / "echo", (44200, 44300))) as gw:
+        yield gw
 
 
 async def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str]:

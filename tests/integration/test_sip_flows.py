@@ -21,6 +21,8 @@ from callbridge.rtp.packet import RtpPacket
 from callbridge.sdp.session import parse as parse_sdp
 from callbridge.sip.message import SipRequest, SipResponse, parse
 
+from .gateways import echo_settings
+
 
 class Phone:
     """A minimal UDP SIP endpoint for tests: send text, await parsed messages."""
@@ -305,13 +307,7 @@ async def test_a_peer_that_never_answers_our_bye_does_not_hold_the_call(
 async def test_the_ready_line_says_where_to_call(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    s = load_settings(environ={})
-    s = replace(
-        s, data_dir=str(tmp_path), default_agent="echo",
-        sip=replace(s.sip, host="127.0.0.1", port=0),
-        rtp=replace(s.rtp, port_min=43300, port_max=43400),
-    )  # fmt: skip
-    gw = build_gateway(s)
+    gw = build_gateway(echo_settings(tmp_path, (43300, 43400)))
     with caplog.at_level(logging.INFO, logger="callbridge"):
         await gw.start()
         await gw.stop()

@@ -15,7 +15,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from callbridge.core.errors import CallEnded
@@ -71,13 +70,12 @@ def _device_count(sd: Any) -> int:
 
 
 class LocalAudioAgent:
-    def __init__(
-        self,
-        device: str | None = None,
-        open_stream: Callable[[str | None], DuplexStream] = open_device,
-    ) -> None:
+    """`stream`: the device, opened beforehand (`open_device`) so a missing one is known
+    before anything is dialled; None opens `device` when the call needs it."""
+
+    def __init__(self, device: str | None = None, stream: DuplexStream | None = None) -> None:
         self.device = device
-        self._open = open_stream
+        self._stream = stream
         self.frames_out = 0  # to the speakers
         self.frames_in = 0  # from the microphone
         self._speaker: queue.Queue[bytes | None] = queue.Queue(SPEAKER_QUEUE_FRAMES)
@@ -89,10 +87,10 @@ class LocalAudioAgent:
     def discard(self) -> None:
         """Close the device without a call (the call it was opened for failed). Early media,
         if it started, closes it itself when the call ends."""
-        if self._worker is not None:
+        stream, self._stream = self._stream, None
+        if self._worker is not None or stream is None:
             return
         with contextlib.suppress(Exception):
-            stream = self._open(self.device)
             stream.stop()
             stream.close()
 
@@ -140,7 +138,7 @@ class LocalAudioAgent:
     def _start_device(self) -> None:
         if self._worker is not None:
             return
-        stream = self._open(self.device)
+        stream = self._stream if self._stream is not None else open_device(self.device)
         self._worker = threading.Thread(
             target=self._device_loop,
             args=(stream, self._speaker, self._mic, asyncio.get_running_loop()),

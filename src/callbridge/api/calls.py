@@ -304,7 +304,7 @@ class CallsApi:
                 stream = await asyncio.to_thread(open_device, None)
             except AudioDeviceError as exc:
                 raise ApiError(409, str(exc), "listen") from None
-            speakers = LocalAudioAgent(open_stream=lambda _name: stream)
+            speakers = LocalAudioAgent(stream=stream)
         try:
             try:
                 leg = await self.sip.call(to, account=account, timeout=float(ring))
