@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal, TextIO
 
 from callbridge.config.settings import Settings, http_wanted
+from callbridge.transports.sip import local_address_towards
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -75,13 +76,10 @@ def ports(s: Settings) -> Iterator[Check]:
 
 
 def outbound_address() -> str | None:
-    """The local address this machine would send from to the Internet (no packet is sent)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 5060))  # TEST-NET-1: only the routing table is consulted
-            return str(s.getsockname()[0])
-    except OSError:
-        return None
+    """The local address this machine would send from to the Internet; None without a route
+    (the transport's own lookup falls back to loopback then)."""
+    address = local_address_towards("192.0.2.1")  # TEST-NET-1: only the routing table is read
+    return None if address == "127.0.0.1" else address
 
 
 def addressing(s: Settings, local: Callable[[], str | None] = outbound_address) -> Iterator[Check]:

@@ -25,6 +25,8 @@ __all__ = [
     "DigestError",
     "UnsupportedChallenge",
     "authorization",
+    "canonical_algorithm",
+    "digest_params",
     "digest_response",
     "parse_challenge",
     "select_challenge",
@@ -99,20 +101,31 @@ def _params(text: str, pos: int) -> dict[str, str]:
             raise DigestError(f"missing comma near {text[pos : pos + 30]!r}")
 
 
-def parse_challenge(value: str, *, proxy: bool = False) -> Challenge:
-    """Parse one WWW-Authenticate / Proxy-Authenticate value (RFC 3261 §25.1 `challenge`)."""
+def digest_params(value: str, what: str = "challenge") -> dict[str, str]:
+    """The auth-params of a Digest header value (a challenge, or credentials: RFC 3261 §25.1),
+    names lower-cased, values unquoted. UnsupportedChallenge for another scheme."""
     m = _SCHEME_RE.match(value)
     if m is None:
-        raise DigestError("empty challenge")
+        raise DigestError(f"empty {what}")
     scheme = m.group(1)
     if scheme.lower() != "digest":
         raise UnsupportedChallenge(f"scheme {scheme!r} (only Digest)")
-    params = _params(value, m.end())
+    return _params(value, m.end())
+
+
+def canonical_algorithm(name: str) -> str | None:
+    """The canonical spelling of an algorithm we support (RFC 8760), or None."""
+    return _ALGORITHMS.get(name.lower())
+
+
+def parse_challenge(value: str, *, proxy: bool = False) -> Challenge:
+    """Parse one WWW-Authenticate / Proxy-Authenticate value (RFC 3261 §25.1 `challenge`)."""
+    params = digest_params(value)
     realm, nonce = params.get("realm"), params.get("nonce")
     if realm is None or nonce is None:
         raise DigestError("challenge without realm or nonce")
     algorithm = params.get("algorithm", "MD5")
-    canonical = _ALGORITHMS.get(algorithm.lower())
+    canonical = canonical_algorithm(algorithm)
     if canonical is None:
         raise UnsupportedChallenge(f"algorithm {algorithm!r}")
     qop = tuple(q.strip().lower() for q in params.get("qop", "").split(",") if q.strip())

@@ -23,7 +23,12 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from callbridge.sip.digest import _ALGORITHMS, _SCHEME_RE, DigestError, _params, digest_response
+from callbridge.sip.digest import (
+    DigestError,
+    canonical_algorithm,
+    digest_params,
+    digest_response,
+)
 from callbridge.sip.grammar import quote
 
 __all__ = ["AuthOutcome", "AuthResult", "Credentials", "DigestServer", "parse_credentials"]
@@ -46,14 +51,11 @@ class Credentials:
 
 
 def parse_credentials(value: str) -> Credentials:
-    m = _SCHEME_RE.match(value)
-    if m is None or m.group(1).lower() != "digest":
-        raise DigestError("not Digest credentials")
-    p = _params(value, m.end())
+    p = digest_params(value, "credentials")  # UnsupportedChallenge (a DigestError) for Basic
     missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in p]
     if missing:
         raise DigestError(f"credentials without {', '.join(missing)}")
-    algorithm = _ALGORITHMS.get(p.get("algorithm", "MD5").lower())
+    algorithm = canonical_algorithm(p.get("algorithm", "MD5"))
     if algorithm is None:
         raise DigestError(f"algorithm {p['algorithm']!r}")
     qop = p.get("qop", "").lower()
