@@ -32,7 +32,8 @@ from callbridge.api.server import HttpServer
 from callbridge.api.twilio import TwilioWebConfig, media_stream_url
 from callbridge.calls.manager import Call, CallManager
 from callbridge.calls.routing import Router
-from callbridge.config.settings import AgentRoute, Settings, auth_users, http_wanted
+from callbridge.config.settings import AgentRoute, Settings, http_wanted
+from callbridge.config.validators import auth_users
 from callbridge.core.clock import Clock
 from callbridge.core.clocks import LoopClock
 from callbridge.core.errors import ConfigError

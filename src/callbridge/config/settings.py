@@ -16,112 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from callbridge.config import validators as v
 from callbridge.config.accounts import AccountSettings, account_settings
+from callbridge.config.validators import auth_users
 from callbridge.core.errors import ConfigError
-from callbridge.sip.access import parse_networks
 
 ENV_PREFIX = "CALLBRIDGE_"
-
-
-def _host(value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        if not value or any(c.isspace() for c in value):
-            raise ValueError("must be an IP address or host name") from None
-    return value
-
-
-def _port(value: int) -> int:
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number 0-65535")
-    return value
-
-
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def _non_negative(value: float) -> float:
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
-
-
-def _networks(value: str) -> str:
-    parse_networks(value)  # its ValueError names the item
-    return value
-
-
-def _addresses(value: str) -> str:
-    """IP addresses, each with an optional :port (IPv4): "192.0.2.53, 127.0.0.1:5353"."""
-    for item in (t.strip() for t in value.split(",")):
-        if not item:
-            continue
-        host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
-        try:
-            ipaddress.ip_address(host)
-            if port and not (port.isdigit() and 0 < int(port) < 65536):
-                raise ValueError
-        except ValueError:
-            raise ValueError(
-                f"{item!r} is not an IP address[:port] (e.g. 192.0.2.53 or 127.0.0.1:5353)"
-            ) from None
-    return value
-
-
-def _algorithms(value: str) -> str:
-    names = [a.strip().upper() for a in value.split(",") if a.strip()]
-    if not names or any(a not in ("SHA-256", "MD5") for a in names):
-        raise ValueError('a comma-separated list of "SHA-256" and "MD5", e.g. "SHA-256,MD5"')
-    return ",".join(names)
-
-
-def auth_users(value: str) -> dict[str, str]:
-    """ "alice:secret, bob:pw" -> {"alice": "secret", "bob": "pw"}; ValueError when malformed."""
-    users: dict[str, str] = {}
-    for item in (t.strip() for t in value.split(",")):
-        if not item:
-            continue
-        name, sep, password = item.partition(":")
-        if not sep or not name.strip() or not password:
-            raise ValueError("each entry is user:password, separated by commas")
-        users[name.strip()] = password
-    return users
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
-        return value
-
-    return check
-
-
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-def _account_sid(value: str) -> str:
-    if value and not (
-        len(value) == 34 and value.startswith("AC") and all(c in _HEX for c in value[2:])
-    ):
-        raise ValueError("must be AC followed by 32 hex digits (Twilio console, Account Info)")
-    return value
-
-
-def _phone(value: str) -> str:
-    if value and not (value.startswith("+") and value[1:].isdigit() and len(value) > 4):
-        raise ValueError("must be a number in E.164 form, e.g. +15551234567")
-    return value
-
-
-def _url(value: str) -> str:
-    if value and not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return value.rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,47 +217,47 @@ SECRET_SETTINGS = frozenset(
 
 # Field validators by dotted name; fields not listed only get their type checked.
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {
-    "sip.host": _host,
-    "sip.port": _port,
-    "sip.t1": _positive,
-    "sip.t2": _positive,
-    "sip.t4": _positive,
-    "sip.allow_from": _networks,
-    "sip.dns_servers": _addresses,
-    "sip.auth_algorithms": _algorithms,
-    "http.host": _host,
-    "http.port": _port,
-    "http.enabled": _choice("auto", "true", "false"),
-    "rtp.port_min": _port,
-    "rtp.port_max": _port,
-    "rtp.timeout": _positive,
-    "rtp.jitter_min_ms": _non_negative,
-    "rtp.jitter_max_ms": _positive,
-    "log.format": _choice("text", "json"),
-    "log.level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
-    "echo.delay_ms": _non_negative,
-    "public_url": _url,
+    "sip.host": v.host,
+    "sip.port": v.port,
+    "sip.t1": v.positive,
+    "sip.t2": v.positive,
+    "sip.t4": v.positive,
+    "sip.allow_from": v.networks,
+    "sip.dns_servers": v.addresses,
+    "sip.auth_algorithms": v.algorithms,
+    "http.host": v.host,
+    "http.port": v.port,
+    "http.enabled": v.choice("auto", "true", "false"),
+    "rtp.port_min": v.port,
+    "rtp.port_max": v.port,
+    "rtp.timeout": v.positive,
+    "rtp.jitter_min_ms": v.non_negative,
+    "rtp.jitter_max_ms": v.positive,
+    "log.format": v.choice("text", "json"),
+    "log.level": v.choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    "echo.delay_ms": v.non_negative,
+    "public_url": v.url,
     "default_agent": lambda v: _route_name(v, reserved=False),
-    "agent.min_speech_ms": _non_negative,
-    "agent.end_silence_ms": _positive,
-    "agent.barge_in_min_ms": _non_negative,
-    "agent.prepare_ms": _non_negative,
-    "stt.workers": _non_negative,
-    "agent.stt": _choice("pocketsphinx", "openai"),
-    "agent.tts": _choice("piper", "espeak", "openai"),
-    "stt.base_url": _url,
-    "stt.timeout": _positive,
-    "tts.base_url": _url,
-    "tts.timeout": _positive,
-    "llm.provider": _choice("demo", "openai", "anthropic"),
-    "llm.base_url": _url,
-    "llm.timeout": _positive,
-    "shutdown_grace": _non_negative,
-    "twilio.account_sid": _account_sid,
-    "twilio.from_number": _phone,
-    "webhooks.url": lambda v: _url(v) and v,  # checked like a URL, kept as written
-    "webhooks.timeout": _positive,
-    "webhooks.tries": _positive,
+    "agent.min_speech_ms": v.non_negative,
+    "agent.end_silence_ms": v.positive,
+    "agent.barge_in_min_ms": v.non_negative,
+    "agent.prepare_ms": v.non_negative,
+    "stt.workers": v.non_negative,
+    "agent.stt": v.choice("pocketsphinx", "openai"),
+    "agent.tts": v.choice("piper", "espeak", "openai"),
+    "stt.base_url": v.url,
+    "stt.timeout": v.positive,
+    "tts.base_url": v.url,
+    "tts.timeout": v.positive,
+    "llm.provider": v.choice("demo", "openai", "anthropic"),
+    "llm.base_url": v.url,
+    "llm.timeout": v.positive,
+    "shutdown_grace": v.non_negative,
+    "twilio.account_sid": v.account_sid,
+    "twilio.from_number": v.phone,
+    "webhooks.url": lambda value: v.url(value) and value,  # checked like a URL, kept as written
+    "webhooks.timeout": v.positive,
+    "webhooks.tries": v.positive,
 }
 
 # Names other tools use for the same setting (Twilio's own), read below CALLBRIDGE_*.
@@ -583,7 +483,7 @@ def _route(name: str, table: Mapping[str, Any], source: str) -> AgentRoute:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float | str):
         raise ConfigError(f"{where} connect_timeout ({source})", "must be a number of seconds")
     try:
-        timeout = _positive(float(timeout))
+        timeout = v.positive(float(timeout))
     except ValueError as exc:
         msg = str(exc) if "must" in str(exc) else f"must be a number of seconds, got {timeout!r}"
         raise ConfigError(f"{where} connect_timeout ({source})", msg) from None
