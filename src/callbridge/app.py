@@ -51,6 +51,7 @@ from callbridge.observability.webhooks import WebhookConfig, WebhookSender
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.sip.access import InboundPolicy, parse_networks
 from callbridge.sip.digest_server import DigestServer
+from callbridge.sip.overload import GuardConfig
 from callbridge.sip.registration import SipAccount
 from callbridge.sip.timers import TimerSettings
 from callbridge.store.service import Store, StoreConfig, build_store
@@ -65,7 +66,7 @@ from callbridge.transports.sip import (
 )
 from callbridge.transports.sip_leg import SipLeg
 from callbridge.transports.twilio import TwilioTransport
-from callbridge.transports.twilio_leg import TwilioLeg
+from callbridge.transports.twilio_leg import TwilioLeg, TwilioLegConfig
 from callbridge.transports.twilio_rest import TwilioCallFailed, TwilioRest
 from callbridge.tts.base import Synthesizer
 from callbridge.tts.factory import default_synthesizer
@@ -173,6 +174,29 @@ def build_brain_factory(
             client=client,
         ),
         closers,
+    )
+
+
+def guard_config(settings: Settings) -> GuardConfig:
+    """[limits] -> the SIP port's admission control. Provider accounts' own networks
+    (`allow_from`) are trusted like `limits.trusted`: a trunk's call rate is its business."""
+    lim = settings.limits
+    trusted = parse_networks(lim.trusted) + tuple(
+        net for a in settings.accounts.values() for net in parse_networks(a.allow_from)
+    )
+    return GuardConfig(
+        max_calls=lim.max_calls,
+        max_unconfirmed=lim.max_unconfirmed,
+        calls_per_second=lim.calls_per_second,
+        calls_per_second_per_source=lim.calls_per_second_per_source,
+        pike_rate=lim.requests_per_second_per_source,
+        ban_time=lim.ban_seconds,
+        auth_failures=lim.auth_failures,
+        auth_user_failures=lim.auth_user_failures,
+        auth_window=lim.auth_window,
+        retry_after=lim.retry_after,
+        max_loop_lag=lim.max_loop_lag_ms / 1000,
+        trusted=trusted,
     )
 
 
@@ -307,6 +331,7 @@ def build_http(
     api = create_app(
         ApiConfig(
             api_token=settings.api_token,
+            max_body_bytes=settings.http.max_body_bytes,
             twilio=TwilioWebConfig(
                 public_url=settings.public_url,
                 auth_token=t.auth_token,
@@ -319,7 +344,12 @@ def build_http(
         twilio=twilio,
         extra_routes=[*calls_routes(calls, sip, metrics, via_twilio), *openapi_routes()],
     )
-    return HttpServer(api, settings.http.host, settings.http.port)
+    return HttpServer(
+        api,
+        settings.http.host,
+        settings.http.port,
+        ws_max_size=settings.twilio.max_message_bytes,
+    )
 
 
 def build_route(route: AgentRoute, clock: Clock) -> Callable[[], Agent]:
@@ -405,12 +435,16 @@ def build_gateway(
             if s.auth_users
             else None
         ),
+        guard=guard_config(settings),
     )
     sip = SipTransport(config, clock, calls)
-    twilio = TwilioTransport(clock, calls)
+    twilio = TwilioTransport(
+        clock, calls, TwilioLegConfig(max_message_bytes=settings.twilio.max_message_bytes)
+    )
     metrics = Metrics(
         active_calls=lambda: len(calls.calls),
         registrations=lambda: [(r.account, r.state.value) for r in sip.registrations()],
+        sip_guard=lambda: sip.guard.counters,
     )
     w = settings.webhooks
     webhooks = (

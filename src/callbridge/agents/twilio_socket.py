@@ -4,9 +4,12 @@ callbridge plays Twilio's role here. It connects out to the agent's `wss://` URL
 `X-Twilio-Signature` when the route has a secret, as Twilio signs its upgrade), sends
 `connected` and `start`, then one `media` per 20 ms caller frame, `dtmf` per key press and
 `stop` when the call ends. From the agent it honours what Twilio honours:
-- `media`: buffered without limit (Twilio does), fed into the leg's playout queue (which
-  holds ~400 ms) by a feeder task, in 20 ms frames, with a small cushion when it starts from
-  silence (see TwilioSocketConfig.cushion);
+- `media`: buffered (Twilio buffers without limit; we hold up to `max_buffer`, 60 s), fed
+  into the leg's playout queue (which holds ~400 ms) by a feeder task, in 20 ms frames, with
+  a small cushion when it starts from silence (see TwilioSocketConfig.cushion). Audio beyond
+  `max_buffer` drops the *oldest* not yet played (counted, logged once per call): an agent
+  that runs a minute ahead is broken, and skipping keeps the call up (an agent's bug never
+  ends it, below) with bounded memory; marks keep their place in what is left;
 - `mark`: echoed once the audio sent before it has been played on the call;
 - `clear`: the buffer and the leg's queue are dropped at once, and every outstanding mark is
   echoed (Twilio's documented behaviour);
@@ -32,11 +35,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State
 
+from callbridge.agents.agent_audio import AgentAudio
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegHold
-from callbridge.core.frames import FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
+from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import CallLeg
 from callbridge.mediastream.messages import (
@@ -83,13 +87,18 @@ class TwilioSocketConfig:
     # delivers each chunk just in time, and without a cushion every late one is a gap.
     # Agents that send faster than real time have it at once and wait for nothing.
     cushion: float = 0.06
+    # The websockets client refuses (closes 1009) a bigger message before buffering it. Agents
+    # may send a whole utterance at once, so this is larger than Twilio's own media messages.
     max_message_bytes: int = 1 << 20
+    max_buffer: float = 60.0  # seconds of agent audio held; beyond, the oldest is dropped
 
     def __post_init__(self) -> None:
         if urlsplit(self.url).scheme not in ("ws", "wss"):
             raise ValueError(f"agent socket URL must be ws:// or wss://, got {safe_url(self.url)}")
         if min(self.connect_timeout, self.send_timeout, self.close_timeout) <= 0:
             raise ValueError("timeouts must be > 0")
+        if self.max_buffer < 1.0 or self.max_message_bytes <= 0:
+            raise ValueError("max_buffer must be >= 1 s and max_message_bytes > 0")
 
 
 def safe_url(url: str) -> str:
@@ -101,81 +110,6 @@ def safe_url(url: str) -> str:
 
 def _sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)  # Twilio SIDs: two letters, 32 hex digits
-
-
-class AgentAudio:
-    """The agent's audio as Twilio holds it, sans-IO: an unbounded buffer cut into 20 ms
-    frames for the leg, and the marks the agent put into it.
-
-    Positions count samples of the current *utterance*: the audio since the last `clear`
-    (each clear starts a new one, so the leg's `played(utterance)` restarts at 0). A mark at
-    position p is due once the leg has played p samples of its utterance.
-    """
-
-    def __init__(self) -> None:
-        self.utterance = 1
-        self._pcm = bytearray()
-        self._received = 0  # samples of the current utterance buffered so far (with pads)
-        self.fed = 0  # samples of the current utterance handed out as frames
-        self._marks: collections.deque[tuple[str, int]] = collections.deque()
-
-    def audio(self, pcm: bytes) -> None:
-        self._pcm += pcm
-        self._received += len(pcm) // 2
-
-    def mark(self, name: str) -> None:
-        # Not padded here: agents that mark every chunk (the OpenAI samples do) would get a
-        # gap of silence at each. A partial frame before it is padded by the feeder once the
-        # leg runs dry (`frame(pad=True)`).
-        self._marks.append((name, self._received))
-
-    def clear(self) -> tuple[int, list[str]]:
-        """Drop the buffer; returns the samples dropped and every outstanding mark, in order
-        (Twilio echoes them all on `clear`)."""
-        dropped = len(self._pcm) // 2
-        names = [name for name, _ in self._marks]
-        self._pcm.clear()
-        self._marks.clear()
-        self._received = 0
-        self.fed = 0
-        self.utterance += 1
-        return dropped, names
-
-    def frame(self, pad: bool = False) -> AudioFrame | None:
-        """The next 20 ms frame; a partial one (completed with silence) only when `pad`."""
-        if len(self._pcm) < FRAME_BYTES:
-            if not (pad and self._pcm):
-                return None
-            self._pad()
-        chunk = bytes(self._pcm[:FRAME_BYTES])
-        del self._pcm[:FRAME_BYTES]
-        self.fed += FRAME_SAMPLES
-        return AudioFrame(chunk)
-
-    def _pad(self) -> None:
-        rest = len(self._pcm) % FRAME_BYTES
-        if rest:
-            self._pcm += bytes(FRAME_BYTES - rest)
-            self._received += (FRAME_BYTES - rest) // 2
-
-    def due(self, played: int) -> list[str]:
-        """Marks whose audio is played, given `played` samples of the current utterance."""
-        out = []
-        while self._marks and self._marks[0][1] <= played:
-            out.append(self._marks.popleft()[0])
-        return out
-
-    @property
-    def buffered_samples(self) -> int:
-        return len(self._pcm) // 2
-
-    @property
-    def partial(self) -> bool:
-        return 0 < len(self._pcm) < FRAME_BYTES
-
-    @property
-    def marks_pending(self) -> int:
-        return len(self._marks)
 
 
 class TwilioSocketAgent:
@@ -204,7 +138,7 @@ class _Session:
         self.account_sid = config.account_sid or (
             "AC" + hashlib.sha256(config.url.encode()).hexdigest()[:32]
         )
-        self.audio = AgentAudio()
+        self.audio = AgentAudio(round(config.max_buffer * PIPELINE_RATE))
         self.ws: ClientConnection | None = None
         self._ready = asyncio.Event()  # `start` is sent: caller audio flows
         self._data = asyncio.Event()  # the agent sent audio, a mark or a clear
@@ -468,7 +402,8 @@ class _Session:
                 if payload:
                     if not self.audio.buffered_samples:
                         self._run_from = self.clock.now()
-                    self.audio.audio(ulaw_decode(payload))
+                    if self.audio.audio(ulaw_decode(payload)):
+                        self._overflowed()
                     self._counts["media_in"] += 1
                     self._data.set()
             case MarkOut(name=name):
@@ -490,6 +425,19 @@ class _Session:
                 for name in names:
                     if not await self._echo(name):
                         return
+
+    def _overflowed(self) -> None:
+        if not self._counts["buffer_overflows"]:  # once per call; the count is in the end line
+            event(
+                log,
+                "agent_socket.buffer_full",
+                logging.WARNING,
+                route=self.config.route,
+                seconds=self.config.max_buffer,
+                action="oldest audio dropped",
+            )
+        self._counts["buffer_overflows"] += 1
+        self._counts["audio_dropped_samples"] = self.audio.dropped
 
     async def _echo(self, name: str) -> bool:
         sent = await self._send_quietly(Mark(self._next_seq(), self.stream_sid, name))

@@ -3,6 +3,7 @@
 `create_app()` is the factory later issues extend (REST /calls, live events): add routes to
 `extra_routes`. API routes need the bearer token when one is configured; `/healthz` is open
 (load balancers) and Twilio's routes are authenticated by Twilio's signature, never by token.
+Every request body, on every route, is bounded by `max_body_bytes` (413, api/limits.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callbridge import __version__
+from callbridge.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from callbridge.api.twilio import TwilioWebConfig, twilio_routes
 from callbridge.calls.manager import CallManager
 from callbridge.transports.twilio import TwilioTransport
@@ -34,6 +36,7 @@ TWILIO_PREFIX = "/twilio/"
 class ApiConfig:
     api_token: str = field(default="", repr=False)
     twilio: TwilioWebConfig = TwilioWebConfig()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 class BearerTokenGuard:
@@ -107,6 +110,9 @@ def create_app(
         *twilio_routes(config.twilio, twilio),
         *extra_routes,
     ]
-    return Starlette(
-        routes=routes, middleware=[Middleware(BearerTokenGuard, token=config.api_token)]
-    )
+    # The body limit is outermost: it holds for the open routes (Twilio's) too.
+    middleware = [
+        Middleware(BodyLimit, max_bytes=config.max_body_bytes),
+        Middleware(BearerTokenGuard, token=config.api_token),
+    ]
+    return Starlette(routes=routes, middleware=middleware)

@@ -2,8 +2,10 @@
 
 Routes are plain Starlette `Route`s handed to `create_app(extra_routes=...)`, so the app's
 bearer-token guard covers every one of them. Errors are JSON `{"error": ..., "field"?: ...}`:
-400 for a body that is not a JSON object, 422 for a bad field (named), 404 for an unknown
-call, 409 for a call that already ended, 502/504 for what the far end answered.
+400 for a body that is not a JSON object (or nests too deep), 413 for one over the body limit
+(api/limits.py), 422 for a bad field (named), 404 for an unknown call, 409 for a call that
+already ended, 502/504 for what the far end answered. An error never echoes more than
+MAX_ECHO_CHARS of any value the request sent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from callbridge.agents.local_audio import AudioDeviceError, LocalAudioAgent, open_device
+from callbridge.api.limits import MAX_ECHO_CHARS, BodyError, clip, read_json
 from callbridge.api.observers import call_summary, registration_summary
 from callbridge.calls.manager import Call, CallManager, Speaking
 from callbridge.core.log import event
@@ -35,15 +38,19 @@ log = logging.getLogger("callbridge.api")
 DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 MAX_LIMIT = 1000
 MAX_SAY_CHARS = 2000  # about two minutes of speech
+MAX_DTMF_DIGITS = 64  # at 0.2 s each, 13 s of tones
+_MAX_MESSAGE_CHARS = 3 * MAX_ECHO_CHARS  # a message may quote a value or two, clipped
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, field: str | None = None, **extra: Any) -> None:
+        # Messages may carry what the far end or a lower layer said about the request's values.
+        message = clip(message, _MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
-        self.extra = extra
+        self.extra = {k: clip(v) if isinstance(v, str) else v for k, v in extra.items()}
 
     def response(self) -> JSONResponse:
         body: dict[str, Any] = {"error": self.message}
@@ -63,7 +70,7 @@ def _json_errors(handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
-        except ApiError as exc:
+        except (ApiError, BodyError) as exc:
             return exc.response()
 
     wrapped.__doc__ = handler.__doc__
@@ -72,10 +79,7 @@ def _json_errors(handler: Handler) -> Handler:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    try:
-        data = json.loads(await request.body() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "the body is not valid JSON") from None
+    data = await read_json(request)  # BodyError: 400 / 413
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
     return data
@@ -168,8 +172,8 @@ class CallsApi:
             return call
         store = self.calls.store
         if store is not None and await store.db.get_call(call_id) is not None:
-            raise ApiError(409, f"call {call_id!r} has ended")
-        raise ApiError(404, f"no call {call_id!r}")
+            raise ApiError(409, f"call {clip(call_id)!r} has ended")
+        raise ApiError(404, f"no call {clip(call_id)!r}")
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -204,7 +208,7 @@ class CallsApi:
         store = self.calls.store
         row = await store.db.get_call(call_id) if store is not None else None
         if live is None and row is None:
-            raise ApiError(404, f"no call {call_id!r}")
+            raise ApiError(404, f"no call {clip(call_id)!r}")
         out: dict[str, Any] = _row(row) if row is not None else _live(live)  # type: ignore[arg-type]
         legs: list[dict[str, Any]] = []
         if live is not None:
@@ -248,7 +252,7 @@ class CallsApi:
             raise ApiError(404, "recordings are off (no store)")
         path = store.recording_path(call_id)
         if not await asyncio.to_thread(path.is_file):
-            raise ApiError(404, f"no recording for call {call_id!r}")
+            raise ApiError(404, f"no recording for call {clip(call_id)!r}")
         return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
 
     async def registrations(self, request: Request) -> Response:
@@ -283,7 +287,7 @@ class CallsApi:
             raise ApiError(422, "listen must be true or false", "listen")
         if agent is not None and agent not in self.calls.router.agents:
             known = ", ".join(sorted(self.calls.router.agents))
-            raise ApiError(422, f"unknown agent {agent!r} (one of {known})", "agent")
+            raise ApiError(422, f"unknown agent {clip(agent)!r} (one of {known})", "agent")
         if via not in ("sip", "twilio"):
             raise ApiError(422, 'via must be "sip" or "twilio"', "via")
         if via == "twilio":
@@ -295,7 +299,7 @@ class CallsApi:
         if not self.calls.accepting:
             raise ApiError(503, "shutting down")
         if account is not None and account not in self.sip.accounts:
-            raise ApiError(422, f"unknown account {account!r}", "account")
+            raise ApiError(422, f"unknown account {clip(account)!r}", "account")
         speakers: LocalAudioAgent | None = None
         if listen:
             # The gateway machine's own speakers and microphone (a desk setup, not a server):
@@ -357,6 +361,8 @@ class CallsApi:
         assert digits is not None
         if not set(digits) <= DTMF_DIGITS:
             raise ApiError(422, "digits may only hold 0-9, *, #, A-D", "digits")
+        if len(digits) > MAX_DTMF_DIGITS:
+            raise ApiError(422, f"digits: at most {MAX_DTMF_DIGITS} at a time", "digits")
         try:
             await call.leg.send_dtmf(digits)
         except ValueError as exc:

@@ -286,6 +286,14 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    for operations in paths.values():  # the body limits of api/limits.py apply to every POST
+        post = operations.get("post")
+        if post is None:
+            continue
+        responses = post["responses"]
+        responses["413"] = _error("The body is larger than http.max_body_bytes")
+        bad = responses.get("400", {}).get("description", "The body is not a JSON object")
+        responses["400"] = _error(f"{bad}, or its JSON nests deeper than 32 levels")
     return {
         "openapi": "3.1.0",
         "info": {"title": "callbridge", "version": __version__},

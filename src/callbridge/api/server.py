@@ -3,6 +3,10 @@
 The listening socket is bound here, so a busy port fails `start()` with OSError like the SIP
 port does (uvicorn itself would sys.exit). uvicorn's signal handling is switched off: the
 gateway owns SIGINT/SIGTERM and stops the server as part of its graceful shutdown.
+
+`ws_max_size` is uvicorn's limit on one incoming WebSocket message (its default is 16 MiB): set
+to the Twilio stream's message limit, the server refuses a bigger frame from its header (close
+1009) before buffering it; the leg checks again (mediastream.inbound.InboundGuard).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from callbridge.core.log import event
+from callbridge.mediastream.inbound import MAX_MESSAGE_BYTES
 
 __all__ = ["HttpServer"]
 
@@ -45,11 +50,19 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class HttpServer:
-    def __init__(self, app: ASGIApp, host: str, port: int, shutdown_timeout: int = 3) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        shutdown_timeout: int = 3,
+        ws_max_size: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.shutdown_timeout = shutdown_timeout
+        self.ws_max_size = ws_max_size
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -64,6 +77,7 @@ class HttpServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=self.shutdown_timeout,
+            ws_max_size=self.ws_max_size,
         )
         server = self._server = _EmbeddedServer(config)
         self._task = asyncio.get_running_loop().create_task(

@@ -72,7 +72,8 @@ class WebSocketText:
             raise SocketClosed from None
         if message["type"] == "websocket.disconnect":
             self._closed = True
-            raise SocketClosed
+            # 1009 here is the server refusing a frame over its ws_max_size (api/server.py).
+            raise SocketClosed(message.get("code"), message.get("reason") or "")
         text = message.get("text")
         # A binary frame is handed on as bytes: the parser reports it as not Media Streams.
         return text if text is not None else bytes(message.get("bytes") or b"")

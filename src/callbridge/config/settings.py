@@ -49,6 +49,7 @@ class HttpSettings:
     port: int = 8080
     # "auto": serve when something needs it (public_url, api_token or Twilio credentials)
     enabled: str = "auto"
+    max_body_bytes: int = 1 << 20  # a bigger request body is refused with 413 (api/limits.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,7 @@ class TwilioSettings:
     auth_token: str = field(default="", repr=False)  # also TWILIO_AUTH_TOKEN; never logged
     validate: bool = True  # check X-Twilio-Signature on webhooks and the media WebSocket
     from_number: str = ""  # caller ID for `callbridge call --via twilio` (a Twilio number)
+    max_message_bytes: int = 65536  # a bigger media-stream message closes it (1009)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,24 @@ class WebhooksSettings:
 
 AGENT_KINDS = ("twilio-socket",)
 BUILTIN_AGENTS = ("voice", "echo")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    """Admission and abuse limits of the SIP port (docs/security.md)."""
+
+    max_calls: int = 0  # concurrent calls; 0 = as many as the RTP port range holds
+    max_unconfirmed: int = 50  # calls answered but not yet ACKed (a flood never ACKs); 0 = off
+    calls_per_second: float = 100.0  # new calls/s from all sources; 0 = no limit
+    calls_per_second_per_source: float = 20.0  # new calls/s from one address; 0 = no limit
+    requests_per_second_per_source: float = 200.0  # SIP datagrams/s from one address -> ban
+    ban_seconds: float = 300.0  # how long a banned address is dropped
+    auth_failures: int = 5  # failed digest answers from one address in auth_window -> ban
+    auth_user_failures: int = 20  # failures on one user from all addresses -> stricter bans
+    auth_window: float = 60.0  # seconds
+    retry_after: int = 5  # seconds, in the 503 answered to refused calls
+    max_loop_lag_ms: float = 25.0  # new calls get 503 while the event loop runs this late
+    trusted: str = ""  # networks exempt from per-source limits and bans (trunks, Kamailio/SBC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +210,7 @@ class Settings:
     store: StoreSettings = StoreSettings()
     twilio: TwilioSettings = TwilioSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
+    limits: LimitsSettings = LimitsSettings()
     agents: Mapping[str, AgentRoute] = field(default_factory=dict)  # [agents.NAME] routes
     accounts: Mapping[str, AccountSettings] = field(default_factory=dict)  # [accounts.NAME]
 
@@ -228,6 +249,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "http.host": v.host,
     "http.port": v.port,
     "http.enabled": v.choice("auto", "true", "false"),
+    "http.max_body_bytes": v.positive,
     "rtp.port_min": v.port,
     "rtp.port_max": v.port,
     "rtp.timeout": v.positive,
@@ -255,9 +277,22 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "shutdown_grace": v.non_negative,
     "twilio.account_sid": v.account_sid,
     "twilio.from_number": v.phone,
+    "twilio.max_message_bytes": v.positive,
     "webhooks.url": lambda value: v.url(value) and value,  # checked like a URL, kept as written
     "webhooks.timeout": v.positive,
     "webhooks.tries": v.positive,
+    "limits.max_calls": v.non_negative,
+    "limits.max_unconfirmed": v.non_negative,
+    "limits.calls_per_second": v.non_negative,
+    "limits.calls_per_second_per_source": v.non_negative,
+    "limits.requests_per_second_per_source": v.non_negative,
+    "limits.ban_seconds": v.positive,
+    "limits.auth_failures": v.non_negative,
+    "limits.auth_user_failures": v.non_negative,
+    "limits.auth_window": v.positive,
+    "limits.retry_after": v.non_negative,
+    "limits.max_loop_lag_ms": v.non_negative,
+    "limits.trusted": v.networks,
 }
 
 # Names other tools use for the same setting (Twilio's own), read below CALLBRIDGE_*.
@@ -280,6 +315,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "store": StoreSettings,
     "twilio": TwilioSettings,
     "webhooks": WebhooksSettings,
+    "limits": LimitsSettings,
 }
 
 

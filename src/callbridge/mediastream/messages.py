@@ -10,6 +10,12 @@ Shapes follow https://www.twilio.com/docs/voice/media-streams/websocket-messages
 Both roles are expressible: callbridge normally is the app (parse what Twilio sends, dump what
 an app sends), and for the agent socket it plays Twilio (dump `Start`, `Media`... and parse the
 agent's `MediaOut`, `MarkOut`, `Clear`). `parse()` raises `MessageError` naming what is wrong.
+
+Parsing is total and bounded, as the frames come from the network: any input gives a message or
+a MessageError, nothing else. A frame over MAX_MESSAGE_BYTES or nested deeper than MAX_DEPTH is
+refused before `json.loads` runs, JSON numbers longer than 20 digits are refused while decoding
+(int() of 4,300 digits raises ValueError), counters are range-checked and a media payload is
+refused by its base64 length before it is decoded.
 """
 
 from __future__ import annotations
@@ -17,12 +23,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, Literal
 
 __all__ = [
     "DTMF_DIGITS",
+    "MAX_APP_PAYLOAD_BYTES",
+    "MAX_COUNTER",
+    "MAX_DEPTH",
+    "MAX_MESSAGE_BYTES",
+    "MAX_PAYLOAD_BYTES",
     "Clear",
     "Connected",
     "Dtmf",
@@ -49,6 +62,33 @@ __all__ = [
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 Sender = Literal["twilio", "app"]
 
+# Twilio's media frames are ~300 bytes of JSON (20 ms of µ-law); start with its parameters a
+# few KiB. Anything near these limits is not a Media Streams message.
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_DEPTH = 8  # JSON nesting; Twilio's deepest is 3 (start.mediaFormat)
+MAX_PAYLOAD_BYTES = 16 * 1024  # decoded media from Twilio: 2 s of µ-law, Twilio sends 20 ms
+# An app's audio towards "Twilio" (our agent socket) may come in bigger TTS chunks: bounded by
+# what fits in one frame (about 6 s of µ-law).
+MAX_APP_PAYLOAD_BYTES = 48 * 1024
+# Counters (sequenceNumber, chunk, timestamp in ms): the largest integer a JavaScript producer
+# represents exactly; a real stream stays far below (ms of stream time).
+MAX_COUNTER = 2**53 - 1
+_MAX_NUMBER_DIGITS = 20
+_MAX_SAMPLE_RATE = 1_000_000
+_MAX_CHANNELS = 8
+_QUOTE_MAX = 40
+
+# A JSON string (an unterminated one runs to the end, so the scan never backtracks) and what
+# is not a bracket: blanked out to measure nesting without recursion.
+_JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"?', re.DOTALL)
+_NOT_BRACKET_RE = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _quote(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _QUOTE_MAX else text[:_QUOTE_MAX] + "..."
+
 
 class MessageError(ValueError):
     """A WebSocket message that is not a valid Media Streams message."""
@@ -58,7 +98,7 @@ class UnknownEvent(MessageError):
     """Well-formed JSON with an `event` this protocol does not define (ignorable)."""
 
     def __init__(self, event: str) -> None:
-        super().__init__(f"unknown event {event!r}")
+        super().__init__(f"unknown event {_quote(event)}")
         self.event = event
 
 
@@ -268,35 +308,76 @@ def _sid(data: Mapping[str, Any], key: str, where: str = "") -> str:
 def _counter(data: Mapping[str, Any], key: str, where: str = "") -> int:
     # Twilio sends these as strings; a number is accepted too (lenient in what we take).
     value = data.get(key)
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise MessageError(f"{where}{key} must be a decimal string, got {value!r}")
+    number: int | None = None
+    if isinstance(value, str) and 0 < len(value) <= _MAX_NUMBER_DIGITS and value.isascii():
+        number = int(value) if value.isdigit() else None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    if number is None or not 0 <= number <= MAX_COUNTER:
+        raise MessageError(
+            f"{where}{key} must be a decimal string 0..{MAX_COUNTER}, got {_quote(value)}"
+        )
+    return number
 
 
-def _number(data: Mapping[str, Any], key: str, where: str, default: int) -> int:
+def _number(data: Mapping[str, Any], key: str, where: str, default: int, maximum: int) -> int:
     value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MessageError(f"{where}{key} must be a number")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise MessageError(f"{where}{key} must be a number 0..{maximum}")
     return value
 
 
-def _payload(media: Mapping[str, Any]) -> bytes:
+def _payload(media: Mapping[str, Any], limit: int) -> bytes:
     text = _str(media, "payload", "media.")
+    # Refused by its encoded length, so an oversized payload is never decoded (4 chars: 3 bytes).
+    if len(text) > (limit + 2) // 3 * 4:
+        raise MessageError(f"media.payload larger than {limit} bytes")
     try:
-        return base64.b64decode(text, validate=True)
+        payload = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise MessageError("media.payload is not valid base64") from None
+    if len(payload) > limit:
+        raise MessageError(f"media.payload larger than {limit} bytes")
+    return payload
+
+
+def _json_int(text: str) -> int:
+    # json's parse_int hook: refuse long numbers before int() (quadratic, and a ValueError past
+    # 4,300 digits) ever sees them; raised through json.loads unchanged.
+    if len(text.lstrip("-")) > _MAX_NUMBER_DIGITS:
+        raise MessageError(f"JSON number longer than {_MAX_NUMBER_DIGITS} digits")
+    return int(text)
+
+
+def _too_deep(text: str) -> bool:
+    """Nesting deeper than MAX_DEPTH, measured without recursion in time linear in the text:
+    strings blanked out, the depth is the highest running sum of +1 per opening and -1 per
+    closing bracket (all in C: a 64 KiB frame of brackets takes about 2 ms)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False  # the common case: a Twilio message has 2-6 brackets
+    if '"' in text:
+        text = _JSON_STRING_RE.sub("", text)
+    steps = map(_DEPTH_STEP.__getitem__, _NOT_BRACKET_RE.sub("", text))
+    return max(accumulate(steps), default=0) > MAX_DEPTH
 
 
 def _load(text: str | bytes) -> tuple[str, Mapping[str, Any]]:
-    if isinstance(text, bytes | bytearray):
+    if not isinstance(text, str):
         raise MessageError("binary WebSocket frame: Media Streams messages are JSON text")
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message larger than {MAX_MESSAGE_BYTES} bytes ({size})")
+    if _too_deep(text):
+        raise MessageError(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_json_int)
     except json.JSONDecodeError as exc:
         raise MessageError(f"not JSON: {exc}") from None
+    except MessageError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        # Belt and braces: the checks above keep json.loads from these.
+        raise MessageError(f"not JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise MessageError(f"a message must be a JSON object, got {type(data).__name__}")
     event = data.get("event")
@@ -310,7 +391,9 @@ def _start(data: Mapping[str, Any]) -> Start:
     top_sid = _sid(data, "streamSid")
     inner_sid = start.get("streamSid", top_sid)
     if inner_sid != top_sid:
-        raise MessageError(f"start.streamSid {inner_sid!r} differs from streamSid {top_sid!r}")
+        raise MessageError(
+            f"start.streamSid {_quote(inner_sid)} differs from streamSid {_quote(top_sid)}"
+        )
     tracks = start.get("tracks", ["inbound"])
     if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
         raise MessageError("start.tracks must be a list of strings")
@@ -328,8 +411,8 @@ def _start(data: Mapping[str, Any]) -> Start:
         tracks=tuple(tracks),
         media_format=MediaFormat(
             encoding=_str(fmt, "encoding", "start.mediaFormat.", "audio/x-mulaw"),
-            sample_rate=_number(fmt, "sampleRate", "start.mediaFormat.", 8000),
-            channels=_number(fmt, "channels", "start.mediaFormat.", 1),
+            sample_rate=_number(fmt, "sampleRate", "start.mediaFormat.", 8000, _MAX_SAMPLE_RATE),
+            channels=_number(fmt, "channels", "start.mediaFormat.", 1, _MAX_CHANNELS),
         ),
         custom_parameters=dict(params),
     )
@@ -357,13 +440,13 @@ def parse_from_twilio(text: str | bytes) -> FromTwilio:
                 track=_str(media, "track", "media.", "inbound"),
                 chunk=_counter(media, "chunk", "media."),
                 timestamp=_counter(media, "timestamp", "media."),
-                payload=_payload(media),
+                payload=_payload(media, MAX_PAYLOAD_BYTES),
             )
         case "dtmf":
             dtmf = _object(data, "dtmf")
             digit = _str(dtmf, "digit", "dtmf.")
             if len(digit) != 1 or digit.upper() not in DTMF_DIGITS:
-                raise MessageError(f"dtmf.digit must be one of 0-9 * # A-D, got {digit!r}")
+                raise MessageError(f"dtmf.digit must be one of 0-9 * # A-D, got {_quote(digit)}")
             return Dtmf(seq, sid, digit.upper(), _str(dtmf, "track", "dtmf.", "inbound_track"))
         case "mark":
             return Mark(seq, sid, _str(_object(data, "mark"), "name", "mark."))
@@ -380,7 +463,7 @@ def parse_from_app(text: str | bytes) -> ToTwilio:
     sid = _sid(data, "streamSid")
     match event:
         case "media":
-            return MediaOut(sid, _payload(_object(data, "media")))
+            return MediaOut(sid, _payload(_object(data, "media"), MAX_APP_PAYLOAD_BYTES))
         case "mark":
             return MarkOut(sid, _str(_object(data, "mark"), "name", "mark."))
         case _:

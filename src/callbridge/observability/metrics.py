@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE", "REGISTRATION_STATES", "Metrics"]
 
@@ -41,10 +43,14 @@ class Metrics:
         *,
         active_calls: Callable[[], int] | None = None,
         registrations: Callable[[], Iterable[tuple[str, str]]] | None = None,
+        sip_guard: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
-        """`active_calls` and `registrations` ((account, state) pairs) are read at scrape time."""
+        """`active_calls`, `registrations` ((account, state) pairs) and the SIP guard's
+        counters are read at scrape time."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        if sip_guard is not None:
+            r.register(_GuardCollector(sip_guard))
         self._registrations = registrations
         self.active_calls = Gauge("callbridge_active_calls", "Calls in progress", registry=r)
         if active_calls is not None:
@@ -156,6 +162,38 @@ class Metrics:
             for account, state in self._registrations():
                 self.registration_changed(account, state)
         return generate_latest(self.registry)
+
+
+# The SIP guard's counters (sip/overload.py) -> one metric family each, read when scraped.
+_GUARD_FAMILIES = {
+    "callbridge_sip_calls_admitted": ("New calls admitted by the limits", ("admitted",)),
+    "callbridge_sip_calls_refused": (
+        "New calls refused with 503 (by limit)",
+        ("rejected_max_calls", "rejected_max_unconfirmed", "rejected_overload",
+         "rejected_calls_per_second",
+         "rejected_calls_per_second_per_source"),
+    ),
+    "callbridge_sip_datagrams_dropped": ("SIP datagrams dropped from banned sources", ("dropped_banned",)),
+    "callbridge_sip_bans": ("Sources banned (by cause: flood, auth)", ("bans_flood", "bans_auth")),
+    "callbridge_sip_auth_failures": ("Failed digest answers", ("auth_failures",)),
+}  # fmt: skip
+
+
+class _GuardCollector(Collector):
+    def __init__(self, counters: Callable[[], Mapping[str, int]]) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterable[Metric]:
+        values = self.counters()
+        for name, (doc, keys) in _GUARD_FAMILIES.items():
+            if len(keys) == 1:
+                yield CounterMetricFamily(name, doc, value=values.get(keys[0], 0))
+                continue
+            label = "limit" if name.endswith("refused") else "cause"
+            family = CounterMetricFamily(name, doc, labels=[label])
+            for key in keys:
+                family.add_metric([key.split("_", 1)[1]], values.get(key, 0))
+            yield family
 
 
 class _AgentEventHandler(logging.Handler):

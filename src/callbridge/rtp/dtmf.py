@@ -30,6 +30,9 @@ DTMF_DIGITS = "0123456789*#ABCD"  # RFC 4733 §3.2 table 1: event codes 0-15 in 
 _PAYLOAD = struct.Struct("!BBH")
 _MAX_DURATION = 0xFFFF
 _REMEMBERED_EVENTS = 64
+# One stream plays from one SSRC; a few allow for a re-anchoring B2BUA. More are spoofed
+# packets, which must not grow this state (each would live until poll's timeout).
+_MAX_ACTIVE_SSRCS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,11 @@ class DtmfReceiver:
                 out.append(self._report(active, active.duration))
             active = None
         if active is None:
+            if len(self._active) >= _MAX_ACTIVE_SSRCS and packet.ssrc not in self._active:
+                # Evict the stalest event unreported: it stopped sending updates anyway.
+                stalest = min(self._active.values(), key=lambda a: a.last_seen)
+                self._finish(stalest)
+                del self._active[stalest.ssrc]
             active = _Active(packet.ssrc, packet.timestamp, block.event, digit, 0, carried, now)
             self._active[packet.ssrc] = active
         active.duration = max(active.duration, block.duration)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from callbridge.rtp.packet import RtpPacket
 
 __all__ = [
+    "MAX_PACKETS",
+    "MAX_SDES_ITEMS",
     "Bye",
     "ReceiverReport",
     "ReceptionStats",
@@ -36,6 +38,12 @@ _HEADER = struct.Struct("!BBH")
 _BLOCK = struct.Struct("!IIIIII")
 _SENDER_INFO = struct.Struct("!IQIII")  # SSRC, NTP, RTP timestamp, packet count, octet count
 _MAX_COUNT = 31  # 5-bit RC/SC field
+# Work per datagram is bounded by these, not only by its size: a 64 KiB datagram of 16,000
+# empty packets, or one SDES chunk of 30,000 items, took ~30 ms each to walk.
+# §6.1: a compound packet is a report, maybe more RRs (31 blocks each), SDES, BYE or APP.
+MAX_PACKETS = 64
+# §6.5: eight item types are defined (CNAME ... PRIV); a chunk carries each at most once or so.
+MAX_SDES_ITEMS = 16
 _NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
 
 
@@ -228,6 +236,8 @@ def _parse_sdes(body: bytes, count: int) -> SourceDescription:
             if pos + 2 > len(body) or pos + 2 + body[pos + 1] > len(body):
                 raise RtcpParseError("SDES: item truncated")
             length = body[pos + 1]
+            if len(items) >= MAX_SDES_ITEMS:
+                raise RtcpParseError(f"SDES: more than {MAX_SDES_ITEMS} items in a chunk")
             items.append((kind, body[pos + 2 : pos + 2 + length].decode("utf-8", "replace")))
             pos += 2 + length
         chunks.append(SdesChunk(ssrc, tuple(items)))
@@ -274,7 +284,9 @@ def parse_compound(data: bytes) -> tuple[RtcpPacket, ...]:
     """Parse a compound RTCP datagram (RFC 3550 §6.1). Raises RtcpParseError, nothing else.
 
     Checks per §A.2: version 2 throughout, lengths adding up to the datagram, padding only on
-    the last packet. The first packet is not required to be SR/RR so that reduced-size RTCP
+    the last packet. Bounded: every count is checked against the octets present, each packet
+    advances by at least its 4-octet header (length 0 included), and MAX_PACKETS and
+    MAX_SDES_ITEMS cap the per-datagram work. The first packet is not required to be SR/RR so that reduced-size RTCP
     (RFC 5506) parses too.
     """
     data = bytes(data)
@@ -299,6 +311,8 @@ def parse_compound(data: bytes) -> tuple[RtcpPacket, ...]:
             if pad == 0 or pad > len(body):
                 raise RtcpParseError(f"bad padding count {pad}")
             body = body[: len(body) - pad]
+        if len(packets) >= MAX_PACKETS:
+            raise RtcpParseError(f"more than {MAX_PACKETS} packets in one compound")
         packets.append(_parse_one(packet_type, first & 0x1F, body))
         pos = end
     return tuple(packets)

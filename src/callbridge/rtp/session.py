@@ -27,6 +27,7 @@ from callbridge.rtp.rtcp import (
 from callbridge.rtp.sender import RtpSender
 
 RTCP_INTERVAL = 5.0  # RFC 3550 §6.2: the minimum interval for a two-party session
+MAX_SSRCS = 16  # reception statistics kept per session (a stream rarely has more than 2)
 
 Addr = tuple[str, int]
 
@@ -163,8 +164,12 @@ class RtpSession:
         c.bytes_in += len(data)
         rx = self.receptions.get(packet.ssrc)
         if rx is None:
+            # Bounded: a peer that changes SSRC on every packet must not grow memory.
+            if len(self.receptions) >= MAX_SSRCS:
+                del self.receptions[next(iter(self.receptions))]
             rx = self.receptions[packet.ssrc] = ReceptionStats(packet.ssrc, min_sequential=0)
-            c.ssrcs_in.add(packet.ssrc)
+            if len(c.ssrcs_in) < MAX_SSRCS:
+                c.ssrcs_in.add(packet.ssrc)
         rx.update(packet.sequence, packet.timestamp, now)
         if not self.params.receive:
             return []

@@ -1,4 +1,7 @@
-"""SDP (RFC 4566) and the RFC 3264 offer/answer model. Sans-IO."""
+"""SDP (RFC 4566) and the RFC 3264 offer/answer model. Sans-IO.
+
+Every error raised for peer input (parsing or negotiation) is an SdpError.
+"""
 
 from callbridge.sdp.offer_answer import (
     PCMA,
@@ -18,6 +21,7 @@ from callbridge.sdp.session import (
     Connection,
     MediaDescription,
     Origin,
+    SdpError,
     SdpParseError,
     SessionDescription,
     Timing,
@@ -36,6 +40,7 @@ __all__ = [
     "NoCommonCodec",
     "OfferError",
     "Origin",
+    "SdpError",
     "SdpParseError",
     "SessionDescription",
     "Timing",

@@ -2,11 +2,18 @@
 
 The transport gets a MediaPlan (plain values, no SDP types); the UA gets SessionDescriptions to
 put in INVITE / 200 OK bodies. NoCommonCodec and OfferError both map to 488 at the SIP layer.
+
+Error contract, for any SessionDescription that `session.parse` accepted (i.e. anything a peer
+can send): `create_answer` raises only OfferError or NoCommonCodec, `apply_answer` only
+AnswerError or NoCommonCodec. All of them, and SdpParseError, are SdpError, so one
+`except SdpError` covers parsing and negotiation. Work is linear in the description's size and
+messages quote peer text only truncated.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 from dataclasses import dataclass, field
 
@@ -16,8 +23,10 @@ from callbridge.sdp.session import (
     Connection,
     MediaDescription,
     Origin,
+    SdpError,
     SessionDescription,
     Timing,
+    ptime_ms,
 )
 
 __all__ = [
@@ -38,6 +47,9 @@ __all__ = [
 _SUPPORTED_PROTO = "RTP/AVP"
 _TELEPHONE_EVENT = "telephone-event"
 _DTMF_EVENTS = range(16)  # RFC 4733 §3.2: 0-9 * # A-D, all we generate or report
+_MAX_EVENT = 255  # RFC 4733 §2.3: the event field is 8 bits
+_EVENT_RANGE_RE = re.compile(r"([0-9]{1,3})(?:-([0-9]{1,3}))?")
+_QUOTE_MAX = 40  # peer text quoted in an error message
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +95,15 @@ class MediaPlan:
     remote_hold: bool  # the peer put us on hold (RFC 3264 §8.4)
 
 
-class NoCommonCodec(Exception):
+class NoCommonCodec(SdpError):
     """No codec in common: the UA answers 488 Not Acceptable Here (RFC 3264 §6)."""
 
 
-class OfferError(ValueError):
+class OfferError(SdpError, ValueError):
     """The offer is unusable: no usable audio stream, or it lacks an address."""
 
 
-class AnswerError(ValueError):
+class AnswerError(SdpError, ValueError):
     """The answer does not fit the offer (RFC 3264 §6: same m-line count, order)."""
 
 
@@ -106,31 +118,27 @@ def _is_usable_audio(m: MediaDescription) -> bool:
     return m.media == "audio" and m.port != 0 and m.proto.upper() == _SUPPORTED_PROTO
 
 
-def _codec_match(m: MediaDescription, fmt: str, wanted: tuple[Codec, ...]) -> Codec | None:
-    """The local codec a format is, by rtpmap name (case-insensitive, RFC 4855 §3) and clock."""
-    mapping = m.rtpmap(fmt)
-    if mapping is None or not fmt.isdigit():
-        return None
-    name, clock, channels = mapping
-    if channels != 1:
-        return None
-    for codec in wanted:
-        if codec.name.lower() == name.lower() and codec.clock_rate == clock:
-            return Codec(codec.name, int(fmt), clock)
+def _quote(text: str) -> str:
+    return repr(text if len(text) <= _QUOTE_MAX else text[:_QUOTE_MAX] + "...")
+
+
+def _first_common(m: MediaDescription, wanted: tuple[Codec, ...]) -> Codec | None:
+    """The first format (in m='s order) that is a wanted codec, by rtpmap name
+    (case-insensitive, RFC 4855 §3) and clock; formats that are no payload type match nothing."""
+    for pt, (name, clock, channels) in m.rtpmaps().items():
+        if channels != 1:
+            continue
+        for codec in wanted:
+            if codec.name.lower() == name.lower() and codec.clock_rate == clock:
+                return Codec(codec.name, pt, clock)
     return None
 
 
 def _telephone_event_pt(m: MediaDescription, clock_rate: int) -> int | None:
     # RFC 4733 §2.1: the event clock must match the audio clock; Linphone offers several rates.
-    for fmt in m.formats:
-        mapping = m.rtpmap(fmt)
-        if (
-            mapping
-            and fmt.isdigit()
-            and mapping[0].lower() == _TELEPHONE_EVENT
-            and mapping[1] == clock_rate
-        ):
-            return int(fmt)
+    for pt, (name, clock, _) in m.rtpmaps().items():
+        if name.lower() == _TELEPHONE_EVENT and clock == clock_rate:
+            return pt
     return None
 
 
@@ -147,18 +155,25 @@ def _event_ranges(events: list[int]) -> str:
 
 
 def _answer_events(offered: str | None) -> str:
-    """RFC 4733 §7.1.1: answer with the events we support among those offered."""
+    """RFC 4733 §7.1.1: answer with the events we support among those offered.
+
+    Each range is checked (numbers 0..255, low <= high) and clipped to our 0-15 before any
+    expansion, so "0-30000000" costs what "0-15" does; malformed ranges are skipped.
+    """
     default = _event_ranges(list(_DTMF_EVENTS))
     if not offered:
         return default  # RFC 4733 §7.1.1: no fmtp means 0-15
     events: set[int] = set()
-    try:
-        for part in offered.replace(" ", "").split(","):
-            low, _, high = part.partition("-")
-            events.update(range(int(low), int(high or low) + 1))
-    except ValueError:
-        return default
-    common = sorted(events.intersection(_DTMF_EVENTS))
+    for part in offered.replace(" ", "").split(","):
+        match = _EVENT_RANGE_RE.fullmatch(part)
+        if match is None:
+            continue
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        if low > high or high > _MAX_EVENT:
+            continue
+        events.update(range(max(low, _DTMF_EVENTS.start), min(high, _DTMF_EVENTS.stop - 1) + 1))
+    common = sorted(events)
     return _event_ranges(common) if common else default
 
 
@@ -273,7 +288,10 @@ def create_answer(
     """Answer an offer (UAS side). Raises OfferError or NoCommonCodec; both mean 488."""
     candidates = [i for i, m in enumerate(offer.media) if _is_usable_audio(m)]
     if not candidates:
-        offered = ", ".join(f"{m.media} {m.port} {m.proto}" for m in offer.media) or "no m= lines"
+        offered = (
+            ", ".join(f"{_quote(m.media)} {m.port} {_quote(m.proto)}" for m in offer.media)
+            or "no m= lines"
+        )
         raise OfferError(
             f"no usable audio stream (want audio over {_SUPPORTED_PROTO}; offered: {offered})"
         )
@@ -281,16 +299,21 @@ def create_answer(
     for index in candidates:
         m = offer.media[index]
         # RFC 3264 §6.1: follow the offerer's preference order among the codecs we support.
-        codec = next((c for f in m.formats if (c := _codec_match(m, f, local.codecs))), None)
+        codec = _first_common(m, local.codecs)
         if codec is not None:
             chosen = (index, codec)
             break
     if chosen is None:
         offered_codecs = sorted(
-            {str(offer.media[i].rtpmap(f)) for i in candidates for f in offer.media[i].formats}
+            {
+                f"{_quote(name)}/{clock}/{channels}"
+                for i in candidates
+                for name, clock, channels in offer.media[i].rtpmaps().values()
+            }
         )
+        shown = ", ".join(offered_codecs[:8]) + (", ..." if len(offered_codecs) > 8 else "")
         raise NoCommonCodec(
-            f"none of {[c.name for c in local.codecs]} offered (offered: {offered_codecs})"
+            f"none of {[c.name for c in local.codecs]} offered (offered: {shown or 'none'})"
         )
     index, codec = chosen
     m = offer.media[index]
@@ -336,8 +359,7 @@ def create_answer(
 
 def offer_ptime(sd: SessionDescription) -> int | None:
     """A session-level a=ptime, which some stacks send although RFC 4566 makes it media-level."""
-    value = sd.attribute("ptime")
-    return int(value) if value is not None and value.isdigit() and int(value) > 0 else None
+    return ptime_ms(sd.attribute("ptime"))
 
 
 def apply_answer(offer: SessionDescription, answer: SessionDescription) -> MediaPlan:
@@ -354,17 +376,19 @@ def apply_answer(offer: SessionDescription, answer: SessionDescription) -> Media
         raise NoCommonCodec("the answer rejected the audio stream (port 0)")
     if am.media != om.media or am.proto.upper() != om.proto.upper():
         raise AnswerError(
-            f"answer m= line {am.media} {am.proto} does not match the offer's {om.media} {om.proto}"
+            f"answer m= line {_quote(am.media)} {_quote(am.proto)} does not match the offer's"
+            f" {om.media} {om.proto}"
         )
     ours = tuple(
-        Codec(mapping[0], int(f), mapping[1])
-        for f in om.formats
-        if f.isdigit() and (mapping := om.rtpmap(f)) and mapping[0].lower() != _TELEPHONE_EVENT
+        Codec(name, pt, clock)
+        for pt, (name, clock, _) in om.rtpmaps().items()
+        if name.lower() != _TELEPHONE_EVENT
     )
     # RFC 3264 §6.1: we send with the answer's payload type numbers, in the answer's order.
-    codec = next((c for f in am.formats if (c := _codec_match(am, f, ours))), None)
+    codec = _first_common(am, ours)
     if codec is None:
-        raise NoCommonCodec(f"answer formats {list(am.formats)} share no codec with our offer")
+        formats = " ".join(am.formats)
+        raise NoCommonCodec(f"answer formats {_quote(formats)} share no codec with our offer")
     conn = _remote_address(answer, am, AnswerError)
     offered = offer.media_direction(om)
     answered = answer.media_direction(am)

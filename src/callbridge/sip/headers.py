@@ -203,6 +203,7 @@ _VIA_RE = re.compile(
     re.IGNORECASE,
 )
 _SECURE_TRANSPORTS = frozenset({"TLS", "WSS"})
+_PORT_RE = re.compile(r"[0-9]{1,5}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +229,11 @@ class Via:
             params = parse_params(text, m.end())
         except GrammarError:
             raise SipParseError(f"Malformed Via parameters: {text[:60]!r}") from None
+        # RFC 3581 §3: response-port = "rport" [EQUAL 1*DIGIT]. Checked here because the value
+        # becomes the port responses are sent to (§4).
+        rport = find_param(params, "rport")
+        if rport and (_PORT_RE.fullmatch(rport) is None or int(rport) > 65535):
+            raise SipParseError(f"Malformed Via rport: {rport[:20]!r}")
         return cls(m.group(3).upper(), m.group(4), port, params)
 
     def __str__(self) -> str:

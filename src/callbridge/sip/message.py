@@ -1,4 +1,11 @@
-"""SIP messages (RFC 3261 §7): data types, UDP-datagram parser, serializer, response builder."""
+"""SIP messages (RFC 3261 §7): data types, UDP-datagram parser, serializer, response builder.
+
+`parse` is total (SipParseError, nothing else) and bounded: a datagram over MAX_MESSAGE_BYTES or
+with more than MAX_HEADER_LINES header lines is refused before any header is looked at, and
+address lists (Via, Contact, Route, Record-Route) hold at most MAX_LIST_ELEMENTS entries per
+header name, because every later layer walks them again (a 64 KiB datagram of 8,000 one-byte
+Contacts cost the UA 140 ms). Numbers are matched as at most 10 ASCII digits before int().
+"""
 
 from __future__ import annotations
 
@@ -35,6 +42,15 @@ __all__ = [
 ]
 
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
+
+# The largest UDP payload (RFC 768's 16-bit length); all this parser is fed is one datagram.
+MAX_MESSAGE_BYTES = 65535
+# Real requests carry 10-60 header lines, even after a few proxies.
+MAX_HEADER_LINES = 256
+# Max-Forwards starts at 70 (§8.1.1.6), so a request collects at most ~70 Vias and
+# Record-Routes on its way; a REGISTER response lists a handful of Contacts.
+MAX_LIST_ELEMENTS = 128
+_ADDRESS_LISTS = frozenset({"Via", "Contact", "Route", "Record-Route"})
 
 
 class _Accessors:
@@ -233,8 +249,20 @@ def _frame_body(items: list[tuple[str, str]], rest: bytes) -> tuple[bytes, str |
     return rest[:length], None
 
 
+def _list_sizes_ok(items: list[tuple[str, str]]) -> bool:
+    counts = dict.fromkeys(_ADDRESS_LISTS, 0)
+    for name, value in items:
+        if name in counts:
+            counts[name] += len(split_list(value, keep_empty=True))
+            if counts[name] > MAX_LIST_ELEMENTS:
+                return False
+    return True
+
+
 def _check_headers(items: list[tuple[str, str]]) -> str | None:
     """Syntax checks for the headers every element must understand; first error or None."""
+    if not _list_sizes_ok(items):
+        return f"More than {MAX_LIST_ELEMENTS} Via, Contact, Route or Record-Route entries"
     try:
         for name, value in items:
             match name:
@@ -285,6 +313,8 @@ def _check_request_uri(uri: str) -> str | None:
 def parse(data: bytes) -> SipMessage:
     """Parse one UDP datagram (RFC 3261 §7, §18.3); raises SipParseError only."""
     data = bytes(data)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise SipParseError(f"Message larger than {MAX_MESSAGE_BYTES} bytes")
     # §7.5: CRLFs before the start line (keepalives) are ignored.
     start = 0
     while start < len(data) and data[start] in (0x0D, 0x0A):
@@ -293,6 +323,9 @@ def parse(data: bytes) -> SipMessage:
         raise SipParseError("Empty message")
     head, rest = _split_head(data[start:])
     text = head.decode("utf-8", "surrogateescape")
+    if text.count("\n") > MAX_HEADER_LINES:
+        # Dropped rather than answered: building even a 400 would walk every line.
+        raise SipParseError(f"More than {MAX_HEADER_LINES} header lines")
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
     first = lines[0]
     items, error = _parse_header_lines(lines[1:])

@@ -108,7 +108,11 @@ def parse_subscription_state(value: str | None) -> SubscriptionState:
     state, params = _params(value)
     expires = params.get("expires")
     return SubscriptionState(
-        state, params.get("reason"), int(expires) if expires and expires.isdigit() else None
+        state,
+        params.get("reason"),
+        int(expires)
+        if expires and expires.isascii() and expires.isdigit() and len(expires) <= 10
+        else None,
     )
 
 

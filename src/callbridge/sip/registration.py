@@ -165,7 +165,7 @@ def _number(text: str | None) -> int | None:
     if text is None:
         return None
     digits = text.strip().split(" ", 1)[0].split(";", 1)[0].split("(", 1)[0]
-    return int(digits) if digits.isdigit() and len(digits) <= 10 else None
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 10 else None
 
 
 class Registration:

@@ -178,6 +178,13 @@ class TransactionLayer:
 
     # --- incoming -------------------------------------------------------------------------
 
+    def has_server_transaction(self, request: SipRequest) -> bool:
+        """Whether `request` is a retransmission of one we have a transaction for (§17.2.3)."""
+        try:
+            return server_key(request) in self._server
+        except (SipParseError, UriParseError, IndexError):
+            return False
+
     def receive(
         self, message: SipMessage, source: Addr, now: float
     ) -> tuple[list[SendMessage], list[Event]]:

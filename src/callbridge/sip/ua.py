@@ -7,6 +7,7 @@ The asyncio shell (`sip/endpoint.py`) owns the socket and the timer; the applica
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from callbridge.sip.message import (
     new_tag,
     parse,
 )
+from callbridge.sip.overload import Refusal
 from callbridge.sip.refer import (
     SIPFRAG,
     TRANSFER_TIMEOUT,
@@ -62,6 +64,8 @@ from callbridge.sip.uri import NameAddr, SipUri, UriParseError
 from callbridge.sip.validation import UasPolicy, check_request, reject_malformed
 
 Addr = tuple[str, int]
+# The answer to an out-of-dialog OPTIONS: a status and extra headers (a 401's challenges).
+OptionsAnswer = tuple[int, list[tuple[str, str]]]
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
 _TX_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
@@ -207,12 +211,15 @@ class UserAgent:
         local: LocalIdentity,
         timers: TimerSettings | None = None,
         policy: UasPolicy | None = None,
-        options_status: Callable[[str], int] | None = None,
+        options_status: Callable[[SipRequest, Addr], OptionsAnswer] | None = None,
+        admission: Callable[[str, float], Refusal | None] | None = None,
     ) -> None:
         self.local = local
         # §11.2: OPTIONS gets the status an INVITE to the same user would get; the app knows
         # which users exist. A user-less Request-URI is a probe of this node.
-        self.options_status = options_status or (lambda user: 200)
+        self.options_status = options_status or (lambda request, source: (200, []))
+        # New calls: the overload control's verdict before any transaction or state exists.
+        self.admission = admission
         self.layer = TransactionLayer(timers or TimerSettings())
         self.policy = policy or UasPolicy()
         self._calls: dict[str, _Call] = {}
@@ -249,6 +256,9 @@ class UserAgent:
             stateless = self._unmatchable(message, source)
             if stateless is not None:
                 return [stateless]
+            refused = self._refused(message, source, now)
+            if refused is not None:
+                return refused
         sends, events = self.layer.receive(message, source, now)
         out: list[Output] = [self._wire(s) for s in sends]
         for ev in events:
@@ -263,16 +273,51 @@ class UserAgent:
         error = check_request(request, self.policy)
         if error is None or "Via" not in request.headers:
             return None
+        self.bad_messages += 1
+        return self._stateless(request, source, error)
+
+    def _refused(self, request: SipRequest, source: Addr, now: float) -> list[Output] | None:
+        """A new call that the admission control refuses gets a stateless 503 with Retry-After
+        (§21.5.4; §8.2.7 stateless UAS): no transaction, no timer, no call state, no RTP port,
+        so a flood of INVITEs costs a parse and one datagram each."""
+        if self.admission is None or request.method != "INVITE" or not self.accepting:
+            return None
+        if self._to_tag(request) is not None or self.layer.has_server_transaction(request):
+            return None  # in-dialog, or a retransmission of a call already admitted
+        refusal = self.admission(source[0], now)
+        if refusal is None:
+            return None
+        if refusal.silent:
+            return []
+        try:
+            key = f"{request.call_id}|{request.vias[0].branch}".encode()
+        except (SipParseError, UriParseError, IndexError):
+            return None  # the transaction layer drops it as well
+        # §8.2.7: a stateless UAS makes the To tag the same for every retransmission.
+        tag = hashlib.blake2s(key, digest_size=8).hexdigest()
+        response = make_response(
+            request,
+            refusal.status,
+            to_tag=tag,
+            headers=[("Retry-After", str(refusal.retry_after))],
+        )
+        reply = self._stateless(request, source, response)
+        return [] if reply is None else [reply]
+
+    @staticmethod
+    def _stateless(request: SipRequest, source: Addr, response: SipResponse) -> SendDatagram | None:
         try:
             stamped = stamp_via(request, source)
             addr = response_address(stamped.vias[0], source)
-        except (SipParseError, UriParseError):
+        except (SipParseError, UriParseError, IndexError):
             return None
-        error = SipResponse(
-            error.status, error.reason, error.headers.set("Via", str(stamped.vias[0])), error.body
+        response = SipResponse(
+            response.status,
+            response.reason,
+            response.headers.set("Via", str(stamped.vias[0])),
+            response.body,
         )
-        self.bad_messages += 1
-        return SendDatagram(bytes(error), addr)
+        return SendDatagram(bytes(response), addr)
 
     def poll(self, now: float) -> list[Output]:
         sends, events = self.layer.poll(now)
@@ -545,13 +590,11 @@ class UserAgent:
                 out.append(IncomingCall(cid, req, source))
                 return out
             case "OPTIONS":
-                try:
-                    user = req.request_uri.user or ""
-                except UriParseError:
-                    user = ""
-                status = 503 if not self.accepting else (self.options_status(user) if user else 200)
+                status, extra = (
+                    (503, []) if not self.accepting else self.options_status(req, source)
+                )
                 if status != 200:
-                    return self._respond(tx, make_response(req, status), now)
+                    return self._respond(tx, make_response(req, status, headers=extra), now)
                 headers = [
                     ("Allow", ALLOW),
                     ("Accept", "application/sdp"),

@@ -6,7 +6,8 @@ submission order, the event loop never waits on the database. Writes are fire-an
 (queued, errors logged, never raised into a call); reads are awaited. The SQL is portable
 (TEXT, INTEGER, DOUBLE PRECISION, BOOLEAN; composite keys instead of autoincrement;
 `ON CONFLICT ... DO UPDATE`), so both backends run the same statements and migrations, written
-with `?` placeholders that a backend with another style (psycopg: `%s`) rewrites.
+with `?` placeholders that a backend with another style (psycopg: `%s`) rewrites. The schema
+and its migrations are in schema.py.
 
 Times are wall-clock Unix seconds (DOUBLE PRECISION), JSON is stored as TEXT.
 """
@@ -18,12 +19,22 @@ import concurrent.futures
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from callbridge.core.log import event
+from callbridge.store.schema import (
+    MIGRATIONS,
+    DbConnection,
+    DbCursor,
+    Migration,
+    SchemaTooNew,
+    migrate,
+    placeholders,
+    schema_version,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -35,6 +46,7 @@ __all__ = [
     "SchemaTooNew",
     "SqliteCallDb",
     "TurnRow",
+    "UnfinishedCall",
     "WorkerCallDb",
     "migrate",
     "schema_version",
@@ -94,6 +106,17 @@ class TurnRow:
     tts_ms: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class UnfinishedCall:
+    """A call a previous run of this gateway left live: what is known of when it ended."""
+
+    id: str
+    started: float
+    answered: float | None
+    last_activity: float | None  # the latest heartbeat (None: it died before the first)
+    recording_path: str | None
+
+
 class CallDb(Protocol):
     """What the calls layer and the API need from a database."""
 
@@ -110,6 +133,10 @@ class CallDb(Protocol):
         recording_path: str | None,
         transcript_path: str | None,
     ) -> None: ...
+
+    def touch_calls(self, call_ids: Sequence[str], at: float) -> None:
+        """The heartbeat: `at` becomes the last activity of these live calls."""
+        ...
 
     def add_event(self, row: EventRow) -> None: ...
 
@@ -134,131 +161,6 @@ class CallDb(Protocol):
     async def aclose(self) -> None: ...
 
 
-# ---- schema -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    statements: tuple[str, ...]
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "calls, events, turns",
-        (
-            """CREATE TABLE calls (
-                id TEXT NOT NULL PRIMARY KEY,
-                transport TEXT NOT NULL,
-                direction TEXT NOT NULL,
-                from_uri TEXT NOT NULL,
-                to_uri TEXT NOT NULL,
-                agent TEXT NOT NULL,
-                started DOUBLE PRECISION NOT NULL,
-                answered DOUBLE PRECISION,
-                ended DOUBLE PRECISION,
-                end_reason TEXT,
-                recording_path TEXT,
-                transcript_path TEXT,
-                ids TEXT NOT NULL
-            )""",
-            "CREATE INDEX calls_by_start ON calls (started)",
-            """CREATE TABLE events (
-                call_id TEXT NOT NULL REFERENCES calls (id),
-                seq INTEGER NOT NULL,
-                ts DOUBLE PRECISION NOT NULL,
-                name TEXT NOT NULL,
-                data TEXT NOT NULL,
-                PRIMARY KEY (call_id, seq)
-            )""",
-            """CREATE TABLE turns (
-                call_id TEXT NOT NULL REFERENCES calls (id),
-                utterance INTEGER NOT NULL,
-                ts DOUBLE PRECISION NOT NULL,
-                user_text TEXT NOT NULL,
-                agent_text TEXT NOT NULL,
-                interrupted BOOLEAN NOT NULL,
-                voice_to_voice_ms INTEGER,
-                stt_ms INTEGER,
-                brain_ms INTEGER,
-                tts_ms INTEGER,
-                PRIMARY KEY (call_id, utterance)
-            )""",
-        ),
-    ),
-    # Several gateways may share one (PostgreSQL) database: each start-up may only close the
-    # calls its own previous run left live. Rows from before have '' and are closed by anyone.
-    Migration(
-        2,
-        "calls.gateway",
-        ("ALTER TABLE calls ADD COLUMN gateway TEXT NOT NULL DEFAULT ''",),
-    ),
-)
-
-
-class SchemaTooNew(RuntimeError):
-    """The database was migrated by a newer callbridge: refuse rather than corrupt it."""
-
-
-class DbCursor(Protocol):
-    def fetchone(self) -> Any: ...
-
-    def __iter__(self) -> Iterator[Any]: ...
-
-
-class DbConnection(Protocol):
-    """What the store uses of a DB-API connection (sqlite3's and psycopg's both fit)."""
-
-    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> DbCursor: ...
-
-    def close(self) -> None: ...
-
-
-def _placeholders(sql: str, param: str) -> str:
-    # The statements hold no "?" other than placeholders (no string literals with one).
-    return sql if param == "?" else sql.replace("?", param)
-
-
-def schema_version(conn: DbConnection) -> int:
-    """0 for an empty database."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, name TEXT NOT NULL)"
-    )
-    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
-
-
-def migrate(
-    conn: DbConnection, migrations: Sequence[Migration] = MIGRATIONS, *, param: str = "?"
-) -> int:
-    """Apply, in order and each in its own transaction, the migrations newer than the
-    database. Returns the resulting version. `conn` must be in autocommit mode (sqlite3:
-    isolation_level=None, psycopg: autocommit=True) so that the explicit transactions hold
-    the DDL too. `param` is the driver's placeholder ("?" or "%s")."""
-    current = schema_version(conn)
-    latest = max((m.version for m in migrations), default=0)
-    if current > latest:
-        raise SchemaTooNew(f"database schema v{current} is newer than this callbridge (v{latest})")
-    record = _placeholders("INSERT INTO schema_version (version, name) VALUES (?, ?)", param)
-    for m in sorted(migrations, key=lambda m: m.version):
-        if m.version <= current:
-            continue
-        conn.execute("BEGIN")
-        try:
-            for statement in m.statements:
-                conn.execute(statement)
-            conn.execute(record, (m.version, m.name))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        event(log, "store.migrated", version=m.version, name=m.name)
-        current = m.version
-    return current
-
-
 # ---- the backends' shared half --------------------------------------------------------------
 
 _CALL_COLUMNS = (
@@ -280,6 +182,8 @@ def _call(r: Sequence[Any]) -> CallRow:
 def _turn(row: Sequence[Any]) -> TurnRow:
     return TurnRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]), *row[6:10])
 
+
+_TOUCH_BATCH = 500  # ids per heartbeat statement: within SQLite's smallest parameter limit
 
 C = TypeVar("C", bound=DbConnection)
 
@@ -335,7 +239,7 @@ class WorkerCallDb(Generic[C]):
         return fut
 
     def _write(self, what: str, sql: str, params: Sequence[Any]) -> None:
-        sql = _placeholders(sql, self.param)
+        sql = placeholders(sql, self.param)
 
         def run() -> None:
             try:
@@ -350,7 +254,7 @@ class WorkerCallDb(Generic[C]):
             event(log, "store.write_dropped", logging.WARNING, what=what)
 
     async def _read(self, sql: str, params: Sequence[Any], rows: Callable[[DbCursor], T]) -> T:
-        sql = _placeholders(sql, self.param)
+        sql = placeholders(sql, self.param)
         return await asyncio.wrap_future(
             self._submit(lambda: rows(self._connection().execute(sql, params)))
         )
@@ -385,14 +289,45 @@ class WorkerCallDb(Generic[C]):
             (ended, end_reason, recording_path, transcript_path, call_id),
         )
 
-    def mark_unfinished(self, ended: float, end_reason: str = "lost") -> None:
-        """Calls this gateway's previous run left live (it crashed): ended now, with
-        `end_reason`. Other gateways' live calls in a shared database are left alone."""
+    def touch_calls(self, call_ids: Sequence[str], at: float) -> None:
+        """The heartbeat: one statement (per 500) stamps all the live calls, by primary key:
+        its cost grows with the live calls, never with the table."""
+        for i in range(0, len(call_ids), _TOUCH_BATCH):
+            batch = call_ids[i : i + _TOUCH_BATCH]
+            self._write(
+                "heartbeat",
+                f"UPDATE calls SET last_activity = ? WHERE id IN ({', '.join('?' * len(batch))})",
+                (at, *batch),
+            )
+
+    def unfinished_calls(self) -> list[UnfinishedCall]:
+        """The calls this gateway's previous run left live (it was killed). Other gateways'
+        live calls in a shared database are theirs; rows from before gateways had names
+        (gateway '') are anyone's. Blocking: for start-up, before any call. [] when the
+        database cannot answer (logged): those calls then stay live, nothing else breaks."""
+        sql = placeholders(
+            "SELECT id, started, answered, last_activity, recording_path FROM calls "
+            "WHERE ended IS NULL AND (gateway = ? OR gateway = '')",
+            self.param,
+        )
+
+        def rows() -> list[UnfinishedCall]:
+            cur = self._connection().execute(sql, (self.gateway,))
+            return [UnfinishedCall(r[0], r[1], r[2], r[3], r[4]) for r in cur]
+
+        try:
+            return self._submit(rows).result()
+        except self.errors as exc:
+            event(log, "store.read_failed", logging.ERROR, what="unfinished",
+                  error=self._error_text(exc))  # fmt: skip
+            return []
+
+    def end_unfinished(self, call_id: str, *, ended: float, end_reason: str = "lost") -> None:
+        """Close a call of `unfinished_calls` (unless something closed it meanwhile)."""
         self._write(
             "unfinished",
-            "UPDATE calls SET ended = ?, end_reason = ? "
-            "WHERE ended IS NULL AND (gateway = ? OR gateway = '')",
-            (ended, end_reason, self.gateway),
+            "UPDATE calls SET ended = ?, end_reason = ? WHERE id = ? AND ended IS NULL",
+            (ended, end_reason, call_id),
         )
 
     def add_event(self, row: EventRow) -> None:
@@ -420,6 +355,12 @@ class WorkerCallDb(Generic[C]):
         last = self._last
         if last is not None:
             await asyncio.shield(asyncio.wrap_future(last))
+
+    def flush_blocking(self) -> None:
+        """`flush` for code without a loop (start-up)."""
+        last = self._last
+        if last is not None:
+            concurrent.futures.wait([last])
 
     # ---- reads ----------------------------------------------------------------------------
 

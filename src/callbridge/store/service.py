@@ -15,6 +15,10 @@ a live session). `url` chooses the database: `sqlite:///FILE` (default
 
 Everything a call does here is a memory operation on the event loop or work queued to a
 thread: disk or database trouble is logged and never ends a call.
+
+While calls are live, the store stamps them all (`calls.last_activity`, in one statement) every
+`HEARTBEAT_S`; after a crash, the next start-up closes them as "lost" at their last sign of
+life, the recording's end or that heartbeat (lost.py).
 """
 
 from __future__ import annotations
@@ -26,15 +30,20 @@ import itertools
 import logging
 import re
 import time
+from collections.abc import Callable
+from contextvars import Context
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from callbridge.core.clock import Clock
+from callbridge.core.clocks import LoopClock
 from callbridge.core.errors import ConfigError
 from callbridge.core.log import current_call_id, event
 from callbridge.core.ports import LegInfo, MediaTap
 from callbridge.store.db import CallDb, CallRow, EventRow, SqliteCallDb, TurnRow
-from callbridge.store.recording import WavRecorder
+from callbridge.store.lost import HEARTBEAT_S, close_lost_calls
+from callbridge.store.recording import CHECKPOINT_TICKS, WavRecorder
 from callbridge.store.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -54,7 +63,7 @@ class StoreConfig:
     recording: bool = True  # stereo WAV per call
     transcripts: bool = True  # JSON per call
     events: bool = True  # the calls' structured log events into the events table
-    checkpoint_s: float = 1.0  # recording: at most this much is lost in a crash
+    checkpoint_s: float = CHECKPOINT_TICKS * _TICK_S  # recording: what a crash may lose
     fsync: bool = True  # off only for tests on tmpfs-like speed
     gateway_id: str = ""  # this gateway's name in a shared database ("" = the only one)
 
@@ -230,9 +239,15 @@ class Store:
         db: CallDb,
         *,
         io: concurrent.futures.Executor | None = None,
+        clock: Clock | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """`clock` paces the heartbeat (default: the loop's), `wall` stamps it (tests)."""
         self.config = config
         self.db = db
+        self.clock = clock or LoopClock()
+        self.wall = wall
+        self._heartbeat: asyncio.Task[None] | None = None
         self.recordings_dir = config.data_dir / "recordings"
         self.transcripts_dir = config.data_dir / "transcripts"
         for wanted, d in (
@@ -290,7 +305,35 @@ class Store:
             )
         )
         self.sessions[call_id] = session
+        self._start_heartbeat()
         return session
+
+    # ---- heartbeat ------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Stamp every live call with now: one statement (per 500 live calls)."""
+        if self.sessions:
+            self.db.touch_calls(list(self.sessions), self.wall())
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is not None and not self._heartbeat.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a script recording by hand): no heartbeat
+            return
+        # A context of its own: not the one of the call whose begin() started it.
+        beat = self._beat(self.clock.now() + HEARTBEAT_S)
+        self._heartbeat = loop.create_task(beat, name="store-heartbeat", context=Context())
+
+    async def _beat(self, at: float) -> None:
+        # Runs while calls are live; the next call's begin() starts it again.
+        while True:
+            await self.clock.sleep_until(at)
+            if self._closed or not self.sessions:
+                return
+            self.heartbeat()
+            at = self.clock.now() + HEARTBEAT_S
 
     def forget(self, session: CallSession) -> None:
         self.sessions.pop(session.call_id, None)
@@ -306,6 +349,8 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         for session in list(self.sessions.values()):
             with contextlib.suppress(Exception):
                 await session.finish("shutdown", session.t0 + (time.time() - session.started))
@@ -329,11 +374,12 @@ def open_db(url: str, data_dir: Path) -> SqliteCallDb | PostgresCallDb:
 
 def build_store(config: StoreConfig) -> Store:
     """The store for app.py: opens (and migrates) the database; calls left live by a
-    previous process are closed as "lost". Blocking: call it at start-up."""
+    previous process are closed as "lost" at their last sign of life (lost.py), their
+    recordings' headers fixed. Blocking: call it at start-up."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     db = open_db(config.url, config.data_dir)
     db.gateway = config.gateway_id
-    db.mark_unfinished(time.time(), "lost")
+    lost = close_lost_calls(db, time.time(), "lost")
     store = Store(config, db)
     event(
         log,
@@ -342,5 +388,6 @@ def build_store(config: StoreConfig) -> Store:
         recording=config.recording,
         transcripts=config.transcripts,
         schema=db.version,
+        lost_calls=len(lost),
     )
     return store

@@ -25,18 +25,18 @@ from callbridge.sdp.offer_answer import (
     Codec,
     LocalMedia,
     NoCommonCodec,
-    OfferError,
     apply_answer,
     create_answer,
     create_offer,
 )
-from callbridge.sdp.session import SdpParseError
+from callbridge.sdp.session import SdpError
 from callbridge.sdp.session import parse as parse_sdp
 from callbridge.sip.access import InboundPolicy
 from callbridge.sip.digest import DigestClient
 from callbridge.sip.digest_server import AuthOutcome, DigestServer
 from callbridge.sip.endpoint import SipEndpoint
 from callbridge.sip.message import SipRequest
+from callbridge.sip.overload import Guard, GuardConfig, Refusal
 from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
 from callbridge.sip.registration import (
     Action,
@@ -55,6 +55,7 @@ from callbridge.sip.ua import (
     CallProgress,
     IncomingCall,
     LocalIdentity,
+    OptionsAnswer,
     Output,
     ReInvite,
     RequestCompleted,
@@ -109,6 +110,7 @@ class SipTransportConfig:
     dns_servers: tuple[str, ...] = ()  # for SRV and address lookups; () = the system's
     inbound: InboundPolicy = InboundPolicy()  # source ACLs, routes that need digest auth
     auth: DigestServer | None = None  # the users those routes accept
+    guard: GuardConfig = GuardConfig()  # admission limits, flood and guessing bans
 
     def __post_init__(self) -> None:
         names = [a.name for a in self.accounts]
@@ -157,13 +159,18 @@ class SipTransport:
         self.acceptor = acceptor
         self.ports = PortAllocator(config.rtp_port_min, config.rtp_port_max)
         ident_host = config.public_host or config.host
+        self.guard = Guard(config.guard)
         self.ua = UserAgent(
             LocalIdentity(ident_host, config.port, config.user_agent),
             config.timers,
             options_status=self._options_status,
+            admission=self._admission,
         )
-        self.endpoint = SipEndpoint(self.ua, clock, self._on_event)
+        self.endpoint = SipEndpoint(self.ua, clock, self._on_event, self.guard)
+        self._overload_logged: dict[str, tuple[float, int]] = {}  # limit -> (last log, since)
         self._legs: dict[str, SipLeg] = {}
+        # Inbound calls not yet confirmed by an ACK: what an INVITE flood leaves behind.
+        self._unconfirmed: set[str] = set()
         self.resolver = SipResolver(config.dns_servers)
         self._pending_answer: dict[str, asyncio.Future[CallAnswered]] = {}
         # Outbound calls that want early media: the 183's SDP goes to this handler.
@@ -194,20 +201,68 @@ class SipTransport:
             self.ua.local = LocalIdentity(
                 self.ua.local.host, self.endpoint.local_addr[1], self.config.user_agent
             )
-        event(
-            log, "sip.listening", host=self.local_addr[0], port=self.local_addr[1], transport="udp"
-        )
+        event(log, "sip.listening", host=self.local_addr[0], port=self.local_addr[1],
+              transport="udp", receive_buffer=self.endpoint.receive_buffer)  # fmt: skip
         for registrar in self._registrars.values():
             registrar.reg.local_port = self.ua.local.port
             self._spawn(self._register(registrar))
+        if self.config.guard.max_loop_lag > 0:
+            self._spawn(self._watch_load())
 
-    def _options_status(self, user: str) -> int:
-        # §11.2: the same answer an INVITE to this user would get (404 for unknown agents).
+    async def _watch_load(self, period: float = 0.1) -> None:
+        """Feed the guard how late the loop runs a timer: the lateness every call's 20 ms media
+        tick suffers too. New calls are refused while it is high (sip/overload.py)."""
+        while True:
+            due = self.clock.now() + period
+            await self.clock.sleep_until(due)
+            self.guard.loop_lag_sample(self.clock.now() - due)
+
+    def _options_status(self, req: SipRequest, source: Addr) -> OptionsAnswer:
+        """§11.2: OPTIONS gets the answer an INVITE to the same user would get. A user-less
+        Request-URI is a probe of this node (load balancers): 200. Where the route needs
+        digest auth, an unauthenticated OPTIONS is challenged whether the route exists or not,
+        so route names cannot be listed (svwar) without a password."""
+        try:
+            user = req.request_uri.user or ""
+        except UriParseError:
+            user = ""
+        if not user:
+            return 200, []
+        if self.config.inbound.refusal(user, source[0]) is not None:
+            return 403, []
+        auth = self.config.auth
+        if auth is not None and self.config.inbound.needs_auth(user):
+            now = time.time()
+            result = auth.check("OPTIONS", req.headers.get_all("Authorization"), now)
+            if result.outcome is AuthOutcome.FAILED:
+                self._auth_failed(source[0], result.username)
+                return 403, []
+            if result.outcome is not AuthOutcome.OK:
+                stale = result.outcome is AuthOutcome.STALE
+                return 401, [("WWW-Authenticate", c) for c in auth.challenges(now, stale=stale)]
         try:
             self.acceptor.admit(LegInfo(transport="sip", direction="inbound", local_user=user))
         except Rejection as rej:
-            return _REJECT_STATUS.get(rej.kind, 480)
-        return 200
+            return _REJECT_STATUS.get(rej.kind, 480), []
+        return 200, []
+
+    def _admission(self, source: str, now: float) -> Refusal | None:
+        """New calls: the guard's limits (a refusal becomes a stateless 503 in the UA)."""
+        refusal = self.guard.admit_call(source, len(self._legs), now, len(self._unconfirmed))
+        if refusal is not None:
+            # One line per limit per second at most: a flood must not become a log flood.
+            last, since = self._overload_logged.get(refusal.limit, (-1.0, 0))
+            if now - last >= 1.0:
+                event(log, "sip.overload", logging.WARNING, limit=refusal.limit,
+                      reason=refusal.reason, refused=since + 1, source=source)  # fmt: skip
+                self._overload_logged[refusal.limit] = (now, 0)
+            else:
+                self._overload_logged[refusal.limit] = (last, since + 1)
+        return refusal
+
+    def _auth_failed(self, source: str, user: str) -> None:
+        self.guard.auth_failed(source, user, self.clock.now())
+        self.endpoint.report_bans()
 
     def stop_accepting(self) -> None:
         self.ua.accepting = False
@@ -376,6 +431,7 @@ class SipTransport:
 
     def forget(self, leg: SipLeg) -> None:
         self._legs.pop(leg.ua_call, None)
+        self._unconfirmed.discard(leg.ua_call)
 
     # ---- events from the UA -------------------------------------------------------------------
 
@@ -384,6 +440,7 @@ class SipTransport:
             case IncomingCall():
                 self._spawn(self._incoming(out))
             case CallConfirmed(call=cid, sdp=sdp):
+                self._unconfirmed.discard(cid)
                 leg = self._legs.get(cid)
                 if leg is not None:
                     leg.confirmed(sdp)
@@ -441,7 +498,13 @@ class SipTransport:
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            log.error("sip.task_failed", exc_info=exc)
 
     async def _incoming(self, ev: IncomingCall) -> None:
         cid, req = ev.call, ev.request
@@ -465,48 +528,54 @@ class SipTransport:
         try:
             self.acceptor.admit(info)
         except Rejection as rej:
-            status = _REJECT_STATUS.get(rej.kind, 480)
-            event(
-                log,
-                "call.rejected",
-                sip_call_id=req.call_id,
-                user=user,
-                status=status,
-                reason=rej.kind,
-            )
-            self.endpoint.run(lambda now: self.ua.reject(cid, status, now))
+            refused = _REJECT_STATUS.get(rej.kind, 480)
+            event(log, "call.rejected", sip_call_id=req.call_id, user=user, status=refused,
+                  reason=rej.kind)  # fmt: skip
+            self.endpoint.run(lambda now: self.ua.reject(cid, refused, now))
             return
         local_host = self._local_host_for(ev.source[0])
         self.ua.set_local_host(cid, local_host)
         leg = self._new_leg(cid, info, local_host)
+        self._unconfirmed.add(cid)
+        status: int | None = 500
+        reason = "internal error"
+        sdp = b""
         try:
-            port = await leg.open_media()
-            local = self.local_media(local_host, port)
-            if req.body:
-                offer = parse_sdp(req.body)
-                answer, plan = create_answer(offer, local)
-                leg.apply_plan(plan)
-                sdp = bytes(answer)
-            else:  # §13.2.1: no offer in the INVITE, so the 2xx carries ours and the ACK answers
-                leg.pending_offer = create_offer(local)
-                sdp = bytes(leg.pending_offer)
-        except (NoCommonCodec, OfferError, SdpParseError) as exc:
-            status = 488 if isinstance(exc, NoCommonCodec) else 400
-            event(log, "call.rejected", sip_call_id=req.call_id, status=status, reason=str(exc))
-            leg.close_media()
-            self.forget(leg)
-            self.endpoint.run(lambda now: self.ua.reject(cid, status, now))
-            return
+            sdp = await self._answer_offer(leg, req, local_host)
+            status = None
+        except SdpError as exc:
+            status, reason = (488 if isinstance(exc, NoCommonCodec) else 400), str(exc)
         except NoFreePort as exc:
-            log.error("no RTP port: %s", exc)
-            self.forget(leg)
-            self.endpoint.run(lambda now: self.ua.reject(cid, 503, now))
+            status, reason = 503, str(exc)
+        except Exception as exc:  # §8.2: every INVITE gets a final answer, whatever went wrong
+            log.exception("call.setup_failed", extra={"fields": {"sip_call_id": req.call_id}})
+            reason = f"internal error: {type(exc).__name__}"
+        finally:
+            if status is not None:  # also on cancellation: the RTP ports go back at once
+                leg.close_media()
+                self.forget(leg)
+        if status is not None:
+            event(log, "call.rejected", sip_call_id=req.call_id, status=status,
+                  reason=reason[:200])  # fmt: skip
+            self.endpoint.run(lambda now: self.ua.reject(cid, status, now))
             return
         info.ids.update(self.ua.sip_ids(cid))
         self.endpoint.run(lambda now: self.ua.ring(cid, now))
         self.endpoint.run(lambda now: self.ua.answer(cid, sdp, now))
         info.ids.update(self.ua.sip_ids(cid))
         self.acceptor.start(leg)
+
+    async def _answer_offer(self, leg: SipLeg, req: SipRequest, local_host: str) -> bytes:
+        """Open the leg's RTP ports and answer the INVITE's offer (or make ours, §13.2.1)."""
+        port = await leg.open_media()
+        local = self.local_media(local_host, port)
+        if req.body:
+            answer, plan = create_answer(parse_sdp(req.body), local)
+            leg.apply_plan(plan)
+            return bytes(answer)
+        # §13.2.1: no offer in the INVITE, so the 2xx carries ours and the ACK answers
+        leg.pending_offer = create_offer(local)
+        return bytes(leg.pending_offer)
 
     def _admitted_by_policy(
         self, cid: str, req: SipRequest, user: str, source: str, info: LegInfo
@@ -531,6 +600,7 @@ class SipTransport:
             event(log, "call.auth_failed", logging.WARNING, sip_call_id=req.call_id, user=user,
                   auth_user=result.username, source=source, reason=result.reason)  # fmt: skip
             self.endpoint.run(lambda now: self.ua.reject(cid, 403, now))
+            self._auth_failed(source, result.username)
             return False
         # §22.1: 401 with our challenges; the caller resends the INVITE with credentials.
         challenges = [
@@ -616,7 +686,7 @@ class SipTransport:
                     return  # a second 183: the media is already flowing
                 try:
                     plan = apply_answer(offer, parse_sdp(sdp))
-                except (NoCommonCodec, OfferError, SdpParseError) as exc:
+                except SdpError as exc:
                     event(log, "call.early_media_refused", logging.WARNING, reason=str(exc))
                     return
                 leg.apply_plan(plan)
@@ -643,7 +713,7 @@ class SipTransport:
         self._early.pop(ua_call, None)
         try:
             plan = apply_answer(offer, parse_sdp(answered.response.body))
-        except (NoCommonCodec, OfferError, SdpParseError) as exc:
+        except SdpError as exc:
             self.endpoint.run(lambda now: self.ua.hangup(ua_call, now))
             leg.close_media()
             self.forget(leg)

@@ -29,12 +29,11 @@ from callbridge.rtp.socket import PortAllocator, RtpSocket
 from callbridge.sdp.offer_answer import (
     MediaPlan,
     NoCommonCodec,
-    OfferError,
     apply_answer,
     create_answer,
     create_offer,
 )
-from callbridge.sdp.session import SdpParseError, SessionDescription
+from callbridge.sdp.session import SdpError, SessionDescription
 from callbridge.sdp.session import parse as parse_sdp
 from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
 from callbridge.sip.ua import UaError
@@ -266,7 +265,7 @@ class SipLeg:
         if self.pending_offer is not None and sdp:
             try:
                 self.apply_plan(apply_answer(self.pending_offer, parse_sdp(sdp)))
-            except (NoCommonCodec, OfferError, SdpParseError) as exc:
+            except SdpError as exc:
                 event(log, "call.bad_answer", logging.WARNING, error=str(exc))
                 self.request_hangup("bad_sdp")
                 return
@@ -289,7 +288,7 @@ class SipLeg:
         except NoCommonCodec:
             ep.run(lambda now: ua.answer_reinvite(cid, None, now, status=488))
             return
-        except (OfferError, SdpParseError):
+        except SdpError:  # RFC 3261 §14.2: a bad offer gets 400, the call goes on
             ep.run(lambda now: ua.answer_reinvite(cid, None, now, status=400))
             return
         self.apply_plan(plan)

@@ -5,6 +5,8 @@ here as a TextSocket. This reads the handshake (`connected`, then `start`), turn
 the leg's LegInfo (its `customParameters` choose the agent: `agent`, and carry `from`, `to`,
 `direction`), asks the LegAcceptor to admit it, starts it, and serves it until it ends.
 Outbound calls placed through Twilio's REST API wait here for their stream by call SID.
+The stream's message limits (mediastream.inbound.InboundGuard) apply from its first message:
+the handshake and the leg share one guard.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 from callbridge.core.clock import Clock
 from callbridge.core.log import event
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
+from callbridge.mediastream.inbound import InboundGuard, Refusal
 from callbridge.mediastream.messages import (
     Connected,
     MessageError,
@@ -30,7 +33,7 @@ from callbridge.transports.twilio_leg import (
     TwilioLegConfig,
 )
 
-__all__ = ["CLOSE_CODES", "TwilioTransport", "leg_info", "read_start"]
+__all__ = ["CLOSE_CODES", "StreamRefused", "TwilioTransport", "leg_info", "read_start"]
 
 log = logging.getLogger("callbridge.transports.twilio")
 
@@ -43,13 +46,32 @@ CLOSE_CODES = {
 _BAD_STREAM = 1008
 
 
-async def read_start(socket: TextSocket, timeout: float) -> Start:
-    """The handshake: `connected` (optional), then `start`. Raises MessageError, TimeoutError
+class StreamRefused(Exception):
+    """A handshake message broke the stream's limits (too big, too many)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+async def read_start(
+    socket: TextSocket,
+    timeout: float,
+    guard: InboundGuard | None = None,
+    clock: Clock | None = None,
+) -> Start:
+    """The handshake: `connected` (optional), then `start`. Each message is judged by `guard`
+    (at `clock`'s time) before it is parsed. Raises MessageError, StreamRefused, TimeoutError
     or SocketClosed."""
     async with asyncio.timeout(timeout):
         while True:
+            text = await socket.receive_text()
+            if guard is not None:
+                refusal = guard.check(text, clock.now() if clock is not None else 0.0)
+                if refusal is not None:
+                    raise StreamRefused(refusal)
             try:
-                msg = parse_from_twilio(await socket.receive_text())
+                msg = parse_from_twilio(text)
             except UnknownEvent:
                 continue
             match msg:
@@ -102,9 +124,19 @@ class TwilioTransport:
 
     async def handle(self, socket: TextSocket, remote: str = "") -> None:
         """Serve one accepted Media Streams WebSocket until its call ends."""
+        guard = InboundGuard(self.config.max_message_bytes)
         try:
-            start = await read_start(socket, self.handshake_timeout)
-        except (MessageError, TimeoutError, SocketClosed) as exc:
+            start = await read_start(socket, self.handshake_timeout, guard, self.clock)
+        except StreamRefused as exc:
+            r = exc.refusal
+            event(log, "twilio.stream_refused", logging.WARNING, remote=remote, reason=r.reason)
+            await _close(socket, r.code, r.reason)
+            return
+        except SocketClosed as exc:
+            reason = "message too big" if exc.code == 1009 else str(exc)  # the server's limit
+            event(log, "twilio.stream_refused", logging.WARNING, remote=remote, reason=reason)
+            return
+        except (MessageError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             event(log, "twilio.stream_refused", logging.WARNING, remote=remote, reason=reason)
             await _close(socket, _BAD_STREAM)
@@ -137,7 +169,7 @@ class TwilioTransport:
             )
             await _close(socket, CLOSE_CODES.get(rej.kind, _BAD_STREAM))
             return
-        leg = TwilioLeg(socket, start, self.clock, info, self.config)
+        leg = TwilioLeg(socket, start, self.clock, info, self.config, guard=guard)
         self.legs.add(leg)
         self._by_call[start.call_sid] = leg
         try:
@@ -176,6 +208,6 @@ class TwilioTransport:
                 await asyncio.gather(*(leg.aclose() for leg in legs))
 
 
-async def _close(socket: TextSocket, code: int) -> None:
+async def _close(socket: TextSocket, code: int, reason: str = "") -> None:
     with contextlib.suppress(SocketClosed):
-        await socket.close(code)
+        await socket.close(code, reason)

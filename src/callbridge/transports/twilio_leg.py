@@ -4,7 +4,9 @@ text WebSocket.
 Three tasks per leg (owned by the call's TaskGroup through `run()`):
 - the reader parses every message as it arrives: caller audio is delivered at once
   (mediastream.inbound places it by timestamp), DTMF becomes DtmfDigit, mark echoes move the
-  played position (mediastream.marks), `stop` ends the leg;
+  played position (mediastream.marks), `stop` ends the leg. Each message is bounded work
+  (mediastream.inbound: size and rate limits, caller audio at most 1 s ahead of real time),
+  so a `stop` behind a burst still acts within a tick;
 - the 20 ms ticker, on an absolute schedule, conceals overdue caller frames and sends agent
   audio paced in real time, at most `lead` ahead of what Twilio has played, with a mark every
   `mark_every_ms` and at the end of each run of an utterance;
@@ -36,7 +38,7 @@ from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE, Audio
 from callbridge.core.log import event
 from callbridge.core.ports import LegInfo, MediaTap
 from callbridge.media.playout import PlayoutQueue
-from callbridge.mediastream.inbound import CallerAudio
+from callbridge.mediastream.inbound import MAX_MESSAGE_BYTES, CallerAudio, InboundGuard, Refusal
 from callbridge.mediastream.marks import MarkLedger
 from callbridge.mediastream.messages import (
     DTMF_DIGITS,
@@ -67,7 +69,12 @@ _TAP_CALLER_LAG = 5  # caller frames a tap may fall behind (a burst) before the 
 
 
 class SocketClosed(Exception):
-    """The WebSocket is closed (by either side)."""
+    """The WebSocket is closed (by either side); its close code and reason when known."""
+
+    def __init__(self, code: int | None = None, reason: str = "") -> None:
+        super().__init__(f"closed ({code}) {reason}".strip() if code is not None else "closed")
+        self.code = code
+        self.reason = reason
 
 
 class TextSocket(Protocol):
@@ -96,10 +103,14 @@ class TwilioLegConfig:
     media_timeout: float = 30.0  # no message at all for this long ends the leg
     level_window: int = 30  # frames of playback level for the barge-in echo guard (600 ms)
     outbox_limit: int = 25  # messages queued for the socket before pacing stops feeding it
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # a bigger message closes the stream (1009)
+    max_ahead: float = 1.0  # caller audio further ahead of real time is dropped (counted)
 
     def __post_init__(self) -> None:
         if self.lead < TICK or self.mark_every_ms <= 0 or self.playout_limit_frames <= 0:
             raise ValueError("lead must be >= one frame; mark_every_ms, playout limit > 0")
+        if self.max_ahead < TICK:
+            raise ValueError("max_ahead must be >= one frame")
 
 
 _KEYPAD = ("123A", "456B", "789C", "*0#D")  # rows 697..941 Hz, columns 1209..1633 Hz
@@ -128,6 +139,8 @@ class TwilioLeg:
         clock: Clock,
         info: LegInfo,
         config: TwilioLegConfig | None = None,
+        *,
+        guard: InboundGuard | None = None,
     ) -> None:
         self.socket = socket
         self.start = start
@@ -136,7 +149,10 @@ class TwilioLeg:
         self.config = config or TwilioLegConfig()
         self._info = info
         self._inputs: asyncio.Queue[LegInput | object] = asyncio.Queue()
-        self._caller = CallerAudio(slack=self.config.jitter_slack)
+        # The handshake's guard goes on: one rate window from the first message.
+        self._guard = guard or InboundGuard(self.config.max_message_bytes)
+        self._caller = CallerAudio(slack=self.config.jitter_slack, max_ahead=self.config.max_ahead)
+        self._caller_dropped = False  # logged that caller audio was dropped (once per stream)
         self._playout = PlayoutQueue(level_window=self.config.level_window)
         self._ledger = MarkLedger(every=self.config.mark_every_ms * PIPELINE_RATE // 1000)
         self._room = asyncio.Event()
@@ -149,6 +165,7 @@ class TwilioLeg:
         self._last_rx = clock.now()
         self._ended = asyncio.Event()
         self._closed = False
+        self._close_code, self._close_reason = 1000, ""
         self.end_reason = ""
         self._counts = collections.Counter[str]()
         self._tap: MediaTap | None = None
@@ -274,7 +291,7 @@ class TwilioLeg:
         if not self._closed:
             self._closed = True
             with contextlib.suppress(SocketClosed):
-                await self.socket.close(1000)
+                await self.socket.close(self._close_code, self._close_reason)
 
     def request_hangup(self, reason: str) -> None:
         """End the leg now (the socket closes as `run()` returns)."""
@@ -295,6 +312,8 @@ class TwilioLeg:
             "frames_in": caller.frames,
             "frames_concealed": caller.concealed_frames,
             "payloads_late": caller.late_payloads,
+            "payloads_ahead": caller.ahead_payloads,
+            "payloads_oversized": caller.oversized_payloads,
             "frames_out": self._samples_played // FRAME_SAMPLES,
             "marks_sent": self._ledger.marks_sent,
             "marks_echoed": self._ledger.marks_echoed,
@@ -326,11 +345,18 @@ class TwilioLeg:
         while not self.ended:
             try:
                 text = await self.socket.receive_text()
-            except SocketClosed:
-                self._finish("socket_closed")
+            except SocketClosed as exc:
+                if exc.code == 1009:  # the server's own frame limit refused a message
+                    self._refuse(Refusal(1009, exc.reason, "message_too_big"))
+                else:
+                    self._finish("socket_closed")
                 return
             now = self.clock.now()
             self._last_rx = now
+            refusal = self._guard.check(text, now)
+            if refusal is not None:
+                self._refuse(refusal)
+                return
             try:
                 msg = parse_from_twilio(text)
             except UnknownEvent as exc:
@@ -344,6 +370,13 @@ class TwilioLeg:
                 continue
             self._on_message(msg, now)
 
+    def _refuse(self, refusal: Refusal) -> None:
+        """End the stream over a limit: one log line, then the socket closes with its code."""
+        event(log, "twilio.stream_limit", logging.WARNING, call_id=self._info.ids.get("call_id"),
+              stream_sid=self.stream_sid, code=refusal.code, reason=refusal.reason)  # fmt: skip
+        self._close_code, self._close_reason = refusal.code, refusal.reason
+        self._finish(refusal.end_reason)
+
     def _on_message(self, msg: FromTwilio, now: float) -> None:
         match msg:
             case Media(track=track, timestamp=timestamp, payload=payload):
@@ -352,6 +385,7 @@ class TwilioLeg:
                         self._inputs.put_nowait(frame)
                         if self._tap is not None:
                             self._tap_caller.append(frame.pcm)
+                    self._log_dropped()
             case Mark(name=name):
                 self._ledger.echoed(name)
             case Dtmf(digit=digit):
@@ -363,6 +397,14 @@ class TwilioLeg:
                 self._finish("twilio_stop")
             case Connected() | Start():
                 pass  # repeats of the handshake: nothing new
+
+    def _log_dropped(self) -> None:
+        stats = self._caller.stats
+        if not self._caller_dropped and (stats.ahead_payloads or stats.oversized_payloads):
+            self._caller_dropped = True  # stats() has the counts
+            event(log, "twilio.caller_audio_dropped", logging.WARNING,
+                  call_id=self._info.ids.get("call_id"), ahead=stats.ahead_payloads,
+                  oversized=stats.oversized_payloads)  # fmt: skip
 
     # ---- sending ------------------------------------------------------------------------
 

@@ -68,6 +68,7 @@ def _start(
     sip_port: int,
     media_port: int,
     files: Mapping[str, Path] | None = None,
+    local_ip: str = LOOPBACK,
 ) -> SippRun:
     workdir = registry.workdir / name
     workdir.mkdir(parents=True, exist_ok=True)
@@ -80,9 +81,9 @@ def _start(
     argv = [
         "sipp", *args,
         "-sf", scenario_file.name,
-        "-i", LOOPBACK, "-p", str(sip_port),
-        "-mi", LOOPBACK, "-mp", str(media_port),
-        "-bind_local", "-ci", LOOPBACK, "-cp", str(free_port()),
+        "-i", local_ip, "-p", str(sip_port),
+        "-mi", local_ip, "-mp", str(media_port),
+        "-bind_local", "-ci", local_ip, "-cp", str(free_port()),
         "-nostdin",
         "-trace_stat", "-stf", stats.name, "-fd", "1",
         "-trace_err", "-error_file", errors.name,
@@ -141,8 +142,10 @@ def start_uac(
     timeout_s: int = 60,
     files: Mapping[str, Path] | None = None,
     extra: Sequence[str] = (),
+    local_ip: str = LOOPBACK,
 ) -> SippRun:
-    """A SIPp UAC calling sip:<service>@<target>. `hold_ms` is -d (a bare <pause/>)."""
+    """A SIPp UAC calling sip:<service>@<target>. `hold_ms` is -d (a bare <pause/>).
+    `local_ip` is the source address (any 127.0.0.0/8 address is this host on Linux)."""
     args: list[str] = [
         f"{target[0]}:{target[1]}", "-s", service,
         "-m", str(calls), "-timeout", f"{timeout_s}s", "-timeout_error",
@@ -156,7 +159,7 @@ def start_uac(
     args += list(extra)
     return _start(
         registry, name, scenario(scenario_name), args,
-        sip_port=sip_port, media_port=media_port, files=files,
+        sip_port=sip_port, media_port=media_port, files=files, local_ip=local_ip,
     )  # fmt: skip
 
 

@@ -538,6 +538,39 @@ async def test_malformed_messages_are_logged_and_ignored(
     assert not leg.flushes, "the clear without a streamSid was not honoured"
 
 
+async def test_audio_over_the_buffer_limit_drops_the_oldest_and_the_call_goes_on(
+    agent: FakeAgent, leg: SimLeg, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callbridge.agents.twilio_socket")
+    pcm = tone(125)  # 2.5 s in one message; 1 s is held
+    async with running(agent, leg, config_for(agent, max_buffer=1.0)) as task:
+        await started(agent)
+        await agent.media(pcm)
+        await agent.media(tone(5))  # still over: dropped again, logged once
+        await agent.mark("end")
+        await agent.wait(lambda: agent.echoes() == ["end"], timeout=4, what="the echo")
+        assert not task.done() and not leg.ended
+    played = b"".join(s[2] for s in leg.audio_sent(1))
+    assert len(played) == 2 * 8000  # what the buffer held: the newest second
+    full = [r for r in caplog.records if r.getMessage() == "agent_socket.buffer_full"]
+    assert len(full) == 1
+    closed = next(r for r in caplog.records if r.getMessage() == "agent_socket.closed")
+    assert closed.fields["buffer_overflows"] == 2  # type: ignore[attr-defined]
+    assert closed.fields["audio_dropped_samples"] == 130 * 160 - 8000  # type: ignore[attr-defined]
+
+
+async def test_a_message_over_max_size_closes_the_agent_socket(
+    agent: FakeAgent, leg: SimLeg
+) -> None:
+    async with running(agent, leg, config_for(agent, max_message_bytes=4096)) as task:
+        await started(agent)
+        await agent.media(tone(25))  # 4000 bytes of µ-law: ~5.4 KB of JSON
+        async with asyncio.timeout(3):
+            await task
+        assert leg.end_reason == "agent_hangup"
+    assert agent.close_code == 1009
+
+
 # ---- connecting ---------------------------------------------------------------------------
 
 
@@ -640,6 +673,28 @@ def test_agent_audio_frames_marks_and_clear() -> None:
     a.audio(bytes(2 * 160))
     a.mark("m4")
     assert a.due(159) == [] and a.due(160) == ["m4"]  # positions restart with the utterance
+
+
+def test_agent_audio_is_bounded_dropping_the_oldest() -> None:
+    a = AgentAudio(max_samples=1000)
+    a.audio(bytes(2 * 400))
+    f = a.frame()
+    assert f is not None and a.fed == 160
+    a.mark("early")  # at 400
+    assert a.audio(bytes(2 * 400)) == 0  # 640 buffered
+    a.mark("middle")  # at 800
+    dropped = a.audio(np.full(600, 7, "<i2").tobytes())  # 1240 buffered: 240 oldest go
+    assert dropped == 240 and a.dropped == 240 and a.buffered_samples == 1000
+    # What is left moves 240 earlier; "early" was inside the dropped audio: due once the
+    # 160 samples fed before it have played.
+    assert a.due(159) == []
+    assert a.due(160) == ["early"]
+    assert a.due(800 - 240 - 1) == [] and a.due(800 - 240) == ["middle"]
+    frames = [a.frame() for _ in range(6)] + [a.frame(pad=True)]
+    held = b"".join(fr.pcm for fr in frames if fr is not None)[: 2 * 1000]
+    assert held[-2 * 600 :] == np.full(600, 7, "<i2").tobytes()  # the newest is all kept
+    with pytest.raises(ValueError, match="frame"):
+        AgentAudio(max_samples=100)
 
 
 # ---- the route in the config, the router and the gateway ----------------------------------

@@ -326,3 +326,73 @@ def test_no_datagram_sequence_raises_and_every_reply_parses_or_is_a_400(
         now += 0.3
         ua.poll(now)
     ua.poll(now + 100)
+
+
+# ---- admission control (sip/overload.py through the UA) -------------------------------------
+
+from callbridge.sip.overload import Guard, GuardConfig  # noqa: E402
+
+
+def guarded_ua(**limits: float) -> tuple[UserAgent, Guard]:
+    guard = Guard(GuardConfig(**limits))  # type: ignore[arg-type]
+    ua = UserAgent(
+        LocalIdentity("127.0.0.1", 5060),
+        admission=lambda source, now: guard.admit_call(source, 0, now),
+    )
+    return ua, guard
+
+
+def test_a_refused_invite_gets_a_stateless_503_with_retry_after_and_leaves_no_state() -> None:
+    ua, _ = guarded_ua(calls_per_second_per_source=2)
+    assert statuses(ua.receive(invite("z9hG4bK-a", "a"), PEER, 0.0)) == [100]
+    assert statuses(ua.receive(invite("z9hG4bK-b", "b"), PEER, 0.0)) == [100]
+    outs = ua.receive(invite("z9hG4bK-c", "c"), PEER, 0.0)
+    (resp,) = sent(outs)
+    assert isinstance(resp, SipResponse) and resp.status == 503
+    assert resp.headers.get("Retry-After") == "5"
+    assert resp.to.tag  # §8.2.6.2
+    assert events(outs) == []
+    assert len(ua.layer) == 2 and len(ua.call_ids()) == 2  # nothing kept for the refused one
+    # The retransmission gets the same answer, same To tag (§8.2.7), still no state.
+    (again,) = sent(ua.receive(invite("z9hG4bK-c", "c"), PEER, 0.1))
+    assert isinstance(again, SipResponse) and again.to.tag == resp.to.tag
+    assert len(ua.layer) == 2
+
+
+def test_retransmissions_of_an_admitted_invite_are_not_counted_again() -> None:
+    ua, guard = guarded_ua(calls_per_second_per_source=0.5)  # a burst of one
+    assert statuses(ua.receive(invite(), PEER, 0.0)) == [100]
+    for t in (0.5, 1.0, 2.0):
+        assert statuses(ua.receive(invite(), PEER, t)) == [100]  # absorbed by its transaction
+    assert (
+        guard.counters["admitted"] == 1
+        and guard.counters["rejected_calls_per_second_per_source"] == 0
+    )
+
+
+def test_in_dialog_requests_pass_whatever_the_limits() -> None:
+    ua, _ = guarded_ua(calls_per_second=0.5, calls_per_second_per_source=0.5)
+    _, tag = answered_call(ua)
+    assert statuses(ua.receive(invite("z9hG4bK-x", "other"), PEER, 0.0)) == [503]
+    outs = ua.receive(in_dialog("INVITE", tag, 2, "z9hG4bK-re", body=SDP), PEER, 0.1)
+    assert [type(e).__name__ for e in events(outs)] == ["ReInvite"]
+    assert statuses(ua.receive(in_dialog("BYE", tag, 3, "z9hG4bK-bye"), PEER, 0.2)) == [200]
+
+
+def test_options_answer_comes_from_the_app_with_its_headers() -> None:
+    seen = []
+
+    def answer(req: SipRequest, source: tuple[str, int]) -> tuple[int, list[tuple[str, str]]]:
+        seen.append((req.request_uri.user, source))
+        return 401, [("WWW-Authenticate", 'Digest realm="r", nonce="n"')]
+
+    ua = UserAgent(LocalIdentity("127.0.0.1", 5060), options_status=answer)
+    opts = (
+        b"OPTIONS sip:nosuch@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:25080;branch=z9hG4bK-o\r\n"
+        b"From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:nosuch@127.0.0.1:5060>\r\nCall-ID: o1\r\n"
+        b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    (resp,) = sent(ua.receive(opts, PEER, 0.0))
+    assert isinstance(resp, SipResponse) and resp.status == 401
+    assert resp.headers.get("WWW-Authenticate") == 'Digest realm="r", nonce="n"'
+    assert seen == [("nosuch", PEER)]

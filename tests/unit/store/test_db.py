@@ -21,6 +21,7 @@ from callbridge.store.db import (
     Migration,
     SchemaTooNew,
     TurnRow,
+    UnfinishedCall,
     WorkerCallDb,
     migrate,
     schema_version,
@@ -44,12 +45,12 @@ def call(n: int, started: float, **kw: object) -> CallRow:
 
 async def test_an_empty_database_gets_the_whole_schema(backend: Backend) -> None:
     d = backend.open()
-    assert d.version == MIGRATIONS[-1].version == LATEST == 2
+    assert d.version == MIGRATIONS[-1].version == LATEST == 3
     await d.aclose()
     schema = backend.columns()
     assert schema["calls"] == [
         "id", "transport", "direction", "from_uri", "to_uri", "agent", "started", "answered",
-        "ended", "end_reason", "recording_path", "transcript_path", "ids", "gateway",
+        "ended", "end_reason", "recording_path", "transcript_path", "ids", "gateway", "last_activity",
     ]  # fmt: skip
     assert schema["events"] == ["call_id", "seq", "ts", "name", "data"]
     assert schema["turns"] == [
@@ -179,16 +180,29 @@ async def test_a_failing_write_is_logged_never_raised(
     assert len(await db.list_calls()) == 1
 
 
-async def test_unfinished_calls_of_a_crashed_process_are_closed(db: Db) -> None:
-    db.insert_call(call(1, 100.0))
-    db.insert_call(call(2, 100.0, ended=150.0, end_reason="remote_bye"))
-    db.mark_unfinished(999.0, "lost")
+async def test_unfinished_calls_are_listed_with_their_heartbeat_and_closed_one_by_one(
+    db: Db,
+) -> None:
+    db.insert_call(call(1, 100.0, recording_path="/r/1.wav"))
+    db.insert_call(call(2, 100.0))
+    db.insert_call(call(3, 100.0, ended=150.0, end_reason="remote_bye"))
+    db.touch_calls(["call-1"], 131.5)
+    await db.flush()
+    got = sorted(db.unfinished_calls(), key=lambda c: c.id)
+    assert got == [
+        UnfinishedCall("call-1", 100.0, 100.0, 131.5, "/r/1.wav"),
+        UnfinishedCall("call-2", 100.0, 100.0, None, None),
+    ]
+    db.end_unfinished("call-1", ended=131.7, end_reason="lost")
+    db.end_unfinished("call-3", ended=999.0, end_reason="lost")  # already ended: untouched
+    db.flush_blocking()
     assert [(c.id, c.ended, c.end_reason) for c in await db.list_calls()] == [
-        ("call-1", 999.0, "lost"), ("call-2", 150.0, "remote_bye"),
+        ("call-1", 131.7, "lost"), ("call-2", None, None), ("call-3", 150.0, "remote_bye"),
     ]  # fmt: skip
+    assert [c.id for c in db.unfinished_calls()] == ["call-2"]
 
 
-async def test_a_shared_database_closes_only_this_gateways_unfinished_calls(db: Db) -> None:
+async def test_a_shared_database_lists_only_this_gateways_unfinished_calls(db: Db) -> None:
     """Gateways a and b share the database; a restarts after a crash. b's live call is b's."""
     db.gateway = "b"
     db.insert_call(call(1, 100.0))
@@ -197,9 +211,32 @@ async def test_a_shared_database_closes_only_this_gateways_unfinished_calls(db: 
     db.gateway = ""
     db.insert_call(call(3, 100.0))  # written before gateways had names: anyone's to close
     db.gateway = "a"
-    db.mark_unfinished(999.0, "lost")
-    got = {c.id: (c.ended, c.end_reason) for c in await db.list_calls()}
-    assert got == {"call-1": (None, None), "call-2": (999.0, "lost"), "call-3": (999.0, "lost")}
+    await db.flush()
+    assert sorted(c.id for c in db.unfinished_calls()) == ["call-2", "call-3"]
+
+
+async def test_the_heartbeat_is_one_statement_per_500_live_calls(
+    db: Db, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(1201):
+        db.insert_call(call(n, 100.0))
+    statements: list[str] = []
+    write = db._write
+
+    def counted(what: str, sql: str, params: Any) -> None:
+        statements.append(what)
+        write(what, sql, params)
+
+    monkeypatch.setattr(db, "_write", counted)
+    db.touch_calls([f"call-{n}" for n in range(1200)], 140.0)  # all but call-1200
+    await db.flush()
+    assert statements == ["heartbeat"] * 3
+    assert backend.query("SELECT last_activity, COUNT(*) FROM calls GROUP BY last_activity "
+                         "ORDER BY last_activity") in (
+        [(140.0, 1200), (None, 1)], [(None, 1), (140.0, 1200)],
+    )  # fmt: skip
+    db.touch_calls([], 150.0)  # no live call: no statement
+    assert statements == ["heartbeat"] * 3
 
 
 async def test_writes_after_close_are_dropped_quietly(backend: Backend) -> None:

@@ -65,6 +65,7 @@ async def test_calls_left_live_by_a_crash_are_closed_at_start(
     crashed = PostgresCallDb(postgres_url)
     crashed.gateway = "gw-a"
     crashed.insert_call(call(1, 100.0))
+    crashed.touch_calls(["call-1"], 130.0)  # its last heartbeat
     other = PostgresCallDb(postgres_url)
     other.gateway = "gw-b"  # another gateway on the same database, its call still live
     other.insert_call(call(2, 100.0))
@@ -73,7 +74,7 @@ async def test_calls_left_live_by_a_crash_are_closed_at_start(
     st = build_store(StoreConfig(tmp_path, url=postgres_url, fsync=False, gateway_id="gw-a"))
     await st.db.flush()
     row = await st.db.get_call("call-1")
-    assert row is not None and row.end_reason == "lost"
+    assert row is not None and (row.ended, row.end_reason) == (130.0, "lost")
     row = await st.db.get_call("call-2")
     assert row is not None and row.ended is None  # gw-b's: not gw-a's to close
     await st.aclose()

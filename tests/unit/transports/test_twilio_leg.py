@@ -1,11 +1,14 @@
 """TwilioLeg on a fake socket and a fake clock: caller audio, pacing lead, marks and played,
-clear semantics, pause, DTMF both ways, and every way the leg ends."""
+clear semantics, pause, DTMF both ways, every way the leg ends, and the stream's limits
+(message size and rate, caller audio ahead of real time, `stop` behind a burst)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +33,7 @@ class FakeSocket:
         self.incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self.sent: list[dict[str, Any]] = []
         self.closed: int | None = None
+        self.close_reason = ""
 
     async def send_text(self, text: str) -> None:
         if self.closed is not None:
@@ -44,7 +48,7 @@ class FakeSocket:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self.closed is None:
-            self.closed = code
+            self.closed, self.close_reason = code, reason
             self.incoming.put_nowait(None)
 
     # what Twilio would send
@@ -407,3 +411,144 @@ async def test_a_play_waiting_for_room_fails_when_the_call_ends() -> None:
         await settle()
         with pytest.raises(CallEnded):
             await player
+
+
+# ---- limits (issue 9, D7) ------------------------------------------------------------------------
+
+
+def stop_message() -> str:
+    return dumps(Stop(9, SID, START.account_sid, START.call_sid))
+
+
+def limit_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [r.__dict__["fields"] for r in caplog.records if r.msg == "twilio.stream_limit"]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+async def test_a_message_over_the_size_limit_closes_with_1009(
+    caplog: pytest.LogCaptureFixture, binary: bool
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with Harness(TwilioLegConfig(max_message_bytes=4096)) as h:
+        h.socket.media(0)
+        big = dumps(Media(3, SID, "inbound", 2, 20, b"\xff" * 4000))
+        h.socket.incoming.put_nowait(big.encode() if binary else big)
+        h.socket.media(2)  # never read: the stream is over
+        await settle()
+        await ticks(h, 1)
+        assert h.leg.end_reason == "message_too_big"
+        assert h.socket.closed == 1009
+        assert h.socket.close_reason == f"message too big: {len(big)} bytes, limit 4096"
+        assert len(h.frames()) == 1
+    (line,) = limit_lines(caplog)
+    assert line["code"] == 1009
+
+
+async def test_the_servers_own_1009_ends_the_leg_as_too_big(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with Harness() as h:
+
+        async def refused() -> str | bytes:
+            raise SocketClosed(1009, "frame with 1048576 bytes exceeds limit of 65536 bytes")
+
+        h.socket.receive_text = refused  # type: ignore[method-assign]
+        h.socket.incoming.put_nowait("wake")  # the reader is parked on the old receive
+        await settle()
+        assert h.leg.end_reason == "message_too_big"
+    (line,) = limit_lines(caplog)
+    assert "65536" in line["reason"]
+
+
+async def test_more_than_500_messages_in_a_second_close_with_1008(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with Harness() as h:
+        for n in range(400):
+            h.socket.media(n)
+        await settle()
+        await ticks(h, 55)  # 1.1 s later the window has moved on: 400 more are fine
+        for n in range(400, 800):
+            h.socket.media(n)
+        await settle()
+        assert not h.leg.ended
+        for n in range(800, 901):  # 501 within one second
+            h.socket.media(n)
+        await settle()
+        await ticks(h, 1)
+        assert h.leg.end_reason == "rate_limit"
+        assert (h.socket.closed, h.socket.close_reason) == (1008, "rate limit: over 500 messages/s")
+    assert len(limit_lines(caplog)) == 1
+
+
+async def test_stop_after_a_burst_of_media_acts_within_one_tick(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """400 media messages at once (8 s of audio, all allowed by the rate limit), then `stop`:
+    about 1 s of it is delivered, the rest dropped undecoded, and the leg ends at the next
+    tick with little work done."""
+    caplog.set_level(logging.INFO)
+    async with Harness() as h:
+        h.socket.media(0)
+        await settle()
+        before = time.process_time()
+        for n in range(1, 400):
+            h.socket.media(n, ulaw_encode(tone_pcm(n)))
+        h.socket.incoming.put_nowait(stop_message())
+        await settle()
+        spent = time.process_time() - before
+        await ticks(h, 1)
+        assert h.leg.ended and h.leg.end_reason == "twilio_stop"
+        assert h.socket.closed == 1000
+        assert h.task.done()
+        stats = h.leg.stats()
+        assert stats["frames_in"] == 50  # 1 s ahead of real time, no more
+        assert stats["payloads_ahead"] == 350
+        assert len(h.frames()) == 50
+    assert spent < 0.1, spent
+    dropped = [r for r in caplog.records if r.msg == "twilio.caller_audio_dropped"]
+    assert len(dropped) == 1  # logged once, counted in stats
+
+
+async def test_a_flood_of_one_second_payloads_is_bounded() -> None:
+    """60 payloads of 1 s each (the most a payload may hold), then stop: 1 s is decoded."""
+    async with Harness() as h:
+        before = time.process_time()
+        for n in range(60):
+            h.socket.incoming.put_nowait(
+                dumps(Media(n + 2, SID, "inbound", n + 1, 1000 * n, b"\xff" * 8000))
+            )
+        h.socket.incoming.put_nowait(stop_message())
+        await settle()
+        spent = time.process_time() - before
+        await ticks(h, 1)
+        assert h.leg.end_reason == "twilio_stop"
+        assert len(h.frames()) == 50
+        assert h.leg.stats()["payloads_ahead"] == 59
+    assert spent < 0.1, spent
+
+
+async def test_a_payload_longer_than_a_second_is_dropped_undecoded() -> None:
+    async with Harness() as h:
+        h.socket.media(0, b"\xff" * 8001)
+        h.socket.media(1)
+        await settle()
+        assert not h.leg.ended
+        assert h.leg.stats()["payloads_oversized"] == 1
+        assert len(h.frames()) == 1
+
+
+async def test_caller_audio_keeps_flowing_in_real_time_after_a_flood() -> None:
+    async with Harness() as h:
+        for n in range(200):  # 4 s at once: 1 s is taken
+            h.socket.media(n)
+        await settle()
+        assert len(h.frames()) == 50
+        for n in range(200, 300):  # then real time: every frame is delivered as it comes
+            await ticks(h, 1)
+            h.socket.media(n)
+            await settle()
+        assert len(h.frames()) >= 148
+        assert h.leg.stats()["payloads_ahead"] == 150
