@@ -26,114 +26,23 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from callbridge.mediastream.messages import MessageError, parse_from_app, parse_from_twilio
-from callbridge.rtp.dtmf import DtmfReceiver, TelephoneEvent, dtmf_packets
-from callbridge.rtp.packet import RtpPacket, RtpParseError
-from callbridge.rtp.rtcp import (
-    ReceptionStats,
-    RtcpParseError,
-    SenderStats,
-    build_bye,
-    build_report,
-    parse_compound,
-)
-from callbridge.sdp import LocalMedia, SdpError, apply_answer, create_answer, create_offer
-from callbridge.sdp import parse as parse_sdp
-from callbridge.sip.message import SipParseError, SipRequest
-from callbridge.sip.message import parse as parse_sip
-from callbridge.sip.ua import LocalIdentity, UserAgent
-from callbridge.sip.uri import UriParseError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
+from tests.unit.fuzz import properties as prop
+
+from callbridge.rtp.dtmf import DtmfReceiver
+from callbridge.sip.ua import LocalIdentity, UserAgent
+
 MAX_INPUT = 128 * 1024  # mutants are capped here: every parser refuses far smaller ones
 REPRODUCERS = 5
 RESEED_EVERY = 500  # stateful targets (UA, DTMF receiver) start afresh this often
 
-# --- golden inputs ---------------------------------------------------------------------------
-
-
-def _files(folder: Path, pattern: str) -> list[bytes]:
-    return [p.read_bytes() for p in sorted(folder.glob(pattern))]
-
-
-def rtp_seeds() -> list[bytes]:
-    seeds = [
-        bytes(RtpPacket(0, 1, 160, 0x1234, b"\xff" * 160)),
-        bytes(RtpPacket(8, 65535, 2**32 - 1, 7, b"\xd5" * 20, marker=True, csrcs=(1, 2, 3))),
-        # Header extension (RFC 3550 §5.3.1) and padding (§5.1), built by hand.
-        b"\x90\x00\x00\x01\x00\x00\x00\xa0\x00\x00\x00\x01\xbe\xde\x00\x01abcd" + b"\x00" * 20,
-        b"\xa0\x00\x00\x01\x00\x00\x00\xa0\x00\x00\x00\x01" + b"\x7f" * 17 + b"\x00\x00\x03",
-    ]
-    return seeds + dtmf_seeds()
-
-
-def dtmf_seeds() -> list[bytes]:
-    out: list[bytes] = []
-    for digit in "5#D":
-        packets = dtmf_packets(digit, payload_type=101, ssrc=9, first_sequence=100, timestamp=8000)
-        out += [bytes(p) for _, p in packets]
-    return out
-
-
-def rtcp_seeds() -> list[bytes]:
-    sender = SenderStats(0x1111)
-    sender.on_sent(RtpPacket(0, 1, 160, 0x1111, b"\x00" * 160), 1.0)
-    rxs = [ReceptionStats(0x2222 + k, min_sequential=0) for k in range(3)]
-    for rx in rxs:
-        for i in range(10):
-            rx.update(i, i * 160, 1.0 + i * 0.02)
-    return [
-        build_report(
-            0x1111, "cname@example", now=2.0, ntp_time=3.9e9, sender=sender, receptions=rxs
-        ),
-        build_report(0x1111, "c", now=2.0, ntp_time=3.9e9),
-        build_bye(0x1111, "c", "bye now"),
-        b"\x81\xcc\x00\x02abcdname",  # APP: carried, not interpreted
-    ]
-
-
 # --- targets: return True (accepted) / False (the parser's own error); anything else escapes --
-
-
-class OracleError(Exception):
-    """A property that must hold for accepted input did not (counted as unexpected)."""
-
-
-def _require(condition: bool, what: str) -> None:
-    if not condition:
-        raise OracleError(what)
-
-
-def run_sip(data: bytes) -> bool:
-    try:
-        message = parse_sip(data)
-    except SipParseError:
-        return False
-    reads: list[Callable[[], object]] = [
-        lambda: message.call_id,
-        lambda: message.cseq,
-        lambda: message.vias,
-        lambda: message.from_,
-        lambda: message.to,
-        lambda: message.contacts,
-        lambda: message.content_type,
-    ]
-    if isinstance(message, SipRequest):
-        reads += [lambda: message.max_forwards, lambda: message.request_uri]
-    for read in reads:
-        with contextlib.suppress(SipParseError, UriParseError):
-            read()
-    again = parse_sip(bytes(message))
-    _require(
-        replace(again, headers=again.headers.remove("Content-Length"))
-        == replace(message, headers=message.headers.remove("Content-Length")),
-        "parse(bytes(message)) differs from message",
-    )
-    return True
+# The seeds and the per-parser checks (properties that must hold for accepted input raise
+# AssertionError) are the ones tests/unit/fuzz/test_parsers_total.py runs under hypothesis.
 
 
 @dataclass
@@ -152,60 +61,6 @@ class UaTarget:
         return self.ua.bad_messages == bad
 
 
-def run_sdp(data: bytes) -> bool:
-    try:
-        sd = parse_sdp(data)
-    except SdpError:
-        return False
-    for m in sd.media:
-        m.rtpmaps()
-        _ = m.ptime, m.fmtp(101), m.rtpmap(0)
-    # Re-emitted lines take RFC 4566 §5's order, so one round trip reaches a fixpoint.
-    again = parse_sdp(bytes(sd))
-    _require(parse_sdp(bytes(again)) == again, "parse(bytes(sd)) is no fixpoint")
-    return True
-
-
-LOCAL = LocalMedia("203.0.113.5", 40000, session_id=4242)
-OUR_OFFER = create_offer(LOCAL)
-
-
-def run_offer_answer(data: bytes) -> bool:
-    """What the SIP transport does with a peer's SDP; only SdpError may escape."""
-    try:
-        sd = parse_sdp(data)
-    except SdpError:
-        return False
-    accepted = False
-    try:
-        answer, _ = create_answer(sd, LOCAL)
-        _require(len(answer.media) == len(sd.media), "answer m= count differs")
-        bytes(answer)
-        accepted = True
-    except SdpError:
-        pass
-    with contextlib.suppress(SdpError):
-        apply_answer(OUR_OFFER, sd)
-    return accepted
-
-
-def run_rtp(data: bytes) -> bool:
-    try:
-        packet = RtpPacket.parse(data)
-    except RtpParseError:
-        return False
-    _require(RtpPacket.parse(bytes(packet)) == packet, "parse(bytes(packet)) differs")
-    return True
-
-
-def run_rtcp(data: bytes) -> bool:
-    try:
-        parse_compound(data)
-    except RtcpParseError:
-        return False
-    return True
-
-
 @dataclass
 class DtmfTarget:
     receiver: DtmfReceiver = field(default_factory=DtmfReceiver)
@@ -215,26 +70,7 @@ class DtmfTarget:
         self.count += 1
         if self.count % RESEED_EVERY == 0:
             self.receiver = DtmfReceiver()
-        try:
-            packet = RtpPacket.parse(data)
-        except RtpParseError:
-            return False
-        now = self.count * 0.02
-        self.receiver.receive(packet, now)
-        self.receiver.poll(now)
-        return TelephoneEvent.parse(packet.payload) is not None
-
-
-def run_twilio(data: bytes) -> bool:
-    text = data.decode("utf-8", "replace")
-    accepted = False
-    for parse in (parse_from_twilio, parse_from_app):
-        try:
-            parse(text)
-            accepted = True
-        except MessageError:
-            pass
-    return accepted
+        return prop.check_dtmf(data, self.receiver, self.count * 0.02)
 
 
 @dataclass(frozen=True)
@@ -245,26 +81,15 @@ class Target:
     own_error: str
 
 
-def _sip_seeds() -> list[bytes]:
-    return _files(FIXTURES / "sip-messages", "*.sip") + _files(FIXTURES / "sip-torture", "*.dat")
-
-
 TARGETS = [
-    Target("sip", _sip_seeds, lambda: run_sip, "SipParseError"),
-    Target("sip-ua", _sip_seeds, UaTarget, "none"),
-    Target("sdp", lambda: _files(FIXTURES / "sdp", "*.sdp"), lambda: run_sdp, "SdpParseError"),
-    Target(
-        "sdp-oa", lambda: _files(FIXTURES / "sdp", "*.sdp"), lambda: run_offer_answer, "SdpError"
-    ),
-    Target("rtp", rtp_seeds, lambda: run_rtp, "RtpParseError"),
-    Target("rtcp", rtcp_seeds, lambda: run_rtcp, "RtcpParseError"),
-    Target("rfc4733", dtmf_seeds, DtmfTarget, "RtpParseError"),
-    Target(
-        "twilio",
-        lambda: _files(ROOT / "tests" / "unit" / "mediastream" / "golden", "*.json"),
-        lambda: run_twilio,
-        "MessageError",
-    ),
+    Target("sip", prop.sip_seeds, lambda: prop.check_sip, "SipParseError"),
+    Target("sip-ua", prop.sip_seeds, UaTarget, "none"),
+    Target("sdp", prop.sdp_seeds, lambda: prop.check_sdp, "SdpParseError"),
+    Target("sdp-oa", prop.sdp_seeds, lambda: prop.check_offer_answer, "SdpError"),
+    Target("rtp", prop.rtp_seeds, lambda: prop.check_rtp, "RtpParseError"),
+    Target("rtcp", prop.rtcp_seeds, lambda: prop.check_rtcp, "RtcpParseError"),
+    Target("rfc4733", prop.dtmf_seeds, DtmfTarget, "RtpParseError"),
+    Target("twilio", prop.twilio_seeds, lambda: prop.check_twilio, "MessageError"),
 ]
 
 # --- mutation --------------------------------------------------------------------------------
