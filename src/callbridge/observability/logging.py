@@ -87,4 +87,7 @@ def setup_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None 
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    # `level` decides what is printed, nothing else: the metrics and the call store subscribe
+    # to INFO events (agent.turn, call events), so those always reach the handlers.
+    handler.setLevel(level)
+    root.setLevel(min(logging.getLevelName(level), logging.INFO))

@@ -60,3 +60,26 @@ def test_text_lines_are_coloured_only_for_a_terminal(monkeypatch: pytest.MonkeyP
         assert isinstance(formatter, TextFormatter) and formatter.colour is expect
     setup_logging("text", stream=io.StringIO())
     assert logging.getLogger().handlers[0].formatter.colour is False  # type: ignore[union-attr]
+
+
+def test_log_level_warning_changes_what_is_printed_not_what_metrics_see() -> None:
+    """Issue 11: /metrics (and the stored events) are fed by INFO events; turning the log
+    level down to WARNING must not silence them."""
+    from callbridge.observability.metrics import Metrics
+
+    buf = io.StringIO()
+    setup_logging("json", "WARNING", buf)
+    metrics = Metrics()
+    metrics.install()
+    try:
+        log = logging.getLogger("callbridge.agents.voice")
+        event(log, "agent.turn", voice_to_voice_ms=480, stt_final_ms=60)
+        event(log, "agent.barge_in", decided_after_ms=150, silenced_after_ms=80)
+        event(log, "call.odd", logging.WARNING, why="printed")
+    finally:
+        metrics.uninstall()
+        setup_logging("json", "INFO", io.StringIO())
+    assert [d["msg"] for d in _lines(buf)] == ["call.odd"]  # INFO not printed
+    text = metrics.render().decode()
+    assert 'callbridge_turn_latency_seconds_count{stage="voice_to_voice"} 1.0' in text, text
+    assert "callbridge_barge_in_decision_seconds_count 1.0" in text, text
