@@ -112,9 +112,11 @@ class Gateway:
             host = self.settings.sip.public_host or local_address_towards("192.0.2.1")
         routes = sorted(self.calls.router.agents)
         fields: dict[str, object] = {
-            "call": f"sip:{self.calls.router.default}@{host}:{port}",
+            # `agent` is the public name of the default route, whatever agent it is
+            "call": f"sip:agent@{host}:{port}",
             "routes": ",".join(routes),
             "seconds": round(seconds, 1),
+            "data": self.settings.data_dir,  # recordings, transcripts and the call database
         }
         if self.http is not None:
             fields["api"] = f"http://{self.settings.http.host}:{self.http.port}"
@@ -149,7 +151,8 @@ def build_brain_factory(
     llm = settings.llm
     prompt = llm.system_prompt or DEFAULT_SYSTEM_PROMPT
     if llm.provider == "demo":
-        return DemoBrain, []
+        transfer_to = settings.agent.transfer_to
+        return (lambda: DemoBrain(transfer_to=transfer_to)), []
     client = httpx.AsyncClient()
     closers: list[Callable[[], Awaitable[None]]] = [client.aclose]
     if llm.provider == "openai":

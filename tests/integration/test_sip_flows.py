@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -214,5 +215,23 @@ async def test_the_ready_line_says_where_to_call(
     (ready,) = [r for r in caplog.records if r.getMessage() == "gateway.ready"]
     fields = ready.fields  # type: ignore[attr-defined]
     host, port = gw.sip.local_addr
-    assert fields["call"] == f"sip:echo@{host}:{port}", fields
+    # `agent` is the public name of the default route (echo here), as the README says.
+    assert fields["call"] == f"sip:agent@{host}:{port}", fields
     assert "echo" in fields["routes"].split(",") and "api" not in fields
+    assert fields["data"] == str(tmp_path)  # where recordings and the database go
+
+
+async def test_doctor_says_a_gateway_is_running_when_it_holds_the_sip_port(
+    tmp_path: Path,
+) -> None:
+    from callbridge.cli import doctor
+
+    settings = echo_settings(tmp_path, (43300, 43400))
+    gw = build_gateway(settings)
+    await gw.start()
+    try:
+        held = replace(settings, sip=replace(settings.sip, port=gw.sip.local_addr[1]))
+        sip = await asyncio.to_thread(lambda: next(doctor.ports(held)))
+    finally:
+        await gw.stop()
+    assert sip.status == "ok" and "a callbridge gateway is running here" in sip.what, sip

@@ -42,11 +42,47 @@ def _bind(kind: int, host: str, port: int) -> OSError | None:
     return None
 
 
+def _gateway_answers(s: Settings, timeout: float = 1.0) -> bool:
+    """Whether the program holding the SIP port is a callbridge gateway: it answers a
+    user-less OPTIONS (RFC 3261 §11) with our Server header."""
+    host = (
+        "127.0.0.1"
+        if s.sip.host in ("0.0.0.0", "")
+        else ("::1" if s.sip.host == "::" else s.sip.host)
+    )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((host, s.sip.port))
+            me, my_port = sock.getsockname()[:2]
+            sock.send(
+                (f"OPTIONS sip:{host}:{s.sip.port} SIP/2.0\r\n"
+                 f"Via: SIP/2.0/UDP {me}:{my_port};branch=z9hG4bK-doctor{my_port};rport\r\n"
+                 f"From: <sip:doctor@{me}>;tag=doctor\r\nTo: <sip:{host}:{s.sip.port}>\r\n"
+                 f"Call-ID: doctor-{my_port}@{me}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                 "Content-Length: 0\r\n\r\n").encode()
+            )  # fmt: skip
+            reply = sock.recv(65535)
+        except OSError:
+            return False
+    head = reply.split(b"\r\n\r\n", 1)[0].lower()
+    ours = s.sip.user_agent.lower().encode()
+    # OPTIONS' 200 names us in User-Agent (§20.41), other answers in Server (§20.35).
+    return reply.startswith(b"SIP/2.0 ") and any(
+        line.split(b":", 1)[1].strip() == ours
+        for line in head.split(b"\r\n")
+        if line.startswith((b"server:", b"user-agent:"))
+    )
+
+
 def ports(s: Settings) -> Iterator[Check]:
     err = _bind(socket.SOCK_DGRAM, s.sip.host, s.sip.port)
     where = f"SIP UDP {s.sip.host}:{s.sip.port}"
     if err is None:
         yield Check("ok", f"{where} can be bound")
+    elif _gateway_answers(s):
+        yield Check("ok", f"{where}: a callbridge gateway is running here (it answered OPTIONS)")
     else:
         yield Check(
             "fail", f"{where}: {err.strerror or err}",

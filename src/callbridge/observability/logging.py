@@ -91,3 +91,6 @@ def setup_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None 
     # to INFO events (agent.turn, call events), so those always reach the handlers.
     handler.setLevel(level)
     root.setLevel(min(logging.getLevelName(level), logging.INFO))
+    # httpx logs every request at INFO ("HTTP Request: GET ..."): noise in `callbridge calls`
+    # and one line per LLM/STT/TTS request in the gateway; its warnings still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -71,7 +71,9 @@ def test_lists_live_calls_with_the_token(
     monkeypatch.setenv("CALLBRIDGE_API_TOKEN", "t0ken")
     assert main(["calls"]) == 0
     assert seen == [{"path": "/calls?live=true&limit=50", "auth": "Bearer t0ken"}]
-    assert "call-2-bb" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "call-2-bb" in out.out
+    assert "HTTP Request" not in out.err  # httpx's INFO line is not printed
 
 
 def test_no_gateway_is_a_clear_error(
