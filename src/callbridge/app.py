@@ -217,14 +217,20 @@ def inbound_policy(settings: Settings) -> InboundPolicy:
 
 
 def local_stt_pool(settings: Settings) -> WorkerPool:
-    """pocketsphinx in worker processes (it holds the GIL while decoding: in the gateway's own
-    process it stalled every call's media), started on first use, logging like the gateway."""
+    """The local recognizer in worker processes (pocketsphinx holds the GIL while decoding;
+    Whisper's decodes are long and heavy: neither runs in the gateway's own process), started
+    on first use, logging like the gateway. Whisper workers are stateless: one model each, any
+    worker decodes any call's turn; each gets its share of the cores as CTranslate2 threads."""
+    cores = os.cpu_count() or 1
+    workers = settings.stt.workers or min(8, cores)
+    engine = ["--engine", settings.agent.stt]
+    if settings.agent.stt == "whisper":
+        engine += ["--threads", str(max(1, cores // workers)), "--model", settings.agent.stt_model]
     command = [
-        sys.executable, "-m", "callbridge.cli.stt_worker",
+        sys.executable, "-m", "callbridge.cli.stt_worker", *engine,
         "--log-format", settings.log.format, "--log-level", settings.log.level,
     ]  # fmt: skip
-    workers = settings.stt.workers or min(8, os.cpu_count() or 1)
-    return WorkerPool(command, workers)
+    return WorkerPool(command, workers, stateless=settings.agent.stt == "whisper")
 
 
 def build_speech(
@@ -284,7 +290,9 @@ def build_voice(settings: Settings, clock: Clock) -> VoiceRuntime:
             bargein=BargeInConfig(min_speech=a.barge_in_min_ms / 1000),
             allow_barge_in=a.barge_in,
             prepare_after=a.prepare_ms / 1000 if 0 < a.prepare_ms < a.end_silence_ms else None,
+            end_silence_max=a.end_silence_max_ms / 1000,
         ),
+        turn_model=a.turn_model,
         agent=VoiceAgentConfig(greet=a.greet),
         on_close=closers,
     )

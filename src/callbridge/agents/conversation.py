@@ -12,42 +12,56 @@ Every task belongs to the TaskGroup of `run()`; every wait has a deadline.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from callbridge.agents.vad_pool import VadHandle, VadPool
 from callbridge.audio.levels import first_sound, trim_leading_silence
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegHold
-from callbridge.core.frames import FRAME_BYTES, AudioFrame
+from callbridge.core.frames import FRAME_BYTES, PIPELINE_RATE, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import CallLeg
-from callbridge.media.bargein import BargeInConfig, BargeInDetector
-from callbridge.media.turns import (
-    SpeechConfirmed,
-    SpeechDiscarded,
-    SpeechStarted,
-    TurnConfig,
-    TurnDetector,
-    TurnEnded,
-    TurnState,
+from callbridge.media.bargein import BargeInConfig
+from callbridge.media.listening import (
+    AskTurnModel,
+    ConfirmBargeIn,
+    ConfirmTurn,
+    DiscardUtterance,
+    EndTurn,
+    FeedStt,
+    FinishUtterance,
+    ListenAction,
+    Listener,
+    ListeningConfig,
+    PausePlayout,
+    PrepareTurn,
+    ResumePlayout,
+    ResumeTurn,
+    SpeechOnset,
+    StartUtterance,
 )
+from callbridge.media.turns import TurnConfig
 from callbridge.media.vad import VadResult
 from callbridge.stt.base import Recognizer
 from callbridge.tts.base import Synthesizer, split_clauses
 
 log = logging.getLogger("callbridge.agents.conversation")
 
-PRE_ROLL_FRAMES = 20  # 400 ms of caller audio kept so STT hears the onset VAD reports late
-FALLBACK_SPEECH_DBFS = -45.0  # a chunk the VAD could not judge counts as speech above this
 LEAD_IN_SAMPLES = 80  # 10 ms of lead-in kept before an answer's first sound
-STT_BATCH_FRAMES = 5  # feed the recognizer 100 ms at a time (fewer thread hops)
+
+
+class TurnModel(Protocol):
+    """An end-of-turn model (media.smart_turn.SmartTurn): P(the utterance is complete).
+    Blocking; the conversation calls it off the event loop, one call at a time per thread."""
+
+    def predict(self, pcm: bytes, sample_rate: int = PIPELINE_RATE) -> float: ...
 
 
 # ---- what a conversation reports --------------------------------------------------------------
@@ -151,6 +165,11 @@ class ConversationConfig:
     # end of the turn is still unsure: the answer is ready when `turn.end_silence` is reached.
     # None: prepare nothing before the end of the turn.
     prepare_after: float | None = 0.15
+    # With a turn model: `turn.end_silence` is the quick end of a turn the model calls
+    # complete; one it calls incomplete ends after this much silence (if speech does not
+    # resume first).
+    end_silence_max: float = 1.2
+    turn_complete_threshold: float = 0.5
     stt_timeout: float = 5.0  # deadline for a final transcript
     tts_timeout: float = 10.0  # deadline per clause
 
@@ -183,7 +202,11 @@ class Conversation:
         synthesizer: Synthesizer,
         executor: concurrent.futures.Executor,
         config: ConversationConfig | None = None,
+        turn_model: TurnModel | None = None,
+        turn_executor: concurrent.futures.Executor | None = None,
     ) -> None:
+        """`turn_model`: end the turn by meaning as well as silence (None: silence only);
+        it runs on `turn_executor` (default: `executor`)."""
         self.leg = leg
         self.clock = clock
         self.config = config or ConversationConfig()
@@ -192,29 +215,28 @@ class Conversation:
         self._make_stt = recognizer  # built on a worker thread: loading may take a while
         self._tts = synthesizer
         self._executor = executor
-        self._turns = TurnDetector(self.config.turn)
-        self._bargein = BargeInDetector(self.config.bargein)
+        self._turn_model = turn_model
+        self._turn_executor = turn_executor or executor
+        cfg = self.config
+        self._listener = Listener(
+            ListeningConfig(
+                turn=cfg.turn,
+                bargein=cfg.bargein,
+                allow_barge_in=cfg.allow_barge_in,
+                prepare_after=cfg.prepare_after,
+                semantic=turn_model is not None,
+                end_silence_max=max(cfg.end_silence_max, cfg.turn.end_silence),
+                complete_threshold=cfg.turn_complete_threshold,
+            )
+        )
         self._events: asyncio.Queue[ConversationEvent | None] = asyncio.Queue()
-        self._pre_roll: collections.deque[bytes] = collections.deque(maxlen=PRE_ROLL_FRAMES)
         self._stt_ops: asyncio.Queue[tuple[str, bytes, asyncio.Future[object] | None]] = (
             asyncio.Queue()
         )
-        self._stt_pending: list[bytes] = []
-        self._in_turn = False
-        self._turn_started = 0.0
         self._utterances = itertools.count(1)
         self._speaking: asyncio.Task[SpeechResult] | None = None
         self._current: SpeechResult | None = None
         self._closed = False
-        self._held = False  # playout paused (suspected barge-in or an answer not yet due)
-        self._turn_audio: list[bytes] = []  # the current turn's audio, to re-decode on resume
-        self._stt_open = False  # the recognizer is inside an utterance
-        self._tentative = 0  # generation of the tentative turn in flight (0: none)
-        self._tentative_emitted = False  # its UserTurn went out: the agent may be preparing
-        self._answer_held = False  # speech queued now waits for TurnConfirmed
-        self._confirm_pending = False  # the turn ended before its tentative transcript came
-        self._generations = itertools.count(1)
-        self._held_at: float | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -352,7 +374,7 @@ class Conversation:
             heard_text(result.clauses, result.samples_played) if result.interrupted else result.text
         )
 
-    # ---- listening --------------------------------------------------------------------------
+    # ---- listening: media.listening.Listener decides, this carries its actions out ----------
 
     async def _listen(self) -> None:
         assert self._vad is not None
@@ -360,211 +382,140 @@ class Conversation:
             match item:
                 case AudioFrame():
                     now = self.clock.now()
-                    self._pre_roll.append(item.pcm)
-                    if self._in_turn:
-                        self._turn_audio.append(item.pcm)
-                        if self._stt_open:
-                            self._stt_feed(item.pcm)
+                    self._execute(self._listener.frame(item.pcm, now))
                     self._vad.feed(item, now)
                 case DtmfDigit(digit=digit):
                     self._events.put_nowait(Dtmf(digit))
                 case LegHold(on_hold=on_hold):
-                    self._turns.reset()
+                    self._listener.hold()
                     self._events.put_nowait(Hold(on_hold))
 
     def _on_vad(self, result: VadResult) -> None:
-        now = result.end
-        # The agent's own voice comes back on the caller's stream (phone or line echo). While
-        # it may (the playback level window covers the echo delay), caller audio that is not
-        # louder than that echo could be is not the caller: it must not start a turn either.
-        probability = result.probability
-        if result.source == "failed":
-            # The model missed its deadline (overload): judge by level rather than take it
-            # for silence, which would end the caller's turn in the middle of a sentence.
-            probability = 1.0 if result.level_dbfs >= FALLBACK_SPEECH_DBFS else 0.0
-        speech = probability
-        if result.level_dbfs < self._bargein.echo_threshold(self.leg.playback_dbfs):
-            probability = 0.0
-        was_stopping = self._turns.state is TurnState.STOPPING
-        for ev in self._turns.update(probability, now, result.level_dbfs):
-            match ev:
-                case SpeechStarted(at=at):
-                    self._start_turn(at)
-                case SpeechConfirmed(onset=onset):
-                    self._events.put_nowait(UserSpeaking(onset))
-                case SpeechDiscarded():
-                    self._in_turn = False
-                    self._stt_open = False
+        self._execute(
+            self._listener.vad(
+                result, agent_speaking=self.speaking, agent_dbfs=self.leg.playback_dbfs
+            )
+        )
+
+    def _execute(self, actions: list[ListenAction]) -> None:
+        for action in actions:
+            match action:
+                case StartUtterance(pcm=pcm):
+                    self._stt_ops.put_nowait(("start", b"", None))
+                    if pcm:
+                        self._stt_ops.put_nowait(("feed", pcm, None))
+                case FeedStt(pcm=pcm):
+                    self._stt_ops.put_nowait(("feed", pcm, None))
+                case DiscardUtterance():
                     self._stt_ops.put_nowait(("reset", b"", None))
-                case TurnEnded():
-                    self._end_turn(ev)
-        if was_stopping and self._turns.state is TurnState.SPEAKING and self._tentative:
-            self._resume_turn(now)
-        self._maybe_prepare(now)
-        if self.config.allow_barge_in:
-            barge = self._bargein.update(
-                caller_dbfs=result.level_dbfs,
-                speech=speech,
-                # held answer audio is not heard: speech over it is the turn going on
-                agent_playing=self.speaking and not self._answer_held,
-                agent_dbfs=self.leg.playback_dbfs,
-                now=now,
-            )
-            if barge is not None and self._current is not None:
-                cut = self.interrupt()
-                if cut is not None:
-                    event(
-                        log,
-                        "agent.barge_in",
-                        # VAD results arrive in the pool's context, not the call's: name it.
-                        call_id=self.leg.info.ids.get("call_id"),
-                        utterance=cut.utterance,
-                        onset=round(barge.onset, 3),
-                        decided_after_ms=round(1000 * (barge.at - barge.onset)),
-                        # when the caller stopped hearing the agent (the hold), from the onset
-                        silenced_after_ms=round(1000 * ((self._held_at or barge.at) - barge.onset)),
-                        heard=cut.heard,
+                case FinishUtterance(request=request):
+                    self._finish_utterance(request)
+                case SpeechOnset(onset=onset):
+                    self._events.put_nowait(UserSpeaking(onset))
+                case PrepareTurn() | EndTurn():
+                    tentative = isinstance(action, PrepareTurn)
+                    self._events.put_nowait(
+                        UserTurn(
+                            action.text,
+                            action.speech_start,
+                            action.speech_end,
+                            action.decided_at,
+                            action.stt_latency,
+                            tentative=tentative,
+                        )
                     )
-                    self._events.put_nowait(Interrupted(cut.utterance, barge.onset, barge.at))
-            self._hold_while_suspected(now)
+                case ConfirmTurn(at=at):
+                    self._events.put_nowait(TurnConfirmed(at))
+                case ResumeTurn(at=at):
+                    self._drop_prepared()
+                    self._events.put_nowait(TurnResumed(at))
+                case PausePlayout(why=why, at=at):
+                    self._hold(True, why, at)
+                case ResumePlayout(at=at):
+                    self._hold(False, "", at)
+                case ConfirmBargeIn():
+                    self._barge_in(action)
+                case AskTurnModel():
+                    self._ask_turn_model(action)
 
-    def _hold_while_suspected(self, now: float) -> None:
-        """Silence the agent the moment caller speech over it qualifies, before it is confirmed
-        as an interruption: the caller hears the agent stop within a VAD chunk or two instead
-        of after `min_speech`. A cough releases the hold and the answer goes on where it was;
-        a confirmed barge-in flushes (which releases the hold too). An answer prepared for a
-        tentative turn is held the same way until the turn is confirmed."""
-        suspected = self._bargein.holding
-        hold = suspected or self._answer_held
-        if hold != self._held:
-            self._held = hold
-            self._held_at = now if suspected else None
-            self.leg.pause_playout(hold)
-            event(
-                log,
-                "agent.hold",
-                call_id=self.leg.info.ids.get("call_id"),
-                held=hold,
-                why="caller" if suspected else "prepared" if hold else "",
-                at=round(now, 3),
-            )
+    def _hold(self, held: bool, why: str, at: float) -> None:
+        """Pause the agent's audio (suspected barge-in: the caller hears it stop within a VAD
+        chunk or two; or an answer prepared for a turn that is not over yet), or release it."""
+        self.leg.pause_playout(held)
+        event(
+            log,
+            "agent.hold",
+            call_id=self.leg.info.ids.get("call_id"),
+            held=held,
+            why=why,
+            at=round(at, 3),
+        )
 
-    # ---- tentative turns: prepare the answer during the end-of-turn silence -----------------
-
-    def _maybe_prepare(self, now: float) -> None:
-        """After `prepare_after` of silence, finish the transcript and report a tentative
-        turn, so the answer is synthesised by the time the silence ends the turn."""
-        after = self.config.prepare_after
-        since = self._turns.silent_since
-        if (
-            after is None
-            or since is None
-            or self._tentative
-            or now - since + 1e-9 < after
-            or after >= self.config.turn.end_silence
-            or self.speaking  # the agent is talking: a backchannel, not a turn to prepare for
-        ):
+    def _barge_in(self, barge: ConfirmBargeIn) -> None:
+        if self._current is None:
             return
-        self._tentative = generation = next(self._generations)
-        self._stt_flush()
-        self._stt_open = False
-        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._stt_ops.put_nowait(("finish", b"", fut))
-        speech_start, speech_end = self._turns.onset or since, since
-
-        def done(f: asyncio.Future[object]) -> None:
-            if generation != self._tentative or self._closed:
-                return  # the caller went on meanwhile: this transcript is stale
-            text = _transcript(f)
-            latency = self.clock.now() - now
-            if self._confirm_pending:  # the turn ended while this was decoded: final
-                self._reset_tentative()
-                self._events.put_nowait(
-                    UserTurn(text, speech_start, speech_end, now, latency, tentative=False)
-                )
-                return
-            self._tentative_emitted = True
-            self._answer_held = True
-            self._hold_while_suspected(self.clock.now())
-            self._events.put_nowait(
-                UserTurn(text, speech_start, speech_end, now, latency, tentative=True)
-            )
-
-        fut.add_done_callback(done)
-
-    def _reset_tentative(self) -> None:
-        self._tentative = 0
-        self._tentative_emitted = False
-        self._confirm_pending = False
-        self._answer_held = False
-
-    def _confirm_turn(self, at: float) -> None:
-        self._reset_tentative()
-        self._hold_while_suspected(at)  # releases the held answer
-        self._events.put_nowait(TurnConfirmed(at))
-
-    def _resume_turn(self, now: float) -> None:
-        """Speech after a tentative turn: drop what was prepared and decode the whole turn
-        again (the recognizer closed its utterance at the tentative end)."""
-        emitted = self._tentative_emitted
-        self._reset_tentative()
-        self._stt_ops.put_nowait(("start", b"", None))
-        self._stt_ops.put_nowait(("feed", b"".join(self._turn_audio), None))
-        self._stt_open = True
-        if emitted:
-            self._drop_prepared()
-            self._events.put_nowait(TurnResumed(now))
+        cut = self.interrupt()
+        if cut is None:
+            return
+        event(
+            log,
+            "agent.barge_in",
+            # VAD results arrive in the pool's context, not the call's: name it.
+            call_id=self.leg.info.ids.get("call_id"),
+            utterance=cut.utterance,
+            onset=round(barge.onset, 3),
+            decided_after_ms=round(1000 * (barge.at - barge.onset)),
+            # when the caller stopped hearing the agent (the hold), from the onset
+            silenced_after_ms=round(1000 * (barge.silenced_at - barge.onset)),
+            heard=cut.heard,
+        )
+        self._events.put_nowait(Interrupted(cut.utterance, barge.onset, barge.at))
 
     def _drop_prepared(self) -> None:
+        """The caller talked through the pause: what was prepared for it is never heard."""
         if self._current is not None:
             self._current.discarded = self._current.interrupted = True
         if self._speaking is not None and not self._speaking.done():
             self._speaking.cancel()
         self.leg.flush_playout()
-        self._held = False  # the flush released the leg's hold
 
-    def _start_turn(self, at: float) -> None:
-        self._in_turn = True
-        self._stt_open = True
-        self._turn_started = at
-        self._turn_audio = list(self._pre_roll)  # the onset arrived before the VAD said so
-        self._stt_ops.put_nowait(("start", b"", None))
-        for pcm in self._pre_roll:
-            self._stt_feed(pcm)
-
-    def _end_turn(self, ev: TurnEnded) -> None:
-        self._in_turn = False
-        self._turn_audio = []
-        if self._tentative:
-            # Prepared already: let the held answer play (or, if its transcript is still
-            # being decoded, report that transcript as the final turn when it comes).
-            if self._tentative_emitted:
-                self._confirm_turn(ev.at)
-            else:
-                self._confirm_pending = True
-            return
-        self._stt_open = False
-        self._stt_flush()
+    def _finish_utterance(self, request: int) -> None:
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._stt_ops.put_nowait(("finish", b"", fut))
 
         def done(f: asyncio.Future[object]) -> None:
-            latency = self.clock.now() - ev.at
-            self._events.put_nowait(
-                UserTurn(_transcript(f), ev.speech_start, ev.speech_end, ev.at, latency)
-            )
+            if not self._closed:
+                self._execute(self._listener.transcript(request, _transcript(f), self.clock.now()))
 
         fut.add_done_callback(done)
 
-    def _stt_feed(self, pcm: bytes) -> None:
-        self._stt_pending.append(pcm)
-        if len(self._stt_pending) >= STT_BATCH_FRAMES:
-            self._stt_flush()
+    def _ask_turn_model(self, ask: AskTurnModel) -> None:
+        """Run the end-of-turn model off the event loop (tens of ms of CPU); its verdict comes
+        back with the time it came. A failure is logged and leaves the turn to end_silence_max."""
+        model = self._turn_model
+        if model is None:
+            return
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._turn_executor, model.predict, ask.pcm, ask.sample_rate)
 
-    def _stt_flush(self) -> None:
-        if self._stt_pending:
-            self._stt_ops.put_nowait(("feed", b"".join(self._stt_pending), None))
-            self._stt_pending = []
+        def done(f: asyncio.Future[float]) -> None:
+            if self._closed or f.cancelled():
+                return
+            now = self.clock.now()
+            if f.exception() is not None:
+                event(log, "agent.turn_model_failed", logging.WARNING, error=repr(f.exception()))
+                return
+            probability = f.result()
+            event(
+                log,
+                "agent.turn_model",
+                call_id=self.leg.info.ids.get("call_id"),
+                probability=round(probability, 3),
+                ms=round(1000 * (now - ask.at)),
+            )
+            self._execute(self._listener.verdict(ask.request, probability, now))
+
+        fut.add_done_callback(done)
 
     async def _stt_worker(self) -> None:
         """Runs the recognizer's calls in order on the speech executor, off the event loop."""
@@ -585,7 +536,9 @@ class Conversation:
                     elif op == "feed":
                         await loop.run_in_executor(self._executor, stt.feed, pcm)
                     elif op == "reset":
-                        await loop.run_in_executor(self._executor, stt.finish)
+                        # start() drops the unfinished utterance without decoding it (a whole
+                        # Whisper decode, on a worker another call may need, thrown away)
+                        await loop.run_in_executor(self._executor, stt.start)
                     else:
                         transcript = await loop.run_in_executor(self._executor, stt.finish)
                         if fut is not None and not fut.done():

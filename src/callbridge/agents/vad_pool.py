@@ -135,7 +135,10 @@ class VadPool:
         run_timeout: float = 0.5,
         max_rounds: int = 4,
         coalesce: float | None = None,
+        executor: concurrent.futures.Executor | None = None,
     ) -> None:
+        """`executor`: where batches run (default: a thread of the pool's own; a test may
+        run them inline on a fake clock)."""
         self._runner = runner
         self._clock = clock
         self._tick = tick
@@ -149,7 +152,9 @@ class VadPool:
         self._coalesce = coalesce
         self._due = asyncio.Event()
         self._handles: dict[int, VadHandle] = {}
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vad")
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="vad"
+        )
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.runs = 0  # batched model runs so far

@@ -66,6 +66,10 @@ class TranscriptSink(Protocol):
 
     def dtmf(self, digit: str, at: float) -> None: ...
 
+    def message(self, text: str, at: float) -> None:
+        """The caller left a message (the brain's `take_message` tool)."""
+        ...
+
     def turn(
         self,
         utterance: int,
@@ -289,6 +293,7 @@ class VoiceAgent:
             # Barge-in: the conversation already cut the speech at the playout position.
             if not self._discarding and not speech.result.discarded:
                 self._record(speech.result, tools, timing, interrupted=True)
+                self._keep_messages(tools)
             raise
         except Exception as exc:  # TTS failure: log, keep the call
             event(log, "agent.speech_failed", logging.ERROR, error=repr(exc))
@@ -306,7 +311,10 @@ class VoiceAgent:
         self._record(result, tools, timing, interrupted=result.interrupted)
         self._metrics(timing, result)
         if result.interrupted:
-            return  # cut by the caller: what it meant to do next is moot (e.g. hang up)
+            # Cut by the caller: what it meant to do next is moot (e.g. hang up), but a
+            # message they left is theirs whether or not they heard the confirmation.
+            self._keep_messages(tools)
+            return
         for call in tools:
             await self._tool(call, conv, leg, result)
 
@@ -409,9 +417,32 @@ class VoiceAgent:
                     )
                     self._report_speech(sorry, _TurnTiming(self.clock.now()), sorry.interrupted)
                     return
+            case "take_message":
+                # An answer prepared during the caller's pause is held until their turn is
+                # over for real, and dropped (this task cancelled) if they talk on: a message
+                # counts only once its turn is confirmed.
+                while self._prepared is not None:
+                    await self.clock.sleep_until(self.clock.now() + 0.02)
+                text = self._take_message(call)
+                outcome = f"message taken: {text}" if text else "failed: the message is empty"
             case _:
                 outcome = f"failed: unknown tool {call.name}"
         self.history.append(Message("tool", outcome, tool_call_id=call.id))
+
+    def _keep_messages(self, tools: list[ToolCall]) -> None:
+        for call in tools:
+            if call.name == "take_message":
+                self._take_message(call)
+
+    def _take_message(self, call: ToolCall) -> str:
+        """Record the caller's message: an `agent.message` event (the call's events in the
+        API) and a transcript entry. Returns its text ("" for none)."""
+        text = " ".join(str(call.arguments.get("text", "")).split())
+        if text:
+            at = self.clock.now()
+            event(log, "agent.message", text=text)
+            self._report(lambda sink: sink.message(text, at))
+        return text
 
 
 def _turn_metrics(timing: _TurnTiming, result: SpeechResult) -> dict[str, int]:

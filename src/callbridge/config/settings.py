@@ -20,6 +20,7 @@ from callbridge.config import validators as v
 from callbridge.config.accounts import AccountSettings, account_settings
 from callbridge.config.validators import auth_users
 from callbridge.core.errors import ConfigError
+from callbridge.sip.uri import SipUri
 
 ENV_PREFIX = "CALLBRIDGE_"
 
@@ -77,14 +78,22 @@ class EchoSettings:
 class AgentSettings:
     greet: bool = True
     min_speech_ms: int = 200  # speech shorter than this is not a turn (clicks, coughs)
-    end_silence_ms: int = 400  # silence that ends the caller's turn
+    # silence that ends the caller's turn when the turn model calls it complete (with
+    # turn_model = "off": the only end of a turn; 400 suits that better)
+    end_silence_ms: int = 200
+    # silence that ends a turn the model calls incomplete ("Hello. ... I'd like to")
+    end_silence_max_ms: int = 1200
+    turn_model: str = "smart-turn"  # "smart-turn" (Smart Turn v3, ONNX, CPU) | "off"
     # silence after which the answer is prepared (held until end_silence_ms); 0 = off. With an
     # LLM brain, each pause the caller talks through costs one extra (discarded) request.
     prepare_ms: int = 150
     barge_in: bool = True
     barge_in_min_ms: int = 150  # caller speech over the agent needed to interrupt it
-    stt: str = "pocketsphinx"  # "pocketsphinx" (offline) | "openai" (see [stt])
+    # "whisper" (offline, tiny.en) | "pocketsphinx" (offline, fast, mishears) | "openai" ([stt])
+    stt: str = "whisper"
+    stt_model: str = ""  # whisper: a CTranslate2 Whisper directory; "" = the packaged tiny.en
     tts: str = "piper"  # "piper" | "espeak" | "openai" (see [tts])
+    transfer_to: str = ""  # where the demo brain puts callers who ask for a person; "" = no one
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +115,7 @@ class SttSettings:
     """The local recognizer's processes, or an OpenAI-compatible /audio/transcriptions server
     (Whisper) for `agent.stt = "openai"`."""
 
-    workers: int = 0  # pocketsphinx worker processes; 0 = one per CPU core (at most 8)
+    workers: int = 0  # local recognizer worker processes; 0 = one per CPU core (at most 8)
     base_url: str = ""  # e.g. https://api.openai.com/v1 or a local Whisper server's /v1
     model: str = "whisper-1"
     api_key: str = field(default="", repr=False)  # never logged
@@ -236,6 +245,20 @@ SECRET_SETTINGS = frozenset(
     }
 )
 
+
+def _transfer_target(value: str) -> str:
+    """A sip:/sips: URI (or tel:) for blind transfers (REFER, RFC 3515 §2.1); "" = none."""
+    if not value or (value.lower().startswith("tel:+") and value[5:].isdigit()):
+        return value
+    try:
+        SipUri.parse(value)
+    except ValueError:
+        raise ValueError(
+            'must be a SIP URI, e.g. "sip:reception@pbx.example.com", or "tel:+15551234567"'
+        ) from None
+    return value
+
+
 # Field validators by dotted name; fields not listed only get their type checked.
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "sip.host": v.host,
@@ -262,11 +285,14 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "default_agent": lambda v: _route_name(v, reserved=False),
     "agent.min_speech_ms": v.non_negative,
     "agent.end_silence_ms": v.positive,
+    "agent.end_silence_max_ms": v.positive,
+    "agent.turn_model": v.choice("smart-turn", "off"),
     "agent.barge_in_min_ms": v.non_negative,
     "agent.prepare_ms": v.non_negative,
     "stt.workers": v.non_negative,
-    "agent.stt": v.choice("pocketsphinx", "openai"),
+    "agent.stt": v.choice("whisper", "pocketsphinx", "openai"),
     "agent.tts": v.choice("piper", "espeak", "openai"),
+    "agent.transfer_to": _transfer_target,
     "stt.base_url": v.url,
     "stt.timeout": v.positive,
     "tts.base_url": v.url,

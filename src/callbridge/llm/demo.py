@@ -1,35 +1,48 @@
-"""The built-in rule-based brain, used when no LLM is configured.
+"""The built-in rule-based brain, used when no LLM is configured: a small receptionist.
 
 It has to work on what an offline recogniser hears: lowercase words without punctuation and
-the odd wrong word. So it looks for keywords (with a little fuzziness for longer words), never
-for exact phrases. Keep one instance per call: it remembers that it asked for a message.
+the odd wrong word, so the caller's intent comes from fuzzy keyword scoring (llm/intents.py),
+never from exact phrases, and a turn it cannot place gets a short list of what it can do,
+never the misheard words read back.
+
+What it is in the middle of (waiting for a message, offering one instead of a transfer) is
+read from the history, not kept here: an answer prepared for a pause the caller talks
+through is dropped from the history, and so is the state it would have set.
 """
 
 from __future__ import annotations
 
-import re
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime
-from difflib import SequenceMatcher
+from typing import TypeAlias
 
 from callbridge.llm.base import BrainOutput, Message, TextDelta, ToolCall
+from callbridge.llm.intents import Intent, Match, rank, words
 
-DEFAULT_GREETING = (
-    "Hello, this is the callbridge demo agent. You can ask me the time or the date, "
-    "leave a message, or say goodbye to hang up."
+HELP = (
+    "You can ask me the time or the date, leave a message, ask to speak to a person, "
+    "or say goodbye to hang up."
 )
-HELP = "You can ask me the time or the date, leave a message, or say goodbye to hang up."
+DEFAULT_GREETING = "Hello, this is the callbridge demo agent. " + HELP
+NOT_UNDERSTOOD = "Sorry, I can't help with that. " + HELP
+ANYTHING_ELSE = "Is there anything else I can help with?"
 ASK_FOR_MESSAGE = "Sure, what message should I pass on?"
+MESSAGE_TAKEN = "Thanks, I've taken your message: {message} " + ANYTHING_ELSE
+NO_MESSAGE = "Okay, no message then. " + ANYTHING_ELSE
+TRANSFER_NOW = "Of course, one moment."
+NO_ONE_AVAILABLE = (
+    "Sorry, there's no one available to take your call right now. "
+    "Would you like to leave a message?"
+)
+WELCOME = "You're welcome. " + ANYTHING_ELSE
 NOT_HEARD = "Sorry, I didn't catch that."
+NOTHING_SAID_YET = "I haven't said anything yet. " + HELP
 GOODBYE = "Thanks for calling. Goodbye!"
 
-_GREETING_WORDS = frozenset(
-    {"hello", "hi", "hey", "there", "howdy", "good", "morning", "afternoon", "evening"}
-)
-_QUESTION_WORDS = ("what", "whats", "which", "tell", "know", "got", "current")
-_CANCEL_PHRASES = ("never mind", "nevermind", "no message", "cancel", "forget it", "nothing")
-_FUZZY_MIN_LENGTH = 5  # shorter words differ in one letter from too many others
-_FUZZY_RATIO = 0.8
+# The tools to run after a reply: (name, arguments).
+_Tools: TypeAlias = list[tuple[str, dict[str, object]]]
+_SHORT_ANSWER = 4  # words: longer turns while a message is awaited are the message itself
 
 
 def _local_now() -> datetime:
@@ -37,115 +50,124 @@ def _local_now() -> datetime:
 
 
 class DemoBrain:
-    """Greets, tells the time and date, echoes, takes messages, and hangs up on goodbye."""
+    """Tells the time and date, takes messages (the `take_message` tool), transfers to
+    `transfer_to` (a SIP URI; "" = no one to transfer to), explains itself, repeats its last
+    answer, and hangs up on goodbye. One instance per call."""
 
     def __init__(
         self,
         clock_now: Callable[[], datetime] | None = None,
         greeting: str = DEFAULT_GREETING,
+        transfer_to: str = "",
     ) -> None:
         self._now = clock_now or _local_now
         self.greeting = greeting
-        self._messages: list[str] = []
-        self._awaiting_message = False
-        self._hang_ups = 0
+        self.transfer_to = transfer_to.strip()
+        self._tool_calls = 0
+        # Our own recent answers: the history keeps only what the caller heard of a cut one,
+        # and "say that again" wants all of it.
+        self._answers: deque[str] = deque(maxlen=8)
 
     def __repr__(self) -> str:
-        return f"DemoBrain(messages={len(self._messages)})"
-
-    @property
-    def messages(self) -> tuple[str, ...]:
-        """The messages callers left, oldest first."""
-        return tuple(self._messages)
+        return f"DemoBrain(transfer_to={self.transfer_to!r})"
 
     async def respond(self, history: Sequence[Message]) -> AsyncGenerator[BrainOutput, None]:
-        reply, hang_up = self._decide(history)
+        reply, tools = self._decide(history)
+        if reply:
+            self._answers.append(reply)
+        # A message goes first: the agent records it even if the caller cuts the confirmation
+        # short before the rest of this stream was read.
+        for name, arguments in tools:
+            if name == "take_message":
+                yield self._tool("take_message", arguments)
         for piece in _word_groups(reply):
             yield TextDelta(piece)
-        if hang_up:
-            self._hang_ups += 1
-            yield ToolCall(f"demo_hang_up_{self._hang_ups}", "hang_up", {})
+        for name, arguments in tools:
+            if name != "take_message":
+                yield self._tool(name, arguments)
 
-    def _decide(self, history: Sequence[Message]) -> tuple[str, bool]:
-        """The reply to the last turn, and whether to hang up after it."""
+    def _tool(self, name: str, arguments: dict[str, object]) -> ToolCall:
+        self._tool_calls += 1
+        return ToolCall(f"demo_{name}_{self._tool_calls}", name, arguments)
+
+    def _decide(self, history: Sequence[Message]) -> tuple[str, _Tools]:
+        """The reply to the last turn, and the tools to run after it."""
         if not any(m.role == "user" for m in history):
-            return self.greeting, False
+            return self.greeting, []
         last = history[-1]
         if last.role != "user":
-            return "", False  # a tool result or our own turn: nothing to add
+            return "", []  # a tool result or our own turn: nothing to add
         heard = " ".join(last.content.split())
-        words = _words(heard)
-        if not words:
-            return NOT_HEARD, False
-        if self._awaiting_message:
-            self._awaiting_message = False
-            if len(words) <= 3 and _has_phrase(words, *_CANCEL_PHRASES):
-                return "Okay, no message then.", False
-            self._messages.append(heard)
-            return f"Got it, I'll pass on: {_sentence(heard)}", False
-        if _is_goodbye(words):
-            return GOODBYE, True
-        if _has(words, "message", "messages"):
-            self._awaiting_message = True
-            return ASK_FOR_MESSAGE, False
-        answer = self._clock_answer(words)
-        if answer:
-            return answer, False
-        if _has(words, "help") or _has_phrase(words, "what can you do"):
-            return HELP, False
-        if set(words) <= _GREETING_WORDS:
-            return f"Hello! {HELP}", False
-        return f"You said: {_sentence(heard)}", False
+        turn = words(heard)
+        if not turn:
+            return NOT_HEARD, []
+        before = self._previous_answer(history[:-1])
+        found = rank(turn)
+        top = found[0].intent if found else Intent.UNKNOWN
+        short = len(turn) <= _SHORT_ANSWER
+        if before == ASK_FOR_MESSAGE:
+            if short and top in (Intent.CANCEL, Intent.NO):
+                return NO_MESSAGE, []
+            if short and top in (Intent.REPEAT, Intent.MESSAGE):
+                return ASK_FOR_MESSAGE, []  # "what?", or the request again: ask again
+            if short and top is Intent.GOODBYE:
+                return GOODBYE, [("hang_up", {})]
+            message = _sentence(heard)
+            return MESSAGE_TAKEN.format(message=message), [("take_message", {"text": heard})]
+        if before == NO_ONE_AVAILABLE and top in (Intent.YES, Intent.NO):
+            return (ASK_FOR_MESSAGE if top is Intent.YES else f"Alright. {ANYTHING_ELSE}"), []
+        if before.endswith(ANYTHING_ELSE) and top is Intent.NO:
+            return GOODBYE, [("hang_up", {})]  # "no" to "anything else?": the caller is done
+        return self._answer(top, found, before)
 
-    def _clock_answer(self, words: list[str]) -> str:
-        # A question word, or a turn so short it can only be a question ("time please"),
-        # keeps "I had a great time" or "nice day today" from being taken as questions.
-        asking = _has(words, *_QUESTION_WORDS) or len(words) <= 3
-        if not asking:
-            return ""
+    def _answer(self, top: Intent, found: list[Match], before: str) -> tuple[str, _Tools]:
+        match top:
+            case Intent.TIME | Intent.DATE:
+                return self._clock_answer({m.intent for m in found}), []
+            case Intent.MESSAGE:
+                return ASK_FOR_MESSAGE, []
+            case Intent.TRANSFER:
+                if not self.transfer_to:
+                    return NO_ONE_AVAILABLE, []
+                return TRANSFER_NOW, [("transfer", {"target": self.transfer_to})]
+            case Intent.HELP:
+                return HELP, []
+            case Intent.REPEAT:
+                return before or NOTHING_SAID_YET, []
+            case Intent.GOODBYE:
+                return GOODBYE, [("hang_up", {})]
+            case Intent.THANKS:
+                return WELCOME, []
+            case Intent.CANCEL:
+                return f"Okay. {ANYTHING_ELSE}", []
+            case Intent.YES | Intent.NO:
+                return f"Okay. {HELP}", []
+            case Intent.GREETING:
+                return f"Hello! {HELP}", []
+            case Intent.UNKNOWN:
+                return NOT_UNDERSTOOD, []
+
+    def _clock_answer(self, asked: set[Intent]) -> str:
         now = self._now()
-        time_asked = _has(words, "time", "clock")
-        date_asked = _has(words, "date", "today")
-        if date_asked or _has(words, "day"):
-            date = f"{now:%A}, {now:%B} {_ordinal(now.day)}, {now.year}"
-            if time_asked:
-                return f"It's {_spoken_time(now)} on {date}."
-            return f"Today is {date}." if date_asked else f"It's {now:%A}."
-        if time_asked:
-            return f"It's {_spoken_time(now)}."
-        if _has(words, "year"):
-            return f"It's {now.year}."
+        date = f"{now:%A}, {now:%B} {_ordinal(now.day)}, {now.year}"
+        if Intent.TIME in asked and Intent.DATE in asked:
+            return f"It's {_spoken_time(now)} on {date}."
+        if Intent.DATE in asked:
+            return f"Today is {date}."
+        return f"It's {_spoken_time(now)}."
+
+    def _previous_answer(self, history: Sequence[Message]) -> str:
+        """Our last answer before the caller's turn, whole even if the caller cut it."""
+        for m in reversed(history):
+            if m.role == "user":
+                return ""  # the caller spoke twice in a row: nothing to go back to
+            if m.role != "assistant" or not (m.content.strip() or m.interrupted):
+                continue  # a tool result, or a turn that was only a tool call
+            if not m.interrupted:
+                return m.content
+            heard = m.content.strip()
+            return next((a for a in reversed(self._answers) if a.startswith(heard)), heard)
         return ""
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
-def _matches(word: str, keyword: str) -> bool:
-    if word == keyword:
-        return True
-    if len(keyword) < _FUZZY_MIN_LENGTH:
-        return False
-    return SequenceMatcher(None, word, keyword).ratio() >= _FUZZY_RATIO
-
-
-def _has(words: list[str], *keywords: str) -> bool:
-    return any(_matches(w, k) for w in words for k in keywords)
-
-
-def _has_phrase(words: list[str], *phrases: str) -> bool:
-    padded = f" {' '.join(words)} "
-    return any(f" {phrase} " in padded for phrase in phrases)
-
-
-def _is_goodbye(words: list[str]) -> bool:
-    if _has(words, "goodbye", "bye", "byebye", "farewell"):
-        return True
-    if _has_phrase(words, "good by", "good buy", "hang up", "bye bye"):
-        return True
-    # Recognisers often hear "bye" as "by" or "buy"; trust that only at the end of a short turn.
-    return len(words) <= 3 and words[-1] in {"by", "buy"}
 
 
 def _sentence(text: str) -> str:

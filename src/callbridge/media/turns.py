@@ -3,7 +3,8 @@
 QUIET -> STARTING on the first speech chunk; STARTING -> SPEAKING once speech has lasted
 `min_speech` (clicks and coughs never get there); SPEAKING -> STOPPING on the first silent
 chunk; STOPPING -> SPEAKING when speech resumes (a pause inside a sentence), or -> QUIET with
-TurnEnded once silence has lasted `end_silence`. Once speech is under way, a chunk far quieter
+TurnEnded once silence has lasted `end_silence` (or earlier, by `end(now)`, when an
+end-of-turn model says the utterance is complete). Once speech is under way, a chunk far quieter
 than the turn's loudest (`quiet_drop_db`) is silence whatever the VAD says: Silero's
 probability stays high for ~150 ms after the last word, and that hangover would otherwise be
 added to every answer's delay. Two thresholds (hysteresis) keep a probability
@@ -117,6 +118,14 @@ class TurnDetector:
     def reset(self) -> None:
         """Back to QUIET without events (e.g. the call was put on hold)."""
         self._state = TurnState.QUIET
+
+    def end(self, now: float) -> TurnEnded | None:
+        """End the turn now, before `end_silence`, if it is in a pause (STOPPING): something
+        else (an end-of-turn model) judged it complete. None in any other state."""
+        if self._state is not TurnState.STOPPING:
+            return None
+        self._state = TurnState.QUIET
+        return TurnEnded(now, self._onset, self._last_speech)
 
     def update(
         self, probability: float, now: float, level_dbfs: float | None = None

@@ -140,6 +140,10 @@ class CallSession:
         if self.transcript is not None:
             self.transcript.dtmf(digit, at)
 
+    def message(self, text: str, at: float) -> None:
+        if self.transcript is not None:
+            self.transcript.message(text, at)
+
     def turn(
         self,
         utterance: int,

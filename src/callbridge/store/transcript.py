@@ -9,7 +9,9 @@ so it can be read while the call runs and a crash leaves the last complete versi
        {"kind": "speech", "role": "caller", "text": "what time is it", "start": 1.9,
         "end": 2.8, "interrupted": false},
        {"kind": "dtmf", "role": "caller", "text": "5", "digit": "5", "start": 4.1,
-        "end": 4.1, "interrupted": false}]}
+        "end": 4.1, "interrupted": false},
+       {"kind": "message", "role": "caller", "text": "call bob back", "start": 9.4,
+        "end": 9.4, "interrupted": false}]}                  # the take_message tool
 
 `start`/`end` are seconds from the call's start (its recording's first frame, within a tick).
 An interrupted agent entry holds what the caller heard, not what was meant.
@@ -99,6 +101,14 @@ class Transcript:
         t = self._rel(at)
         self._add(
             {"kind": "dtmf", "role": "caller", "text": digit, "digit": digit, "start": t, "end": t,
+             "interrupted": False}
+        )  # fmt: skip
+
+    def message(self, text: str, at: float) -> None:
+        """A message the caller left with the agent (its words, as the agent took them)."""
+        t = self._rel(at)
+        self._add(
+            {"kind": "message", "role": "caller", "text": text, "start": t, "end": t,
              "interrupted": False}
         )  # fmt: skip
 

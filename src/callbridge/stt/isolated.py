@@ -5,6 +5,11 @@ gives each new recognizer the worker with the fewest open sessions, and replaces
 died or stopped answering: the request that saw it fails with SttError (the call goes on,
 without that turn), and each of its recognizers opens a new session on the new worker with its
 next request.
+
+With `stateless=True` (Whisper) a call holds no session: `BufferedRecognizer` keeps the turn's
+PCM on the gateway side and sends it whole (Op.TRANSCRIBE) to the worker with the fewest
+requests in flight when the turn finishes, so N workers serve N concurrent turns, whatever the
+number of calls. A worker that dies mid-turn fails only that turn, and is replaced.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from callbridge.core.log import event
-from callbridge.stt.base import SttError, Transcript
+from callbridge.stt.base import Recognizer, SttError, Transcript
 from callbridge.stt.worker_protocol import (
     REPLY,
     Op,
@@ -51,10 +56,17 @@ class Worker:
         self.request_timeout = request_timeout
         self.start_timeout = start_timeout
         self.sessions = 0  # open sessions, for the pool's choice
+        self.busy = 0  # whole-utterance requests in flight, for the pool's choice
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.restarts = 0
         self.generation = 0  # which process: sessions opened on an earlier one are gone
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process's id while it runs (for measurements)."""
+        proc = self._proc
+        return proc.pid if proc is not None else None
 
     def request(self, op: Op, session: int, payload: bytes = b"") -> str:
         """Send one request and wait for its reply; SttError when the worker fails."""
@@ -168,6 +180,7 @@ class WorkerPool:
         *,
         request_timeout: float = REQUEST_TIMEOUT,
         start_timeout: float = START_TIMEOUT,
+        stateless: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("a worker pool needs at least one worker")
@@ -180,10 +193,13 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._started = False
+        self.stateless = stateless
 
-    def recognizer(self) -> IsolatedRecognizer:
-        """A recognizer for one call, on the least busy worker."""
+    def recognizer(self) -> Recognizer:
+        """A recognizer for one call: on the least busy worker, or (stateless) on none."""
         self._start_all()
+        if self.stateless:
+            return BufferedRecognizer(self)
         with self._lock:
             worker = min(self.workers, key=lambda w: w.sessions)
             worker.sessions += 1
@@ -210,9 +226,24 @@ class WorkerPool:
         for th in threads:
             th.join()
 
+    def transcribe(self, pcm8k: bytes) -> str:
+        """One whole utterance's text, from the worker with the fewest requests in flight."""
+        self._start_all()
+        with self._lock:
+            worker = min(self.workers, key=lambda w: w.busy)
+            worker.busy += 1
+        try:
+            return worker.request(Op.TRANSCRIBE, 0, pcm8k)
+        finally:
+            with self._lock:
+                worker.busy -= 1
+
     def _warm(self, worker: Worker) -> None:
         session = next(self._ids) & 0xFFFFFFFF
         try:
+            if self.stateless:  # the worker loads (and warms) its model before it answers
+                worker.request(Op.TRANSCRIBE, 0)
+                return
             worker.request(Op.OPEN, session)
             worker.request(Op.CLOSE, session)
         except SttError:
@@ -225,6 +256,38 @@ class WorkerPool:
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
+
+
+class BufferedRecognizer:
+    """A Recognizer (stt.base) for a stateless pool: the turn's audio stays here until
+    `finish()` sends it whole. No partial transcripts (a Whisper decode of the growing turn
+    would cost as much as the final one, on the cores the other calls' turns need)."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+        self._audio = bytearray()
+        self._closed = False
+
+    def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("recognizer is closed")
+        self._audio.clear()
+
+    def feed(self, pcm8k: bytes) -> list[Transcript]:
+        if self._closed:
+            raise RuntimeError("recognizer is closed")
+        self._audio += pcm8k
+        return []
+
+    def finish(self) -> Transcript:
+        if self._closed:
+            raise RuntimeError("recognizer is closed")
+        audio, self._audio = bytes(self._audio), bytearray()
+        return Transcript(self._pool.transcribe(audio) if audio else "", final=True)
+
+    def close(self) -> None:
+        self._closed = True
+        self._audio = bytearray()
 
 
 class IsolatedRecognizer:

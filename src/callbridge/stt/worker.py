@@ -32,10 +32,18 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def serve(inp: BinaryIO, out: BinaryIO, make: Callable[[], Recognizer]) -> int:
+def serve(
+    inp: BinaryIO,
+    out: BinaryIO,
+    make: Callable[[], Recognizer],
+    transcribe: Callable[[bytes], str] | None = None,
+) -> int:
     """Answer requests until the input ends; 0 then. A request that fails gets an error reply
-    and the worker goes on; bytes that are not the protocol end it (exit status 2)."""
+    and the worker goes on; bytes that are not the protocol end it (exit status 2).
+    `transcribe` decodes a whole utterance (Op.TRANSCRIBE); without it, a recognizer from
+    `make` does, for that request only."""
     sessions: dict[int, Recognizer] = {}
+    whole = transcribe if transcribe is not None else (lambda pcm: _once(make, pcm))
     try:
         while True:
             header = _read_exact(inp, REQUEST.size)
@@ -46,7 +54,10 @@ def serve(inp: BinaryIO, out: BinaryIO, make: Callable[[], Recognizer]) -> int:
             if payload is None:
                 return 0
             try:
-                text = _handle(sessions, make, op, session, payload)
+                if op is Op.TRANSCRIBE:
+                    text = whole(payload)
+                else:
+                    text = _handle(sessions, make, op, session, payload)
                 reply = pack_reply(True, text)
             except Exception as exc:  # the gateway decides what a failure means for the call
                 reply = pack_reply(False, f"{type(exc).__name__}: {exc}")
@@ -58,6 +69,16 @@ def serve(inp: BinaryIO, out: BinaryIO, make: Callable[[], Recognizer]) -> int:
     finally:
         for recognizer in sessions.values():
             recognizer.close()
+
+
+def _once(make: Callable[[], Recognizer], pcm: bytes) -> str:
+    recognizer = make()
+    try:
+        recognizer.start()
+        recognizer.feed(pcm)
+        return recognizer.finish().text
+    finally:
+        recognizer.close()
 
 
 def _handle(

@@ -6,6 +6,12 @@ event loop, and with it every call's media tick, for 20-50 ms, and re-decoding a
 stalled it for hundreds. So recognition runs in worker processes, which this protocol talks to
 over their stdin and stdout: one request, then its reply, at a time.
 
+Two ways to use a worker: a session per call (OPEN, START, FEED..., FINISH, CLOSE: a streaming
+recognizer such as pocketsphinx keeps its decoder's state in the worker between requests), or
+TRANSCRIBE, which carries a whole utterance and leaves nothing behind (Whisper: the gateway
+buffers the turn's PCM, and any idle worker can decode it, so the pool is sized by concurrent
+turns, not by calls).
+
 Request: op (u8), session (u32), payload length (u32), payload.
 Reply: status (u8: 0 ok, 1 error), text length (u32), text (UTF-8: a partial or final
 transcript, "" for none, or the error's description).
@@ -28,6 +34,7 @@ class Op(enum.IntEnum):
     FEED = 3  # PCM16 8 kHz audio; replies with a changed partial transcript or ""
     FINISH = 4  # end the utterance; replies with its final transcript
     CLOSE = 5  # the session is over: its decoder goes back to the worker's pool
+    TRANSCRIBE = 6  # a whole utterance's PCM16 8 kHz audio (no session); replies with its text
 
 
 class ProtocolError(ValueError):

@@ -120,6 +120,23 @@ def transcribe(pcm: Pcm) -> str:
     return str(hyp.hypstr).lower() if hyp is not None else ""
 
 
+@functools.cache
+def _whisper() -> Any:
+    from callbridge.stt.whisper import WhisperEngine, WhisperOptions
+
+    engine = WhisperEngine(WhisperOptions(threads=1))
+    engine.warm()
+    return engine
+
+
+def transcribe_whisper(pcm: Pcm) -> str:
+    """Whisper tiny.en's transcript of 8 kHz speech (the packaged model, in this process);
+    lowercase. Better than pocketsphinx at what a caller hears, numbers as digits."""
+    if len(pcm) < FRAME:
+        return ""
+    return str(_whisper().transcribe(pcm.astype(np.int16).tobytes())).lower()
+
+
 def words(text: str) -> list[str]:
     """Lowercase words; "p. m." and "p m" both become "pm" (so do a.m. variants)."""
     text = re.sub(r"\b([ap])\.?\s*m\b\.?", r"\1m", text.lower())

@@ -5,7 +5,7 @@ call goes on."""
 from __future__ import annotations
 
 from callbridge.agents.voice import TRANSFER_FAILED, TRANSFERRING
-from callbridge.core.clocks import LoopClock
+from callbridge.core.clocks import FakeClock
 from callbridge.core.events import TransferResult
 from callbridge.llm.base import Message, ToolCall
 from tests.unit.agents.test_voice_agent import ScriptBrain, SimLeg, agent_audio_times, run_agent
@@ -14,7 +14,7 @@ NOTICE_FRAMES = 5 * len(TRANSFERRING.split())  # FakeTts: 100 ms (5 frames) per 
 
 
 class TransferLeg(SimLeg):
-    def __init__(self, clock: LoopClock, result: TransferResult) -> None:
+    def __init__(self, clock: FakeClock, result: TransferResult) -> None:
         super().__init__(clock)
         self.result = result
         self.targets: list[str] = []
@@ -34,7 +34,7 @@ def transfer_brain(target: str) -> ScriptBrain:
 
 
 async def test_transfer_plays_the_notice_then_transfers_and_the_call_ends() -> None:
-    leg = TransferLeg(LoopClock(), TransferResult(ok=True, status=200, reason="OK"))
+    leg = TransferLeg(FakeClock(), TransferResult(ok=True, status=200, reason="OK"))
     agent = await run_agent(transfer_brain("sip:sales@example.com"), leg, seconds=2.5, greet=True)
     assert leg.targets == ["sip:sales@example.com"]
     assert len(agent_audio_times(leg, 1)) == 5  # "Sure." played in full first
@@ -46,7 +46,7 @@ async def test_transfer_plays_the_notice_then_transfers_and_the_call_ends() -> N
 
 
 async def test_a_failed_transfer_is_said_and_the_call_goes_on() -> None:
-    leg = TransferLeg(LoopClock(), TransferResult(ok=False, status=486, reason="Busy Here"))
+    leg = TransferLeg(FakeClock(), TransferResult(ok=False, status=486, reason="Busy Here"))
     agent = await run_agent(transfer_brain("sales"), leg, seconds=2.5, greet=True)
     assert leg.targets == ["sales"]
     assert leg.notice_frames_before == NOTICE_FRAMES
@@ -59,7 +59,7 @@ async def test_a_failed_transfer_is_said_and_the_call_goes_on() -> None:
 
 async def test_an_unsupported_leg_keeps_the_call() -> None:
     unsupported = TransferResult(ok=False, reason="not supported on Twilio media streams")
-    leg = TransferLeg(LoopClock(), unsupported)
+    leg = TransferLeg(FakeClock(), unsupported)
     agent = await run_agent(transfer_brain("+15551234"), leg, seconds=2.5, greet=True)
     assert not leg.end_reason
     assert agent.history[-2].content == "failed: not supported on Twilio media streams"

@@ -69,7 +69,12 @@ def test_the_advertised_address_and_nat_hints(
 def test_the_speech_models_of_this_install_are_present() -> None:
     found = list(doctor.models(base()))
     assert [c.status for c in found] == ["ok", "ok", "ok"], found
-    assert "pocketsphinx" in found[0].what and "piper" in found[1].what
+    assert "Whisper" in found[0].what and "piper" in found[1].what
+    light = replace(base(), agent=replace(base().agent, stt="pocketsphinx"))
+    assert "pocketsphinx" in next(doctor.models(light)).what
+    missing = replace(base(), agent=replace(base().agent, stt_model="/nonexistent"))
+    check = next(doctor.models(missing))
+    assert check.status == "fail" and "CALLBRIDGE_AGENT_STT_MODEL" in check.hint
 
 
 def with_account(register: bool = True) -> Settings:

@@ -108,3 +108,31 @@ def test_bytes_that_are_not_the_protocol_end_the_worker() -> None:
 def test_a_request_cut_short_ends_the_worker_quietly() -> None:
     status, got = run(pack_request(Op.OPEN, 1), pack_request(Op.FEED, 1, b"abcd")[:-2])
     assert (status, got) == (0, [(True, "")])
+
+
+def test_a_whole_utterance_is_transcribed_without_a_session() -> None:
+    out = io.BytesIO()
+    status = serve(
+        io.BytesIO(
+            pack_request(Op.TRANSCRIBE, 0, b"abcdef")
+            + pack_request(Op.TRANSCRIBE, 0, b"")
+            + pack_request(Op.TRANSCRIBE, 0, b"boom")
+        ),
+        out,
+        make,
+        lambda pcm: (
+            (_ for _ in ()).throw(ValueError("boom")) if pcm == b"boom" else f"<{len(pcm)}>"
+        ),
+    )
+    assert status == 0
+    assert replies(out.getvalue()) == [(True, "<6>"), (True, "<0>"), (False, "ValueError: boom")]
+
+
+def test_without_a_transcriber_a_fresh_recognizer_decodes_the_utterance() -> None:
+    Scripted.closed.clear()
+    status, got = run(
+        pack_request(Op.TRANSCRIBE, 0, b"abcde"), pack_request(Op.TRANSCRIBE, 0, b"abc")
+    )
+    assert status == 0
+    assert got == [(True, "5 bytes"), (False, "RuntimeError: three bytes are bad luck")]
+    assert len(Scripted.closed) == 2  # nothing stays open

@@ -48,3 +48,8 @@ def test_rejects_what_is_not_the_protocol() -> None:
         unpack_reply_header(REPLY.pack(2, 0))
     with pytest.raises(ProtocolError, match="bad reply header"):
         unpack_reply_header(b"Hello")  # e.g. a stray print on the worker's stdout
+
+
+def test_a_whole_utterance_request_is_op_6() -> None:
+    assert pack_request(Op.TRANSCRIBE, 0, b"\x01\x02") == bytes.fromhex("06 00000000 00000002 0102")
+    assert unpack_request_header(bytes.fromhex("06 00000000 00000002")) == (Op.TRANSCRIBE, 0, 2)
