@@ -22,10 +22,12 @@ p95 <= 800 ms; barge-in p50 <= 150 ms, p95 <= 250 ms.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import os
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +122,37 @@ def echo_trial(registry: ProcessRegistry, gw: CallbridgeProcess, n: int) -> floa
     return 1000 * (heard - onset)
 
 
+def concurrent_trials(
+    registry: ProcessRegistry, gw: CallbridgeProcess, calls: int, at_once: int
+) -> list[Trial]:
+    """`calls` trials, `at_once` of them at a time, started within a second of each other so
+    the callers talk over the same stretch: the load a busy line puts on the decoders."""
+    lock = threading.Lock()
+    poll = gw.log.poll
+
+    def locked_poll() -> None:
+        with lock:
+            poll()
+
+    gw.log.poll = locked_poll  # type: ignore[method-assign]  # one reader of the log at a time
+    trials: list[Trial] = []
+    with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
+        for first in range(0, calls, at_once):
+            batch = range(first, min(calls, first + at_once))
+
+            def one(i: int, first: int = first) -> Trial:
+                time.sleep(0.1 * (i - first))  # staggered by 100 ms: SIPp starts are not free
+                return voice_trial(registry, gw, i)
+
+            for t in pool.map(one, batch):
+                trials.append(t)
+                print(
+                    f"call {len(trials)}/{calls}: voice-to-voice {t.voice_to_voice_ms:.0f} ms",
+                    file=sys.stderr,
+                )
+    return trials
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
@@ -140,6 +173,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--keep", action="store_true", help="keep the logs (path printed)")
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=1,
+        help="callers talking at once (each round starts this many calls together)",
+    )
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
@@ -158,7 +197,9 @@ def main() -> int:
             gw = start_gateway(registry, cfg, timeout=60)
             echo = [echo_trial(registry, gw, i) for i in range(min(args.calls, 5))]
             trials: list[Trial] = []
-            for i in range(args.calls):
+            if args.concurrent > 1:
+                trials = concurrent_trials(registry, gw, args.calls, args.concurrent)
+            for i in range(args.calls if args.concurrent <= 1 else 0):
                 t = voice_trial(registry, gw, i)
                 trials.append(t)
                 print(
@@ -174,7 +215,8 @@ def main() -> int:
         return [float(t.gateway[key]) for t in trials if t.gateway.get(key) is not None]
 
     cpus = os.cpu_count()
-    print(f"\nvoice agent latency, {args.calls} calls one at a time, {cpus} CPUs, local models")
+    how = "one at a time" if args.concurrent <= 1 else f"{args.concurrent} at a time"
+    print(f"\nvoice agent latency, {args.calls} calls {how}, {cpus} CPUs, local models")
     print(f"{'ms':<34} {'p50':>7} {'p95':>7} {'min':>7} {'max':>7}")
     print("on the wire (caller's packets)")
     print(row("  baseline: echo route onset->echo", echo, None))
