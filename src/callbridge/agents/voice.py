@@ -8,12 +8,11 @@ dropped, and the history keeps only what the caller heard, marked interrupted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from callbridge.agents.conversation import (
     Conversation,
@@ -37,6 +36,15 @@ log = logging.getLogger("callbridge.agents.voice")
 APOLOGY = "Sorry, I'm having trouble answering right now. Could you say that again?"
 TRANSFERRING = "Transferring you now."
 TRANSFER_FAILED = "Sorry, I could not transfer you. I'm still here."
+
+
+async def settle(task: asyncio.Future[Any]) -> None:
+    """Wait until `task` is done, whatever it ended with (its error or cancellation is its own
+    business, already reported). Unlike `suppress(BaseException): await task`, the waiter's
+    own cancellation still propagates, and the awaited task is not cancelled along with it."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" at collection
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +155,7 @@ class VoiceAgent:
         finally:
             if self._turn is not None:
                 self._turn.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._turn
+                await settle(self._turn)
             # The stored conversation, as the caller heard it (interrupted turns cut).
             history = [
                 {"role": m.role, "content": m.content, "interrupted": m.interrupted}
@@ -221,8 +228,7 @@ class VoiceAgent:
         if self._turn is not None and not self._turn.done():
             self._discarding = True
             self._turn.cancel()
-            with contextlib.suppress(BaseException):
-                await self._turn
+            await settle(self._turn)
             self._discarding = False
         del self.history[keep:]
         self._report(lambda sink: sink.caller_retracted())
@@ -247,8 +253,7 @@ class VoiceAgent:
 
         async def speak() -> None:
             if before is not None and not before.done():
-                with contextlib.suppress(BaseException):
-                    await before
+                await settle(before)
             speech = conv.say(text)
             try:
                 result = await speech.wait()
