@@ -35,6 +35,8 @@ _CODECS = {
     "PCMU": (ulaw_encode, ulaw_decode),
     "PCMA": (alaw_encode, alaw_decode),
 }
+# One 20 ms frame of silence per codec, encoded once: a quiet call sends it 50 times a second.
+_SILENCE = {name: enc(bytes(2 * FRAME_SAMPLES)) for name, (enc, _) in _CODECS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +202,16 @@ class RtpSession:
             self.sender.skip(FRAME_SAMPLES)
             self._sending_talkspurt = False
             return None
-        packet = self.sender.packet(
-            self._encode(frame.pcm), frame.samples, talkspurt_start=not self._sending_talkspurt
-        )
+        return self._send(self._encode(frame.pcm), frame.samples, now)
+
+    def send_silence(self, now: float) -> Outgoing | None:
+        """One 20 ms frame of silence (the line never goes quiet), encoded once per codec."""
+        if not self.params.send:
+            return self.send_frame(None, now)
+        return self._send(_SILENCE[self.params.codec], FRAME_SAMPLES, now)
+
+    def _send(self, payload: bytes, samples: int, now: float) -> Outgoing:
+        packet = self.sender.packet(payload, samples, talkspurt_start=not self._sending_talkspurt)
         self._sending_talkspurt = True
         self.sender_stats.on_sent(packet, now)
         return self._out(bytes(packet))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegHold, LegInput, TransferResult
-from callbridge.core.frames import FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, AudioFrame
+from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import LegInfo, MediaTap
 from callbridge.media.playout import PlayoutQueue
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("callbridge.transports.sip")
 
 TICK = FRAME_MS / 1000
-SILENCE = AudioFrame(bytes(FRAME_BYTES))  # what the line carries while the agent is quiet
 PLAYOUT_LIMIT_FRAMES = (
     20  # 400 ms: enough to ride out scheduling hiccups, small enough to flush fast
 )
@@ -420,7 +419,10 @@ class SipLeg:
             # The line never goes quiet: with nothing to play we send silence, because carriers,
             # SBCs and PBXs end calls on media inactivity (Asterisk rtp_timeout, FreeSWITCH
             # media_timeout) and NAT bindings close. A held call sends nothing (params.send).
-            pkt = session.send_frame(out_frame or SILENCE, now)
+            if out_frame is not None:
+                pkt = session.send_frame(out_frame, now)
+            else:
+                pkt = session.send_silence(now)
             if pkt is not None:
                 self.socket.send(pkt.data, pkt.addr)
                 if out_frame is not None:

@@ -116,3 +116,15 @@ def test_update_to_a_new_address_drops_the_latch() -> None:
     ssrc = s.sender.ssrc
     pkt = RtpPacket.parse(s.send_frame(AudioFrame.silence(), 0.1).data)  # type: ignore[union-attr]
     assert pkt.payload_type == 8 and pkt.ssrc == ssrc  # same source, new codec
+
+
+def test_silence_is_sent_in_the_calls_codec_and_not_when_sending_is_off() -> None:
+    s = session()
+    first = RtpPacket.parse(s.send_silence(0.0).data)  # type: ignore[union-attr]
+    again = RtpPacket.parse(s.send_silence(0.02).data)  # type: ignore[union-attr]
+    assert first.payload == ulaw_encode(bytes(2 * FRAME_SAMPLES)) and first.payload_type == 0
+    assert (again.sequence - first.sequence, again.timestamp - first.timestamp) == (1, 160)
+    assert s.sender_stats.packet_count == 2
+    s.update(RtpParams(SDP_ADDR, "PCMA", 8, 101))
+    assert RtpPacket.parse(s.send_silence(0.04).data).payload_type == 8  # type: ignore[union-attr]
+    assert session(send=False).send_silence(0.0) is None
