@@ -338,6 +338,7 @@ class Score:
     cpu: float = 0.0
     speech: float = 0.0
     worst: list[tuple[int, str, str]] = field(default_factory=list)
+    missed: list[tuple[str, str, str]] = field(default_factory=list)  # (said, heard, taken as)
     intents: int = 0  # phrases that are one of the demo's requests
     intents_ok: int = 0  # ... whose transcript the demo brain takes for the same request
 
@@ -350,6 +351,7 @@ class Score:
         self.cpu += other.cpu
         self.speech += other.speech
         self.worst += other.worst
+        self.missed += other.missed
 
     def row(self) -> str:
         lat = sorted(self.latencies)
@@ -385,7 +387,10 @@ def run_one(recognizer: Recognizer, pid: int, clips: list[tuple[str, bytes]]) ->
         wanted = classify(ref).intent
         if wanted is not Intent.UNKNOWN:
             score.intents += 1
-            score.intents_ok += classify(text).intent is wanted
+            got = classify(text).intent
+            score.intents_ok += got is wanted
+            if got is not wanted:
+                score.missed.append((ref, text, got.value))
         if errors:
             score.worst.append((errors, ref, text))
     return score
@@ -418,12 +423,21 @@ def main() -> int:
         action="store_true",
         help="the phrases that are not the demo's intents, 2 voices, µ-law (a prompt's cost)",
     )
+    parser.add_argument(
+        "--intents",
+        action="store_true",
+        help="only the demo's requests, every voice, µ-law; lists the requests misunderstood",
+    )
     parser.add_argument("--recognizers", default="pocketsphinx,whisper")
     parser.add_argument("--model", default="", help="a CTranslate2 Whisper directory")
     parser.add_argument("--errors", type=int, default=0, help="print the N worst transcripts")
     args = parser.parse_args()
     names = args.recognizers.split(",")
-    if args.others:
+    if args.intents:
+        phrases = PHRASES[:20]
+        voices = VOICES
+        conditions = [(v.name, "µ-law") for v in VOICES]
+    elif args.others:
         phrases = PHRASES[20:]
         voices = [VOICES[0], VOICES[3]]
         conditions = [(v.name, "µ-law") for v in voices]
@@ -495,6 +509,12 @@ def main() -> int:
                     total.add(score)
             if total.latencies:
                 print(f"{name:<18} {label:<35} {total.row()}   {memory[name]:5.0f} MB")
+    if args.intents:
+        for name, by_set in results.items():
+            print(f"\n{name}: requests misunderstood")
+            for (v, _), score in by_set.items():
+                for said, heard, got in score.missed:
+                    print(f"  {v:<22} {said!r} -> {heard!r} ({got})")
     if args.errors:
         for name, by_set in results.items():
             total = Score()
