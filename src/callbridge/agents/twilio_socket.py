@@ -6,7 +6,8 @@ callbridge plays Twilio's role here. It connects out to the agent's `wss://` URL
 `stop` when the call ends. From the agent it honours what Twilio honours:
 - `media`: buffered (Twilio buffers without limit; we hold up to `max_buffer`, 60 s), fed
   into the leg's playout queue (which holds ~400 ms) by a feeder task, in 20 ms frames, with
-  a small cushion when it starts from silence (see TwilioSocketConfig.cushion). Audio beyond
+  a small cushion when it starts from silence (see TwilioSocketConfig.cushion; the feeding
+  lives in agents.twilio_socket_player, the config in agents.twilio_socket_config). Audio beyond
   `max_buffer` drops the *oldest* not yet played (counted, logged once per call): an agent
   that runs a minute ahead is broken, and skipping keeps the call up (an agent's bug never
   ends it, below) with bounded memory; marks keep their place in what is left;
@@ -27,20 +28,19 @@ import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State
 
 from callbridge.agents.agent_audio import AgentAudio
+from callbridge.agents.twilio_socket_config import TwilioSocketConfig, safe_url
+from callbridge.agents.twilio_socket_player import SocketPlayer
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegHold
-from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
+from callbridge.core.frames import FRAME_MS, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import CallLeg
 from callbridge.mediastream.messages import (
@@ -65,47 +65,7 @@ __all__ = ["AgentAudio", "TwilioSocketAgent", "TwilioSocketConfig", "safe_url"]
 
 log = logging.getLogger("callbridge.agents.twilio_socket")
 
-TICK = FRAME_MS / 1000
-_IDLE_WAIT = 1.0  # an idle task re-checks this often (bounded waits, nothing depends on it)
 _LOGGED_BAD = 3  # malformed messages logged one by one per call; the rest are counted
-
-
-@dataclass(frozen=True, slots=True)
-class TwilioSocketConfig:
-    url: str  # ws:// or wss://
-    parameters: Mapping[str, str] = field(default_factory=dict)  # sent as customParameters
-    secret: str = field(default="", repr=False)  # signs the upgrade (X-Twilio-Signature)
-    route: str = ""  # the route's name, for logs
-    account_sid: str = ""  # "" = derived from the URL (stable per agent)
-    connect_timeout: float = 5.0
-    send_timeout: float = 5.0  # an agent that takes no message for this long ends the call
-    close_timeout: float = 2.0
-    partial_wait: float = 0.04  # a partial 20 ms frame waits this long for the rest (at least
-    # until the leg has nothing else to play), then plays completed with silence
-    # Audio that starts from silence (the leg has none of ours left) waits until this much is
-    # buffered, or this long: an agent that paces its audio in real time (Pipecat does)
-    # delivers each chunk just in time, and without a cushion every late one is a gap.
-    # Agents that send faster than real time have it at once and wait for nothing.
-    cushion: float = 0.06
-    # The websockets client refuses (closes 1009) a bigger message before buffering it. Agents
-    # may send a whole utterance at once, so this is larger than Twilio's own media messages.
-    max_message_bytes: int = 1 << 20
-    max_buffer: float = 60.0  # seconds of agent audio held; beyond, the oldest is dropped
-
-    def __post_init__(self) -> None:
-        if urlsplit(self.url).scheme not in ("ws", "wss"):
-            raise ValueError(f"agent socket URL must be ws:// or wss://, got {safe_url(self.url)}")
-        if min(self.connect_timeout, self.send_timeout, self.close_timeout) <= 0:
-            raise ValueError("timeouts must be > 0")
-        if self.max_buffer < 1.0 or self.max_message_bytes <= 0:
-            raise ValueError("max_buffer must be >= 1 s and max_message_bytes > 0")
-
-
-def safe_url(url: str) -> str:
-    """`url` without credentials or query (they may carry tokens): what logs may show."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _sid(prefix: str) -> str:
@@ -138,17 +98,14 @@ class _Session:
         self.account_sid = config.account_sid or (
             "AC" + hashlib.sha256(config.url.encode()).hexdigest()[:32]
         )
-        self.audio = AgentAudio(round(config.max_buffer * PIPELINE_RATE))
         self.ws: ClientConnection | None = None
         self._ready = asyncio.Event()  # `start` is sent: caller audio flows
-        self._data = asyncio.Event()  # the agent sent audio, a mark or a clear
-        self._marks = asyncio.Event()  # a mark is waiting for its audio to play
         self._seq = 0
         self._chunk = 0
         self._digits: list[str] = []  # pressed before the stream started
-        self._run_from = 0.0  # when audio came into an empty buffer (the cushion's start)
         self._gone = False  # a send failed: the socket is closed or stalled
         self._counts = collections.Counter[str]()
+        self.player = SocketPlayer(config, clock, leg, self._counts)
         self._call_id = leg.info.ids.get("call_id", "")
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -199,8 +156,10 @@ class _Session:
                 await self._send_quietly(self._dtmf(digit))
             downlink = tg.create_task(self._downlink(), name=f"{self._call_id}-socket-down")
             helpers = [
-                tg.create_task(self._feed(), name=f"{self._call_id}-socket-feed"),
-                tg.create_task(self._echo_marks(), name=f"{self._call_id}-socket-marks"),
+                tg.create_task(self.player.feed(), name=f"{self._call_id}-socket-feed"),
+                tg.create_task(
+                    self.player.echo_marks(self._echo), name=f"{self._call_id}-socket-marks"
+                ),
             ]
             # Either side ending ends the other: the call's end sends `stop` and closes the
             # socket (as Twilio does), the socket's end hangs up the call (downlink).
@@ -400,22 +359,15 @@ class _Session:
         match msg:
             case MediaOut(payload=payload):
                 if payload:
-                    if not self.audio.buffered_samples:
-                        self._run_from = self.clock.now()
-                    if self.audio.audio(ulaw_decode(payload)):
+                    if self.player.media(ulaw_decode(payload)):
                         self._overflowed()
                     self._counts["media_in"] += 1
-                    self._data.set()
             case MarkOut(name=name):
-                self.audio.mark(name)
+                self.player.mark(name)
                 self._counts["marks_in"] += 1
-                self._data.set()
-                self._marks.set()
             case Clear():
-                dropped, names = self.audio.clear()
-                dropped += self.leg.flush_playout()
+                dropped, names = self.player.clear()
                 self._counts["clears"] += 1
-                self._data.set()
                 event(
                     log,
                     "agent_socket.clear",
@@ -437,69 +389,9 @@ class _Session:
                 action="oldest audio dropped",
             )
         self._counts["buffer_overflows"] += 1
-        self._counts["audio_dropped_samples"] = self.audio.dropped
+        self._counts["audio_dropped_samples"] = self.player.audio.dropped
 
     async def _echo(self, name: str) -> bool:
         sent = await self._send_quietly(Mark(self._next_seq(), self.stream_sid, name))
         self._counts["marks_echoed"] += sent
         return sent
-
-    # ---- playing --------------------------------------------------------------------------
-
-    async def _wait(self, flag: asyncio.Event, timeout: float) -> bool:
-        flag.clear()
-        try:
-            async with asyncio.timeout(timeout):
-                await flag.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    async def _feed(self) -> None:
-        """Buffer -> leg, one frame at a time; `leg.play` waits while the leg's queue is full."""
-        cushion = round(self.config.cushion * PIPELINE_RATE)
-        while not self.leg.ended:
-            buffered = self.audio.buffered_samples
-            if 0 < buffered < cushion and self._dry():
-                wait = self._run_from + self.config.cushion - self.clock.now()
-                if wait > 0:
-                    await self._wait(self._data, wait)
-                    continue
-            frame = self.audio.frame()
-            if frame is None:
-                partial = self.audio.partial
-                came = await self._wait(
-                    self._data, self.config.partial_wait if partial else _IDLE_WAIT
-                )
-                if came or not partial:
-                    continue
-                if not self._dry(FRAME_SAMPLES):
-                    continue  # the leg still has audio to play: the rest may yet come
-                frame = self.audio.frame(pad=True)  # the rest did not come: play what there is
-                if frame is None:
-                    continue
-            utterance = self.audio.utterance
-            try:
-                await self.leg.play(frame, utterance)
-            except CallEnded:
-                return
-            if self.audio.utterance != utterance:
-                # A clear came while play() waited for room: the frame went in after the
-                # flush. It is the only one queued (this task is the only feeder): drop it.
-                self.leg.flush_playout()
-            self._counts["frames_in"] += 1
-
-    def _dry(self, margin: int = 0) -> bool:
-        """The leg has at most `margin` samples of ours left to play."""
-        return self.audio.fed - self.leg.played(self.audio.utterance) <= margin
-
-    async def _echo_marks(self) -> None:
-        """Echo each mark once the leg has played the audio before it (polled per tick)."""
-        while not self.leg.ended:
-            if not self.audio.marks_pending:
-                await self._wait(self._marks, _IDLE_WAIT)
-                continue
-            for name in self.audio.due(self.leg.played(self.audio.utterance)):
-                if not await self._echo(name):
-                    return
-            await self.clock.sleep_until(self.clock.now() + TICK)

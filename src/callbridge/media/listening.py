@@ -19,6 +19,9 @@ report the turn, hold or release the agent's playout, confirm a barge-in, ask th
 - barge-in: media.bargein.BargeInDetector; suspected caller speech over the agent pauses the
   playout at once, confirmed speech interrupts it (ConfirmBargeIn).
 
+The actions are defined in media.listening_actions and the lexical check in media.lexical;
+both are re-exported here, the one import path for the shell.
+
 No timers: VAD results arrive for every 32 ms of caller audio, silence included, so each
 duration is checked on the next result (or when a transcript or verdict comes back).
 """
@@ -28,10 +31,26 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
-import re
 from dataclasses import dataclass
 
 from callbridge.media.bargein import BargeInConfig, BargeInDetector
+from callbridge.media.lexical import lexically_unfinished
+from callbridge.media.listening_actions import (
+    AskTurnModel,
+    ConfirmBargeIn,
+    ConfirmTurn,
+    DiscardUtterance,
+    EndTurn,
+    FeedStt,
+    FinishUtterance,
+    ListenAction,
+    PausePlayout,
+    PrepareTurn,
+    ResumePlayout,
+    ResumeTurn,
+    SpeechOnset,
+    StartUtterance,
+)
 from callbridge.media.turns import (
     SpeechConfirmed,
     SpeechDiscarded,
@@ -90,210 +109,6 @@ class ListeningConfig:
             raise ValueError("end_silence_max must be >= turn.end_silence")
         if not 0.0 <= self.complete_threshold <= 1.0:
             raise ValueError("complete_threshold must be within [0, 1]")
-
-
-# ---- actions ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StartUtterance:
-    """Open a fresh recognizer utterance and feed it `pcm` (the pre-roll, or the whole turn
-    so far when a paused turn goes on)."""
-
-    pcm: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class FeedStt:
-    pcm: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DiscardUtterance:
-    """The speech was a click or a cough: close the utterance, nobody wants its text."""
-
-
-@dataclass(frozen=True, slots=True)
-class FinishUtterance:
-    """Close the utterance; hand its text back with `Listener.transcript(request, ...)`."""
-
-    request: int
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechOnset:
-    """Speech lasted min_speech: the caller is talking since `onset`."""
-
-    onset: float
-
-
-@dataclass(frozen=True, slots=True)
-class PrepareTurn:
-    """A tentative turn: the caller paused. Answer it, but the answer stays held."""
-
-    text: str
-    speech_start: float
-    speech_end: float
-    decided_at: float
-    stt_latency: float
-
-
-@dataclass(frozen=True, slots=True)
-class EndTurn:
-    """The caller's turn is over, with its final transcript."""
-
-    text: str
-    speech_start: float
-    speech_end: float
-    decided_at: float
-    stt_latency: float
-
-
-@dataclass(frozen=True, slots=True)
-class ConfirmTurn:
-    """The tentative turn is over for real: the held answer may play."""
-
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeTurn:
-    """The caller went on after a tentative turn: drop the prepared answer (cancel, flush)."""
-
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class PausePlayout:
-    """Hold the agent's audio without dropping it: suspected barge-in or an unconfirmed turn."""
-
-    why: str  # "caller" | "prepared"
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ResumePlayout:
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ConfirmBargeIn:
-    """The caller interrupts: cut the current speech. `silenced_at`: when the hold began."""
-
-    onset: float
-    at: float
-    silenced_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class AskTurnModel:
-    """Is the turn complete? Run the model on `pcm` (the turn's last audio, `sample_rate`)
-    and hand the probability back with `Listener.verdict(request, ...)`."""
-
-    request: int
-    pcm: bytes
-    sample_rate: int
-    at: float
-
-
-ListenAction = (
-    StartUtterance
-    | FeedStt
-    | DiscardUtterance
-    | FinishUtterance
-    | SpeechOnset
-    | PrepareTurn
-    | EndTurn
-    | ConfirmTurn
-    | ResumeTurn
-    | PausePlayout
-    | ResumePlayout
-    | ConfirmBargeIn
-    | AskTurnModel
-)
-
-
-# ---- lexical completeness ---------------------------------------------------------------------
-
-# Words a finished utterance does not end on: conjunctions, articles, prepositions that need
-# their object, possessives, fillers.
-_OPEN_ENDINGS = frozenset(
-    [
-        "and",
-        "or",
-        "but",
-        "so",
-        "because",
-        "if",
-        "that",
-        "the",
-        "a",
-        "an",
-        "to",
-        "of",
-        "for",
-        "with",
-        "at",
-        "from",
-        "about",
-        "into",
-        "my",
-        "your",
-        "our",
-        "their",
-        "his",
-        "her",
-        "its",
-        "um",
-        "uh",
-        "er",
-        "erm",
-        "hmm",
-        "like",
-    ]
-)
-# An utterance of only these is the preface to what the caller wants, not the request.
-_PREFACES = frozenset(
-    [
-        "hello",
-        "hi",
-        "hey",
-        "hiya",
-        "hullo",
-        "hallo",
-        "um",
-        "uh",
-        "er",
-        "erm",
-        "hmm",
-        "so",
-        "well",
-        "oh",
-    ]
-)
-_WORD = re.compile(r"[a-z']+")
-
-
-# Phrases that announce more is coming ("hold on, I have another question"): alone, or with
-# prefaces, they are not a request to answer.
-_HOLD_PHRASES = (
-    "hold on", "hang on", "wait a moment", "wait a second", "wait", "one moment",
-    "one second", "one sec", "just a moment", "just a second", "just a sec", "let me think",
-    "let me see",
-)  # fmt: skip
-
-
-def lexically_unfinished(text: str) -> bool:
-    """Does this transcript stop mid-phrase ("I would like to", "hello", "hold on")? Empty: no."""
-    words = _WORD.findall(text.lower())
-    if not words:
-        return False
-    if words[-1] in _OPEN_ENDINGS:
-        return True
-    rest = f" {' '.join(words)} "
-    for phrase in _HOLD_PHRASES:
-        rest = rest.replace(f" {phrase} ", " ")
-    return all(w in _PREFACES for w in rest.split())
 
 
 # ---- the core ---------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from callbridge.media.listening import (
     ResumeTurn,
     SpeechOnset,
     StartUtterance,
-    lexically_unfinished,
 )
 from callbridge.media.turns import TurnConfig
 from callbridge.media.vad import VadResult
@@ -408,30 +407,6 @@ def test_lexical_veto_can_be_switched_off() -> None:
     call.pause(0.2)
     call.transcribe("hello")
     assert ConfirmTurn(call.now) in call.judge(0.9)
-
-
-@pytest.mark.parametrize(
-    ("text", "unfinished"),
-    [
-        ("hello", True),
-        ("Hello.", True),
-        ("um hi", True),
-        ("I would like to", True),
-        ("my name is john and", True),
-        ("I want to talk to a person.", False),
-        ("what time is it", False),
-        ("yes", False),
-        ("okay", False),
-        ("Hold on,", True),
-        ("hello, hang on a", True),
-        ("just a second", True),
-        ("hold on, I have another question", False),
-        ("goodbye", False),
-        ("", False),
-    ],
-)
-def test_lexically_unfinished(text: str, unfinished: bool) -> None:
-    assert lexically_unfinished(text) is unfinished
 
 
 def test_invalid_config() -> None:
