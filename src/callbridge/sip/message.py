@@ -326,7 +326,9 @@ def parse(data: bytes) -> SipMessage:
     if text.count("\n") > MAX_HEADER_LINES:
         # Dropped rather than answered: building even a 400 would walk every line.
         raise SipParseError(f"More than {MAX_HEADER_LINES} header lines")
-    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+    # Stray CRs before a line's end (">\r\r\n") go with the line ending: a header value never
+    # ends in CR, so what we re-serialise parses back to the same message.
+    lines = [ln.rstrip("\r") for ln in text.split("\n")]
     first = lines[0]
     items, error = _parse_header_lines(lines[1:])
 

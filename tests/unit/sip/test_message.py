@@ -665,6 +665,18 @@ def test_mutated_messages_only_raise_sip_parse_error(data: bytes) -> None:
     _exercise(data)
 
 
+def test_a_stray_cr_before_the_line_end_is_part_of_the_line_end() -> None:
+    # Found by the mutation property: "Contact: <...>\r\r\n\n" then a body kept its CR in the
+    # value, which re-serialised and parsed back without it.
+    data = (
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nContent-Length: 5\r\n"
+        b"Contact: <sip:user@host>\r\r\n\n\r\nv=0\r\n"
+    )
+    _exercise(data)
+    assert parse(data).headers.get("Contact") == "<sip:user@host>"
+
+
 def test_pathological_input_is_fast() -> None:
     # No regex backtracking blow-ups on long runs of separators.
     import time
