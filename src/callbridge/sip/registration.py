@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
-from callbridge.core.errors import ConfigError
-from callbridge.sip.digest import (
-    AuthHeader,
-    DigestClient,
-    DigestError,
-    UnsupportedChallenge,
-    select_challenge,
-)
+from callbridge.sip.account import SipAccount, split_hostport
+from callbridge.sip.calls import ALLOW
+from callbridge.sip.challenge import MAX_CHALLENGES, AuthRefused, ChallengeAnswerer
+from callbridge.sip.digest import AuthHeader, DigestClient
 from callbridge.sip.message import (
     Headers,
     SipParseError,
@@ -31,95 +27,11 @@ from callbridge.sip.message import (
     new_branch,
     new_tag,
 )
-from callbridge.sip.ua import ALLOW
 from callbridge.sip.uri import SipUri, UriParseError
 
 REFRESH_MARGIN = 30.0  # refresh this long before the binding expires (or halfway, if later)
 BACKOFF_MIN = 30.0
 BACKOFF_MAX = 1800.0
-MAX_CHALLENGES = 3  # per attempt: proxy + registrar + one stale nonce; more is a loop
-
-
-def split_hostport(text: str, what: str) -> tuple[str, int | None]:
-    """ "host", "host:port", "[v6]:port" (an optional "sip:" prefix is dropped)."""
-    value = text.strip()
-    if value.lower().startswith("sip:"):
-        value = value[4:]
-    host, port = value, ""
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            raise ConfigError(what, f"bad host {text!r}")
-        host, rest = value[: end + 1], value[end + 1 :]
-        port = rest[1:] if rest.startswith(":") else rest
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-        raise ConfigError(what, f"expected host or host:port, got {text!r}")
-    return host, int(port) if port else None
-
-
-@dataclass(frozen=True, slots=True)
-class SipAccount:
-    """A provider account (`[accounts.NAME]`): registration and credentials for trunk calls."""
-
-    name: str
-    registrar: str  # host[:port]
-    username: str
-    password: str = field(default="", repr=False)  # never logged
-    domain: str = ""  # the AOR's domain; default: the registrar host
-    auth_username: str = ""  # digest username; default: username
-    expires: int = 3600
-    register: bool = True
-    outbound_proxy: str = ""  # host[:port]: next hop for REGISTER and INVITE instead of registrar
-
-    def __post_init__(self) -> None:
-        where = f"accounts.{self.name or '?'}"
-        if not self.name:
-            raise ConfigError("accounts", "an account needs a name")
-        if not self.username:
-            raise ConfigError(f"{where}.username", "must not be empty")
-        split_hostport(self.registrar, f"{where}.registrar")
-        if self.outbound_proxy:
-            split_hostport(self.outbound_proxy, f"{where}.outbound_proxy")
-        if self.expires <= 0:
-            raise ConfigError(f"{where}.expires", "must be a positive number of seconds")
-        try:
-            SipUri.parse(str(self.aor))
-        except UriParseError as exc:
-            raise ConfigError(f"{where}.username", f"not usable in a SIP URI: {exc}") from None
-
-    @property
-    def domain_host(self) -> str:
-        return self.domain or split_hostport(self.registrar, "registrar")[0]
-
-    @property
-    def auth_user(self) -> str:
-        return self.auth_username or self.username
-
-    @property
-    def aor(self) -> str:
-        """The address-of-record, sip:username@domain (RFC 3261 §10.2.1 To/From)."""
-        return f"sip:{self.username}@{self.domain_host}"
-
-    @property
-    def next_hop(self) -> tuple[str, int]:
-        host, port = self.hop
-        return host, port or 5060
-
-    @property
-    def hop(self) -> tuple[str, int | None]:
-        """The outbound proxy or registrar as written: no port means "ask DNS SRV" (RFC 3263)."""
-        host, port = split_hostport(self.outbound_proxy or self.registrar, "registrar")
-        return host.strip("[]"), port
-
-    @property
-    def route(self) -> str | None:
-        """The preloaded Route to the outbound proxy (RFC 3261 §8.1.2), if there is one."""
-        if not self.outbound_proxy:
-            return None
-        host, port = split_hostport(self.outbound_proxy, "outbound_proxy")
-        return f"<sip:{host}{'' if port is None else f':{port}'};lr>"
 
 
 class RegState(Enum):
@@ -191,6 +103,7 @@ class Registration:
             if cnonce is not None
             else DigestClient(account.auth_user, account.password)
         )
+        self._challenges = ChallengeAnswerer(self._auth)  # per attempt
         # RFC 3261 §10.2.4: one Call-ID for all registrations of this UA with this registrar.
         self.call_id = f"{new_tag()}{new_tag()}"
         self._from_tag = new_tag()
@@ -200,8 +113,6 @@ class Registration:
         self._pending: int | None = None  # CSeq awaiting its final response
         self._sent_at = 0.0
         self._sent_credentials = False
-        self._answered: set[str] = set()  # nonces answered in this attempt
-        self._challenges = 0
         self._deadline: float | None = None
         self._stopping = False
         self._reason = ""
@@ -311,8 +222,7 @@ class Registration:
         if not bound and self._pending is None:
             return self._set(RegState.UNREGISTERED, self._reason if self._failures else "")
         out = self._set(RegState.UNREGISTERING, "")
-        self._answered.clear()
-        self._challenges = 0
+        self._challenges.reset()
         out.append(self._send(now, self._auth.preemptive("REGISTER", self.request_uri)))
         return out
 
@@ -327,8 +237,7 @@ class Registration:
     # ---- internals ---------------------------------------------------------------------------
 
     def _attempt(self, now: float) -> list[Action]:
-        self._answered.clear()
-        self._challenges = 0
+        self._challenges.reset()
         self._deadline = None
         out: list[Action] = []
         if self.state is not RegState.REGISTERED:  # a refresh stays REGISTERED meanwhile
@@ -458,22 +367,10 @@ class Registration:
         return self._expires
 
     def _on_challenge(self, response: SipResponse, now: float) -> list[Action]:
-        status = response.status
-        try:
-            challenge = select_challenge(response)
-        except UnsupportedChallenge as exc:
-            return self._fail(now, f"unsupported challenge: {exc}")
-        except DigestError as exc:
-            return self._fail(now, f"unreadable challenge: {exc}")
-        # RFC 3261 §22.2/§22.3: credentials for this very nonce were refused, and the nonce is not
-        # merely stale: the password (or username) is wrong. Retrying would only loop.
-        if (
-            challenge.nonce in self._answered and not challenge.stale
-        ) or self._challenges >= MAX_CHALLENGES:
-            return self._fail(now, f"authentication rejected ({status} {response.reason})")
-        self._answered.add(challenge.nonce)
-        self._challenges += 1
-        return [self._send(now, self._auth.authorize(challenge, "REGISTER", self.request_uri))]
+        auth = self._challenges.answer(response, "REGISTER", self.request_uri)
+        if isinstance(auth, AuthRefused):
+            return self._fail(now, auth.detail)
+        return [self._send(now, auth)]
 
     def _on_too_brief(self, response: SipResponse, now: float) -> list[Action]:
         minimum = _number(response.headers.get("Min-Expires"))
@@ -499,6 +396,7 @@ class Registration:
 __all__ = [
     "BACKOFF_MAX",
     "BACKOFF_MIN",
+    "MAX_CHALLENGES",
     "REFRESH_MARGIN",
     "Action",
     "RegState",
