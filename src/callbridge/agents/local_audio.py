@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from callbridge.core.errors import CallEnded
+from callbridge.core.errors import AgentError, CallEnded
 from callbridge.core.frames import FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import CallLeg
@@ -27,7 +27,7 @@ log = logging.getLogger("callbridge.agents.local_audio")
 SPEAKER_QUEUE_FRAMES = 10
 
 
-class AudioDeviceError(RuntimeError):
+class AudioDeviceError(AgentError, RuntimeError):
     """No usable audio device (or no PortAudio): the message says what to do."""
 
 

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Protocol
 
 from callbridge.core.clock import Clock
-from callbridge.core.errors import CallbridgeError
+from callbridge.core.errors import AgentError
 from callbridge.core.frames import AudioFrame
 from callbridge.core.log import event
 from callbridge.media.vad import Floats, VadConfig, VadResult, VadStream, gather
@@ -36,7 +36,7 @@ TICK = 0.032  # one Silero chunk at 8 kHz
 _RESULT_BUFFER = 512  # ~16 s of chunks kept for a handle nobody reads (never unbounded)
 
 
-class VadClosed(CallbridgeError):
+class VadClosed(AgentError):
     """The handle (or its pool) is closed and holds no more results."""
 
 

@@ -26,6 +26,7 @@ from callbridge.agents.local_audio import AudioDeviceError, LocalAudioAgent, ope
 from callbridge.api.limits import MAX_ECHO_CHARS, BodyError, clip, read_json
 from callbridge.api.observers import call_summary, registration_summary
 from callbridge.calls.manager import Call, CallManager, Speaking
+from callbridge.core import errors
 from callbridge.core.log import event
 from callbridge.observability.metrics import CONTENT_TYPE, Metrics
 from callbridge.store.db import CallRow, EventRow, TurnRow
@@ -42,7 +43,7 @@ MAX_DTMF_DIGITS = 64  # at 0.2 s each, 13 s of tones
 _MAX_MESSAGE_CHARS = 3 * MAX_ECHO_CHARS  # a message may quote a value or two, clipped
 
 
-class ApiError(Exception):
+class ApiError(errors.ApiError):
     def __init__(self, status: int, message: str, field: str | None = None, **extra: Any) -> None:
         # Messages may carry what the far end or a lower layer said about the request's values.
         message = clip(message, _MAX_MESSAGE_CHARS)

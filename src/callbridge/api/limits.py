@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from callbridge.core.errors import ApiError
 from callbridge.core.log import event
 
 __all__ = [
@@ -55,7 +56,7 @@ _DEPTH_TABLE = bytes(1 if b in b"[{" else 0xFF if b in b"]}" else 0 for b in ran
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
-class BodyError(Exception):
+class BodyError(ApiError):
     """A request body this server will not take: its HTTP status and why."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -18,6 +18,8 @@ from typing import Literal, Protocol, TypeAlias
 
 import httpx
 
+from callbridge.core.errors import AgentError
+
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 
 
@@ -84,7 +86,7 @@ async def aclose_stream(stream: AsyncIterator[BrainOutput]) -> None:
 BrainErrorKind: TypeAlias = Literal["connect", "timeout", "http", "stream"]
 
 
-class BrainError(Exception):
+class BrainError(AgentError):
     """The brain could not answer. The message is short, safe to log, and never holds a key."""
 
     def __init__(self, message: str, kind: BrainErrorKind = "stream", status: int | None = None):

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, Literal
 
+from callbridge.core.errors import ProtocolError
+
 __all__ = [
     "DTMF_DIGITS",
     "MAX_APP_PAYLOAD_BYTES",
@@ -90,7 +92,7 @@ def _quote(value: object) -> str:
     return text if len(text) <= _QUOTE_MAX else text[:_QUOTE_MAX] + "..."
 
 
-class MessageError(ValueError):
+class MessageError(ProtocolError, ValueError):
     """A WebSocket message that is not a valid Media Streams message."""
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from callbridge.core.errors import ProtocolError
+
 _HEADER = struct.Struct("!BBHII")
 RTP_VERSION = 2
 
 
-class RtpParseError(ValueError):
+class RtpParseError(ProtocolError, ValueError):
     pass
 
 

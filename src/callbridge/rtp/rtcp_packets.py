@@ -11,6 +11,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from callbridge.core.errors import ProtocolError
+
 __all__ = [
     "MAX_COUNT",
     "MAX_PACKETS",
@@ -43,7 +45,7 @@ MAX_PACKETS = 64
 MAX_SDES_ITEMS = 16
 
 
-class RtcpParseError(ValueError):
+class RtcpParseError(ProtocolError, ValueError):
     """Malformed RTCP; the message says what was wrong."""
 
 

@@ -8,11 +8,13 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from callbridge.core.errors import TransportError
+
 Addr = tuple[str, int]
 Receiver = Callable[[bytes, Addr], None]
 
 
-class NoFreePort(Exception):
+class NoFreePort(TransportError):
     pass
 
 

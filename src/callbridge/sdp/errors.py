@@ -6,10 +6,12 @@ NoCommonCodec (sdp.offer_answer), all under SdpError.
 
 from __future__ import annotations
 
+from callbridge.core.errors import ProtocolError
+
 __all__ = ["SdpError", "SdpParseError"]
 
 
-class SdpError(Exception):
+class SdpError(ProtocolError):
     """Base of every error the sdp package raises for wire input: catch this one.
 
     Not itself a ValueError so that NoCommonCodec (488, RFC 3264 §6) stays distinct from

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from callbridge.core.errors import ProtocolError
 from callbridge.sip.grammar import TOKEN_CHARS, quote, unquote
 from callbridge.sip.message import SipRequest, SipResponse, new_branch
 from callbridge.sip.transaction import replace_top_via
@@ -47,7 +48,7 @@ _PARAM_RE = re.compile(
 _TRAILER_RE = re.compile(r"[ \t\r\n,]*")
 
 
-class DigestError(ValueError):
+class DigestError(ProtocolError, ValueError):
     """A challenge we cannot read (syntax, missing realm or nonce)."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import operator
 import re
 
+from callbridge.core.errors import ProtocolError
+
 # RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
 TOKEN_RE = re.compile(rf"[{TOKEN_CHARS}]+")
@@ -32,7 +34,7 @@ _PARAM_RE = re.compile(
 Params = tuple[tuple[str, str | None], ...]
 
 
-class GrammarError(ValueError):
+class GrammarError(ProtocolError, ValueError):
     """Internal: a lexical rule failed; callers re-raise as their own error type."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from callbridge.core.errors import ProtocolError
 from callbridge.sip.grammar import (
     TOKEN_CHARS,
     GrammarError,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from callbridge.sip.message import SipRequest
 
 
-class SipParseError(ValueError):
+class SipParseError(ProtocolError, ValueError):
     """Malformed message. `partial` carries what could be recovered so a 400 can still be built."""
 
     def __init__(self, reason: str, partial: SipRequest | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from callbridge.core.errors import ProtocolError
 from callbridge.sip.message import SipRequest
 from callbridge.sip.uri import SipUri, UriParseError
 
@@ -57,7 +58,7 @@ TransferEvent = TransferProgress | TransferSucceeded | TransferFailed
 # ---- parsing ----------------------------------------------------------------------------------
 
 
-class SipfragError(ValueError):
+class SipfragError(ProtocolError, ValueError):
     """A NOTIFY body that is not a sipfrag starting with a Status-Line."""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from callbridge.core.errors import TransportError
 from callbridge.sip.message import SipRequest, SipResponse
 from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
 
@@ -97,7 +98,7 @@ Output = (
 )
 
 
-class UaError(Exception):
+class UaError(TransportError):
     """An API call that does not fit the call's state (e.g. answering a cancelled call)."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from callbridge.core.errors import ProtocolError
 from callbridge.sip.grammar import (
     QUOTED_RE,
     GrammarError,
@@ -20,7 +21,7 @@ from callbridge.sip.grammar import (
 )
 
 
-class UriParseError(ValueError):
+class UriParseError(ProtocolError, ValueError):
     """The text is not a valid URI / name-addr."""
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from callbridge.core.errors import StoreError
 from callbridge.core.log import event
 
 __all__ = [
@@ -98,7 +99,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-class SchemaTooNew(RuntimeError):
+class SchemaTooNew(StoreError, RuntimeError):
     """The database was migrated by a newer callbridge: refuse rather than corrupt it."""
 
 

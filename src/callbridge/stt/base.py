@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from callbridge.core.errors import AgentError
+
 
 @dataclass(frozen=True, slots=True)
 class Transcript:
@@ -29,5 +31,5 @@ class Recognizer(Protocol):
     def close(self) -> None: ...
 
 
-class SttError(RuntimeError):
+class SttError(AgentError, RuntimeError):
     """A recognizer failed (service unreachable, timed out, error reply); never holds a key."""

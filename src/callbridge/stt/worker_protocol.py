@@ -26,6 +26,8 @@ import enum
 import struct
 from typing import Final
 
+from callbridge.core import errors
+
 REQUEST: Final = struct.Struct("!BII")
 REPLY: Final = struct.Struct("!BI")
 MAX_PAYLOAD: Final = 16 * 1024 * 1024  # 17 minutes of 8 kHz audio: far beyond any turn
@@ -43,7 +45,7 @@ class Op(enum.IntEnum):
 HURRY: Final = 1  # TRANSCRIBE flag (in the session field): the cheapest decode, it queued
 
 
-class ProtocolError(ValueError):
+class ProtocolError(errors.ProtocolError, ValueError):
     """Bytes that are not this protocol (a worker or gateway of another version, or a bug)."""
 
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from callbridge.core.clock import Clock
-from callbridge.core.errors import CallbridgeError, ConfigError
+from callbridge.core.errors import ConfigError, TransportError
 from callbridge.core.log import event
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
 from callbridge.rtp.jitter import JitterConfig
@@ -72,7 +72,7 @@ _REJECT_STATUS = {Rejection.NOT_FOUND: 404, Rejection.BUSY: 486, Rejection.UNAVA
 _CODECS = {"PCMU": Codec("PCMU", 0), "PCMA": Codec("PCMA", 8)}
 
 
-class CallFailed(CallbridgeError):
+class CallFailed(TransportError):
     def __init__(self, status: int | None, reason: str) -> None:
         super().__init__(f"call failed: {status or ''} {reason}".strip())
         self.status = status

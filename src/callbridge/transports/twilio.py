@@ -16,6 +16,7 @@ import contextlib
 import logging
 
 from callbridge.core.clock import Clock
+from callbridge.core.errors import TransportError
 from callbridge.core.log import event
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
 from callbridge.mediastream.inbound import InboundGuard, Refusal
@@ -46,7 +47,7 @@ CLOSE_CODES = {
 _BAD_STREAM = 1008
 
 
-class StreamRefused(Exception):
+class StreamRefused(TransportError):
     """A handshake message broke the stream's limits (too big, too many)."""
 
     def __init__(self, refusal: Refusal) -> None:

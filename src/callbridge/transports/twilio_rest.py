@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from callbridge.core.errors import TransportError
+
 __all__ = ["TwilioCallFailed", "TwilioRest"]
 
 
-class TwilioCallFailed(Exception):
+class TwilioCallFailed(TransportError):
     def __init__(self, status: int | None, reason: str) -> None:
         super().__init__(f"Twilio refused the call: {status or ''} {reason}".strip())
         self.status = status

@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterator
 from typing import Final, Protocol
 
+from callbridge.core.errors import AgentError
+
 __all__ = ["Synthesizer", "TtsError", "split_clauses"]
 
 
@@ -98,5 +100,5 @@ def _split_long(sentence: str) -> list[str]:
     return pieces
 
 
-class TtsError(RuntimeError):
+class TtsError(AgentError, RuntimeError):
     """A synthesizer failed (service unreachable, timed out, error reply); never holds a key."""

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from callbridge.audio.resample import resample
+from callbridge.core.errors import AgentError
 from callbridge.core.frames import PIPELINE_RATE
 from callbridge.tts.base import split_clauses
 
@@ -28,7 +29,7 @@ __all__ = ["DEFAULT_VOICE", "EspeakError", "EspeakSynthesizer", "parse_wav"]
 DEFAULT_VOICE: Final = "en-us+edward"
 
 
-class EspeakError(RuntimeError):
+class EspeakError(AgentError, RuntimeError):
     """espeak-ng is missing, failed, timed out or produced something that is not PCM16 WAV."""
 
 
