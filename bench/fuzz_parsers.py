@@ -1,7 +1,8 @@
 """Long fuzz run of every wire parser: any input must give a value or the parser's own error.
 
 Run: .venv/bin/python bench/fuzz_parsers.py [--inputs 1000000] [--parser NAME] [--seed 0]
-Parsers: sip, sip-ua, sdp, sdp-oa, rtp, rtcp, rfc4733, twilio (default: all). Inputs are golden
+Parsers: sip, sip-ua, sdp, sdp-oa, rtp, rtcp, rfc4733, twilio, audiosocket, chan-ws, agi, ari
+(default: all). Inputs are golden
 messages (tests/fixtures, tests/unit/mediastream/golden, packets our own builders emit) with
 1-4 stacked mutations - bit flips, byte insertions/deletions, splices of two goldens, repeated
 chunks, digit runs inflated to "9"*5000 or replaced by hostile numbers, range strings like
@@ -31,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.unit.asterisk import fuzz_targets as asterisk_fuzz
 from tests.unit.fuzz import properties as prop
 
 from callbridge.rtp.dtmf import DtmfReceiver
@@ -90,6 +92,20 @@ TARGETS = [
     Target("rtcp", prop.rtcp_seeds, lambda: prop.check_rtcp, "RtcpParseError"),
     Target("rfc4733", prop.dtmf_seeds, DtmfTarget, "RtpParseError"),
     Target("twilio", prop.twilio_seeds, lambda: prop.check_twilio, "MessageError"),
+    Target(
+        "audiosocket",
+        asterisk_fuzz.audiosocket_seeds,
+        lambda: asterisk_fuzz.check_audiosocket,
+        "AudioSocketError",
+    ),
+    Target(
+        "chan-ws",
+        asterisk_fuzz.chan_websocket_seeds,
+        lambda: asterisk_fuzz.check_chan_websocket,
+        "ChanWebSocketError",
+    ),
+    Target("agi", asterisk_fuzz.agi_seeds, lambda: asterisk_fuzz.check_agi, "AgiError"),
+    Target("ari", asterisk_fuzz.ari_seeds, lambda: asterisk_fuzz.check_ari, "AriError"),
 ]
 
 # --- mutation --------------------------------------------------------------------------------
