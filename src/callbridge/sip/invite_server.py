@@ -80,7 +80,9 @@ class InviteServer:
     def ring(self, call_id: str, now: float) -> list[Output]:
         call, tx = self._early(call_id)
         headers = self.table.contact_hdr(call)
-        resp = make_response(call.invite, 180, to_tag=call.local_tag, headers=headers)
+        resp = make_response(
+            call.invite, 180, to_tag=call.local_tag, headers=headers, record_route=True
+        )
         return self.table.respond(tx, resp, now)
 
     def answer(self, call_id: str, sdp: bytes, now: float) -> list[Output]:
@@ -96,6 +98,7 @@ class InviteServer:
                 ("Content-Type", "application/sdp"),
             ],
             body=sdp,
+            record_route=True,
         )
         table.set_dialog(call, Dialog.from_uas(call.invite, call.local_tag, table.contact(call)))
         call.state = CallState.CONFIRMED

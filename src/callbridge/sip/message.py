@@ -430,10 +430,16 @@ def make_response(
     to_tag: str | None = None,
     headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
+    record_route: bool = False,
 ) -> SipResponse:
-    """Build a response per RFC 3261 §8.2.6.2 (Via list, From, To, Call-ID, CSeq copied)."""
+    """Build a response per RFC 3261 §8.2.6.2 (Via list, From, To, Call-ID, CSeq copied).
+    `record_route`: the response establishes a dialog (1xx with a tag or 2xx to INVITE), so
+    every Record-Route value is copied in order (§12.1.1): the proxies that asked to stay in
+    the path learn the caller's route set from it."""
     req = request.headers.items
     items: list[tuple[str, str]] = [(n, v) for n, v in req if header_key(n) == "via"]
+    if record_route:
+        items.extend((n, v) for n, v in req if header_key(n) == "record-route")
     for key in ("from", "to", "call-id", "cseq"):
         for n, v in req:
             if header_key(n) != key:

@@ -396,3 +396,39 @@ def test_options_answer_comes_from_the_app_with_its_headers() -> None:
     assert isinstance(resp, SipResponse) and resp.status == 401
     assert resp.headers.get("WWW-Authenticate") == 'Digest realm="r", nonce="n"'
     assert seen == [("nosuch", PEER)]
+
+
+def test_a_proxy_that_record_routes_stays_in_the_dialog() -> None:
+    # RFC 3261 §12.1.1: the 180 and 200 copy the Record-Route values in order, and our own
+    # in-dialog requests follow that route set (the BYE goes to the first proxy, §12.2.1.1).
+    ua = new_ua()
+    rr = ["<sip:10.0.0.1:5060;lr>", "<sip:10.0.0.2:5070;lr;ftag=caller>"]
+    data = invite().replace(
+        b"Max-Forwards: 70\r\n",
+        b"Max-Forwards: 70\r\n" + b"".join(f"Record-Route: {v}\r\n".encode() for v in rr),
+    )
+    outs = ua.receive(data, PEER, 0.0)
+    (ev,) = events(outs)
+    assert isinstance(ev, IncomingCall)
+    outs = ua.ring(ev.call, 0.0) + ua.answer(ev.call, b"v=0\r\n", 0.0)
+    ringing, ok = sent(outs)
+    for resp in (ringing, ok):
+        assert resp.headers.get_all("Record-Route") == rr
+    assert isinstance(ok, SipResponse) and ok.to.tag
+    ua.receive(in_dialog("ACK", ok.to.tag, 1, "z9hG4bK-ack"), PEER, 0.1)
+    (bye,) = [o for o in ua.hangup(ev.call, 1.0) if isinstance(o, SendDatagram)]
+    assert bye.addr == ("10.0.0.1", 5060)
+    req = parse(bye.data)
+    assert isinstance(req, SipRequest)
+    assert req.headers.get_all("Route") == rr
+
+
+def test_responses_that_make_no_dialog_copy_no_record_route() -> None:
+    ua = new_ua()
+    data = invite(user="nobody").replace(
+        b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nRecord-Route: <sip:10.0.0.1;lr>\r\n"
+    )
+    (ev,) = events(ua.receive(data, PEER, 0.0))
+    assert isinstance(ev, IncomingCall)
+    (resp,) = sent(ua.reject(ev.call, 404, 0.0))
+    assert resp.headers.get_all("Record-Route") == []

@@ -1,0 +1,54 @@
+"""Issue 12: the load benchmark (bench/load.py) runs end to end at a small N.
+
+`--smoke`: 5 echo calls for 5 s and 20 call setups/s for 3 s against a fresh gateway, SIPp
+and tshark. This checks the harness works - every table row is there, no call failed, the
+measurements came back - and asserts no timing (the machine may be busy)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import require_tools
+
+pytestmark = pytest.mark.peer
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "load.py"
+NUM = r"(-|[\d.]+)"
+
+
+def test_load_benchmark_smoke_run_prints_every_row(tmp_path: Path) -> None:
+    require_tools("sipp", "tshark", "espeak-ng", "unshare")
+    assert os.geteuid() == 0, "bench/load.py needs root (network namespace, raw sockets)"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--smoke", "--out", str(tmp_path / "load")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    out = done.stdout
+    report = f"rc={done.returncode}\n{out}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, report
+
+    # concurrent calls: N ok failed gw_cpu% kids% cpuK%.. rss kids_rss jit_p99 jit_max rtp_in ...
+    calls = re.search(r"^\s+5\s+(\d+)\s+(\d+)\s+([\d.]+)\s.*$", out, re.M)
+    assert calls is not None, report
+    assert calls.group(1) == "5" and calls.group(2) == "0", report
+    cells = calls.group(0).split()
+    assert "-" not in cells, f"a measurement is missing: {calls.group(0)}"
+    rtp_in = int(cells[-5])  # ... rtp_in conceal conc% lost load1
+    assert rtp_in >= 5 * 4 * 50 * 0.5, f"too few RTP packets counted: {rtp_in}"  # 5 calls, ~5 s
+
+    # setup rate: cps calls ok failed retrans p50 p99 cpu save_err
+    setup = re.search(rf"^\s+20\s+60\s+(\d+)\s+(\d+)\s+(\d+)\s+{NUM}\s+{NUM}\s", out, re.M)
+    assert setup is not None, report
+    assert setup.group(1) == "60" and setup.group(2) == "0", report
+    assert setup.group(5) != "-", f"no INVITE->200 times: {report}"
+
+    # the media-only estimate beside the measured cost, in the same run
+    assert re.search(r"estimate \(media only\)\s+[\d.]+\s+\d+", out), report
+    assert re.search(r"measured N=5\s+[\d.]+\s+\d+", out), report
+    assert (tmp_path / "load" / "results.jsonl").is_file()
