@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from callbridge.app import build_speech
 from callbridge.config.settings import load_settings
 from callbridge.stt.isolated import WorkerPool
 from callbridge.stt.openai_compat import OpenAICompatRecognizer
 from callbridge.tts.openai_compat import OpenAICompatSynthesizer
+from callbridge.voice_setup import build_speech
 from tests.unit.openai_fake_server import FakeSpeechServer
 
 

@@ -36,17 +36,28 @@ HOUR_WORDS = ["twelve", "one", "two", "three", "four", "five", "six", "seven", "
               "ten", "eleven"]  # fmt: skip
 
 
+# Words Whisper writes for an hour said at the start of the answer ("It's two eleven" heard as
+# "it's to 11"): homophones, accepted only right after "it's", where the hour is said.
+HOUR_HOMOPHONES = {"won": 1, "to": 2, "too": 2, "for": 4, "ate": 8}
+
+
 def says_the_hour(transcript: str, hours: set[int]) -> bool:
     """Does a transcript of the agent's answer say one of these hours (1-12)? Whisper writes a
-    time as "11:42 pm", "1142 pm", "3 0 5 p.m." or in words ("eleven forty-two")."""
+    time as "11:42 pm", "1142 pm", "3 0 5 p.m.", "2007 am" (two oh seven), in words
+    ("eleven forty-two"), or with the hour as a homophone ("it's to 11 am")."""
     text = transcript.lower()
     for run in re.findall(r"\d[\d :]*", text):  # digits with the spaces or colons inside a time
         number = re.sub(r"[ :]", "", run)
         hour = int(number) if len(number) <= 2 else int(number[:-2] or 0)
+        if hour > 12 and len(number) == 4 and number[1:3] == "00":
+            hour = int(number[0])  # "two oh seven" written as 2007
         if hour in hours:
             return True
     said = set(speech.words(text.replace("-", " ")))
-    return any(HOUR_WORDS[h % 12] in said for h in hours)
+    if any(HOUR_WORDS[h % 12] in said for h in hours):
+        return True
+    first = re.match(r"\s*it(?:'s| is)\s+([a-z]+)\b", text)
+    return first is not None and HOUR_HOMOPHONES.get(first.group(1)) in hours
 
 
 def test_hour_check_tells_answers_apart() -> None:
@@ -61,8 +72,18 @@ def test_hour_check_tells_answers_apart() -> None:
     assert says_the_hour(right, {3}), right
     assert not says_the_hour(right, {11}), right
     assert says_the_hour("it's twelve thirty-three a.m.", {12})
-    for heard_as, hour in (("it's 1200 am.", 12), ("it's 1201 am.", 12), ("it's 3 0 5 p.m.", 3)):
+    for heard_as, hour in (
+        ("it's 1200 am.", 12),
+        ("it's 1201 am.", 12),
+        ("it's 3 0 5 p.m.", 3),
+        ("it's 2007 am.", 2),
+        ("it's to 11 am.", 2),
+        ("it's for 30 pm.", 4),
+    ):
         assert says_the_hour(heard_as, {hour}) and not says_the_hour(heard_as, {hour % 12 + 1})
+    # a homophone elsewhere is not the hour: "ten to eleven" says 10 and 11, never 2
+    assert not says_the_hour("it's ten to eleven.", {2})
+    assert not says_the_hour("it's 1007 am.", {1})
     wrong = heard("You can ask me the time or the date, or leave a message.")
     assert not any(says_the_hour(wrong, {h}) for h in range(1, 13)), wrong
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,9 +26,11 @@ from callbridge.agents.conversation import (
     UserSpeaking,
     UserTurn,
 )
+from callbridge.core.bus import default_bus
+from callbridge.core.call_events import TurnMeasured
 from callbridge.core.clock import Clock
 from callbridge.core.frames import PIPELINE_RATE
-from callbridge.core.log import event, event_fields
+from callbridge.core.log import current_call_id, event
 from callbridge.core.ports import CallLeg
 from callbridge.llm.base import Brain, Message, TextDelta, ToolCall
 
@@ -377,9 +380,15 @@ class VoiceAgent:
         )  # fmt: skip
 
     def _metrics(self, timing: _TurnTiming, result: SpeechResult) -> None:
-        fields: dict[str, object] = {"utterance": result.utterance, "text": result.text}
-        fields.update(_turn_metrics(timing, result))
-        event_fields(log, "agent.turn", fields)
+        # Printed as `agent.turn` (observability.logging), counted by metrics, filed by the store.
+        m = _turn_metrics(timing, result)
+        turn = TurnMeasured(
+            current_call_id(), time.time(), result.utterance, result.text,
+            voice_to_voice_ms=m.get("voice_to_voice_ms"), stt_final_ms=m.get("stt_final_ms"),
+            brain_first_token_ms=m.get("brain_first_token_ms"),
+            tts_first_audio_ms=m.get("tts_first_audio_ms"),
+        )  # fmt: skip
+        default_bus().publish(turn)
 
     async def _tool(
         self, call: ToolCall, conv: Conversation, leg: CallLeg, said: SpeechResult

@@ -28,8 +28,11 @@ from callbridge.transports.twilio import TwilioTransport
 
 __all__ = ["ApiConfig", "BearerTokenGuard", "create_app"]
 
-OPEN_PATHS = ("/healthz",)
+# The softphone page and its assets hold no data; what they do (/webrtc/*) needs the token.
+OPEN_PATHS = ("/healthz", "/")
 TWILIO_PREFIX = "/twilio/"
+ASTERISK_PREFIX = "/asterisk/"  # chan_websocket authenticates with Basic (api/asterisk.py)
+ASSETS_PREFIX = "/app/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,7 @@ class BearerTokenGuard:
         app: ASGIApp,
         token: str,
         open_paths: Iterable[str] = OPEN_PATHS,
-        open_prefixes: Iterable[str] = (TWILIO_PREFIX,),
+        open_prefixes: Iterable[str] = (TWILIO_PREFIX, ASSETS_PREFIX, ASTERISK_PREFIX),
     ) -> None:
         self.app = app
         self.token = token.encode("utf-8")

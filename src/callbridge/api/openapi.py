@@ -285,6 +285,52 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
             }
         },
+        # The built-in softphone (api/softphone.py): its page is open, its calls need the token.
+        "/": {
+            "get": {
+                "summary": "The softphone page (no token; it asks for one when needed)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "HTML",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/webrtc/routes": {
+            "get": {
+                "summary": "The routes the softphone can call",
+                "responses": {"200": _json({"type": "object"}, "Routes")},
+            }
+        },
+        "/webrtc/offer": {
+            "post": {
+                "summary": "A WebRTC call: the browser's offer (all candidates) -> our answer",
+                "requestBody": _body(
+                    ["sdp", "type"],
+                    {
+                        "sdp": {"type": "string"},
+                        "type": {"const": "offer"},
+                        "route": {"type": "string", "default": "agent"},
+                    },
+                ),
+                "responses": {
+                    "200": _json({"type": "object"}, "The answer: {sdp, type, session}"),
+                    "400": _error("Not an offer this gateway can answer"),
+                    "404": _error("No such route"),
+                    "429": _error("Too many calls"),
+                    "503": _error("WebRTC off, or shutting down"),
+                },
+            }
+        },
+        "/webrtc/hangup": {
+            "post": {
+                "summary": "End a softphone call",
+                "requestBody": _body(["session"], {"session": {"type": "string"}}),
+                "responses": {"204": {"description": "Ended"}, "404": _error("No such session")},
+            }
+        },
     }
     for operations in paths.values():  # the body limits of api/limits.py apply to every POST
         post = operations.get("post")

@@ -13,36 +13,28 @@ import contextlib
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from callbridge.agents.voice import TranscriptSink
 from callbridge.calls.routing import Router
+from callbridge.core.bus import Bus, default_bus
+from callbridge.core.call_events import (
+    CallAnswered,
+    CallEnded,
+    CallInfo,
+    CallStarted,
+    RecordingReady,
+    TranscriptReady,
+)
 from callbridge.core.clock import Clock
 from callbridge.core.log import call_context, event_fields
-from callbridge.core.ports import Agent, CallLeg, LegInfo, MediaTap, Rejection
+from callbridge.core.ports import Agent, CallLeg, LegInfo, Rejection
 from callbridge.store.service import CallSession, Store
 
 log = logging.getLogger("callbridge.calls")
-
-
-class MediaLeg(CallLeg, Protocol):
-    """A leg whose media loop the call owns (every transport's legs are this)."""
-
-    async def run(self) -> None: ...
-
-    def stats(self) -> dict[str, int | float]: ...
-
-    @property
-    def end_reason(self) -> str: ...
-
-
-@runtime_checkable
-class Tappable(Protocol):
-    """A leg that can show its media to a tap (both transports' legs can)."""
-
-    def set_tap(self, tap: MediaTap | None) -> None: ...
 
 
 @runtime_checkable
@@ -62,7 +54,7 @@ class Speaking(Protocol):
 @dataclass(slots=True)
 class Call:
     id: str
-    leg: MediaLeg
+    leg: CallLeg
     agent_name: str
     started: float
     ended: float | None = None
@@ -73,7 +65,12 @@ class Call:
 
 class CallManager:
     def __init__(
-        self, router: Router, clock: Clock, max_calls: int = 1000, store: Store | None = None
+        self,
+        router: Router,
+        clock: Clock,
+        max_calls: int = 1000,
+        store: Store | None = None,
+        bus: Bus | None = None,
     ) -> None:
         self.router = router
         self.clock = clock
@@ -82,8 +79,12 @@ class CallManager:
         self.calls: dict[str, Call] = {}
         self.accepting = True
         self._seq = itertools.count(1)
-        # Listeners (metrics, webhooks): on_start once the call's task exists, on_end after
-        # the recording and transcript are final. A failing listener is logged, never raised.
+        # Metrics, webhooks (and whoever else) hear the calls on the bus: CallStarted and
+        # CallAnswered once the call's task exists; CallEnded, TranscriptReady, RecordingReady
+        # once the recording and transcript are final, so a webhook can point at whole files.
+        self.bus = bus if bus is not None else default_bus()
+        # The same two moments for callers that want the Call object itself (CLI, tests);
+        # a failing listener is logged, never raised.
         self.on_start: list[Callable[[Call], None]] = []
         self.on_end: list[Callable[[Call], None]] = []
 
@@ -95,10 +96,10 @@ class CallManager:
         self.router.resolve(info)
 
     def start(self, leg: CallLeg) -> None:
-        self.start_call(leg)  # type: ignore[arg-type]
+        self.start_call(leg)
 
     def start_call(
-        self, leg: MediaLeg, agent: Agent | None = None, agent_name: str | None = None
+        self, leg: CallLeg, agent: Agent | None = None, agent_name: str | None = None
     ) -> Call:
         name = agent_name or self.router.resolve(leg.info)
         if agent is None:
@@ -112,6 +113,9 @@ class CallManager:
         with call_context(call_id):
             # Tasks inherit the context, so every log line of this call carries its id.
             call.task = asyncio.get_running_loop().create_task(self._run(call, agent), name=call_id)
+            now, summary = time.time(), call_info(call)
+            self.bus.publish(CallStarted(summary, now))
+            self.bus.publish(CallAnswered(summary, now))  # legs reach us answered
             _notify(self.on_start, call)
         return call
 
@@ -124,7 +128,7 @@ class CallManager:
         except Exception:  # e.g. the disk is full: the call goes on, unrecorded
             log.exception("cannot record call %s", call.id)
             return None
-        if record.tap is not None and isinstance(call.leg, Tappable):
+        if record.tap is not None:
             call.leg.set_tap(record.tap)
         if isinstance(agent, Transcribed):
             agent.attach_transcript(record)
@@ -162,13 +166,14 @@ class CallManager:
             event_fields(log, "call.ended", ended)
             if call.record is not None:
                 await self._save(call, leg.end_reason or "unknown")
+            for ev in _ended(call):
+                self.bus.publish(ev)
             _notify(self.on_end, call)
 
     async def _save(self, call: Call, reason: str) -> None:
         """Finalise the recording and transcript before anyone hears the call ended."""
         assert call.record is not None and call.ended is not None
-        if isinstance(call.leg, Tappable):
-            call.leg.set_tap(None)
+        call.leg.set_tap(None)
         try:
             async with asyncio.timeout(10):  # a stuck disk must not hold the call forever
                 await call.record.finish(reason, call.ended)
@@ -194,6 +199,36 @@ class CallManager:
                 await asyncio.wait(pending, timeout=1.0)
         if self.store is not None:
             await self.store.aclose()
+
+
+def call_info(call: Call) -> CallInfo:
+    """The call as webhooks and the API show it."""
+    info = call.leg.info
+    ids = {k: v for k, v in info.ids.items() if k != "call_id"}
+    return CallInfo(
+        call.id, info.transport, info.direction, info.local_user, info.remote_uri,
+        call.agent_name, ids,
+    )  # fmt: skip
+
+
+def _ended(call: Call) -> list[CallEnded | TranscriptReady | RecordingReady]:
+    """What is published when the call is over and its record final."""
+    now = time.time()
+    duration = round((call.ended or call.started) - call.started, 3)
+    reason = call.leg.end_reason or "unknown"
+    out: list[CallEnded | TranscriptReady | RecordingReady] = [
+        CallEnded(call_info(call), now, reason, duration, call.leg.stats())
+    ]
+    record = call.record
+    if record is None:
+        return out
+    # Files that failed to be written are not announced.
+    if record.transcript is not None and record.transcript.path.exists():
+        out.append(TranscriptReady(call.id, str(record.transcript.path), now))
+    if record.recorder is not None and record.recorder.path.exists():
+        seconds = round(record.recorder.duration, 3)
+        out.append(RecordingReady(call.id, str(record.recorder.path), seconds, now))
+    return out
 
 
 def _notify(listeners: list[Callable[[Call], None]], call: Call) -> None:

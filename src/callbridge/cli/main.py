@@ -93,12 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return doctor.run(settings)
     if command == "calls":
         return _list_calls(settings, ended=args.all, limit=args.limit)
-    from callbridge import app
+    # Imported here: the other commands answer without importing the whole gateway.
+    from callbridge.cli.place_call import place_call
+    from callbridge.cli.serve import serve
 
     try:
         if command == "call":
             return asyncio.run(
-                app.place_call(
+                place_call(
                     settings,
                     args.target,
                     args.agent,
@@ -109,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     answer_timeout=args.ring_timeout,
                 )
             )
-        asyncio.run(app.serve(settings))
+        asyncio.run(serve(settings))
     except ConfigError as exc:
         print(f"callbridge: bad setting {exc}", file=sys.stderr)
         return 2

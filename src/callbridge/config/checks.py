@@ -34,6 +34,17 @@ def _transfer_target(value: str) -> str:
     return value
 
 
+def _ice_servers(value: str) -> str:
+    """A comma list of stun:/turn:/turns: URLs (RFC 7064, RFC 7065); "" = none."""
+    for url in (u.strip() for u in value.split(",")):
+        scheme, _, rest = url.partition(":")
+        if url and (scheme not in ("stun", "turn", "turns") or not rest or " " in rest):
+            raise ValueError(
+                f'{url!r} is not a stun:, turn: or turns: URL, e.g. "stun:stun.example.com:3478"'
+            )
+    return value
+
+
 # Field validators by dotted name; fields not listed only get their type checked.
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "sip.host": v.host,
@@ -48,6 +59,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "http.port": v.port,
     "http.enabled": v.choice("auto", "true", "false"),
     "http.max_body_bytes": v.positive,
+    "webrtc.ice_servers": _ice_servers,
     "rtp.port_min": v.port,
     "rtp.port_max": v.port,
     "rtp.timeout": v.positive,
@@ -94,6 +106,15 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "limits.retry_after": v.non_negative,
     "limits.max_loop_lag_ms": v.non_negative,
     "limits.trusted": v.networks,
+    "audiosocket.host": v.host,
+    "audiosocket.port": v.port,
+    "audiosocket.allow_from": v.networks,
+    "fastagi.host": v.host,
+    "fastagi.port": v.port,
+    "fastagi.allow_from": v.networks,
+    "ari.url": v.url,
+    "ari.rtp_host": v.host,
+    "ari.format": v.choice("ulaw", "alaw"),
 }
 
 
@@ -191,11 +212,46 @@ def check_relations(s: Settings) -> None:
             "webhooks.url is set, so deliveries need a signing secret: "
             f"set {env_name('webhooks.secret')}",
         )
+    _check_asterisk(s)
     if not _is_loopback(s.http.host) and not s.api_token:
         raise ConfigError(
             "api_token",
             f"http.host {s.http.host} is not a loopback address, so the API needs a token: "
             f"set {env_name('api_token')}",
+        )
+
+
+def _check_asterisk(s: Settings) -> None:
+    """The Asterisk transports' relations (docs/asterisk.md)."""
+    known = (*BUILTIN_AGENTS, *s.agents)
+    for name, route in (("audiosocket", s.audiosocket.route), ("ari", s.ari.route),
+                        ("chan_websocket", s.chan_websocket.route)):  # fmt: skip
+        if route and route != "agent" and route not in known:
+            raise ConfigError(f"{name}.route", f"{route!r} is neither a built-in agent nor an "
+                              "[agents.NAME] route")  # fmt: skip
+    if s.fastagi.enabled and not s.audiosocket.enabled:
+        raise ConfigError(
+            "fastagi.enabled",
+            "FastAGI hands calls to the AudioSocket server: set "
+            f"{env_name('audiosocket.enabled')}=true",
+        )
+    if s.ari.enabled and not (s.ari.username and s.ari.password):
+        raise ConfigError(
+            "ari.username",
+            f"ARI needs the ari.conf user: set {env_name('ari.username')} and "
+            f"{env_name('ari.password')}",
+        )
+    cws = s.chan_websocket
+    if bool(cws.username) != bool(cws.password):
+        raise ConfigError(
+            "chan_websocket.password", "set both chan_websocket.username and .password, or neither"
+        )
+    if cws.enabled and not cws.username and not _is_loopback(s.http.host):
+        raise ConfigError(
+            "chan_websocket.username",
+            f"http.host {s.http.host} is not a loopback address and the API token does not "
+            "cover /asterisk/media: set chan_websocket.username and .password (Asterisk's "
+            "websocket_client.conf sends them)",
         )
 
 

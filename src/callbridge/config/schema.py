@@ -7,6 +7,7 @@ Reading them is config.settings' job, checking them config.checks'.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,7 +23,11 @@ __all__ = [
     "SECTION_TYPES",
     "AgentRoute",
     "AgentSettings",
+    "AriSettings",
+    "AudiosocketSettings",
+    "ChanWebsocketSettings",
     "EchoSettings",
+    "FastagiSettings",
     "HttpSettings",
     "LimitsSettings",
     "LlmSettings",
@@ -35,10 +40,13 @@ __all__ = [
     "SttSettings",
     "TtsSettings",
     "TwilioSettings",
+    "WebRtcSettings",
     "WebhooksSettings",
     "all_fields",
     "env_name",
+    "http_required",
     "http_wanted",
+    "is_loopback",
 ]
 
 ENV_PREFIX = "CALLBRIDGE_"
@@ -67,7 +75,8 @@ class SipSettings:
 class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
-    # "auto": serve when something needs it (public_url, api_token or Twilio credentials)
+    # "auto": serve on a loopback host (the softphone page at http://127.0.0.1:8080/), and
+    # elsewhere when something needs it (public_url, api_token or Twilio credentials)
     enabled: str = "auto"
     max_body_bytes: int = 1 << 20  # a bigger request body is refused with 413 (api/limits.py)
 
@@ -184,6 +193,65 @@ class WebhooksSettings:
     tries: int = 5  # attempts per event, 0.5 s backoff doubling between them
 
 
+@dataclass(frozen=True, slots=True)
+class AudiosocketSettings:
+    """Asterisk's AudioSocket connects here over TCP (docs/asterisk.md)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9092
+    route: str = ""  # the agent for calls no one routed (FastAGI, ARI do); "" = default_agent
+    allow_from: str = ""  # networks Asterisk may connect from, as sip.allow_from; "" = any
+
+
+@dataclass(frozen=True, slots=True)
+class FastagiSettings:
+    """`AGI(agi://host:4573/ROUTE)` hands a call to ROUTE over AudioSocket (needs it on)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 4573
+    allow_from: str = ""
+    audiosocket_address: str = ""  # host:port Asterisk reaches AudioSocket at; "" = derived
+
+
+@dataclass(frozen=True, slots=True)
+class AriSettings:
+    """An ARI Stasis app: each call gets externalMedia (RTP) to an agent (docs/asterisk.md)."""
+
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8088"  # Asterisk's HTTP server (http.conf)
+    username: str = ""  # ari.conf user
+    password: str = field(default="", repr=False)  # never logged
+    app: str = "callbridge"  # Stasis(callbridge[,ROUTE]) in the dialplan
+    route: str = ""  # the agent when Stasis() names none; "" = default_agent
+    rtp_host: str = "127.0.0.1"  # our RTP address Asterisk sends to (externalMedia external_host)
+    format: str = "ulaw"  # "ulaw" | "alaw"
+    transfer_context: str = ""  # the agent's transfer continues here (exten = the target)
+
+
+@dataclass(frozen=True, slots=True)
+class ChanWebsocketSettings:
+    """Asterisk 22.6+ chan_websocket dials out to ws://<http>/asterisk/media (docs/asterisk.md)."""
+
+    enabled: bool = False
+    route: str = ""  # the agent when the URL has no ?agent=; "" = default_agent
+    username: str = ""  # websocket_client.conf username (HTTP Basic); "" = no auth
+    password: str = field(default="", repr=False)  # never logged
+
+
+@dataclass(frozen=True, slots=True)
+class WebRtcSettings:
+    """Browser calls: the softphone page's WebRTC media (README "Browser softphone")."""
+
+    enabled: bool = True  # POST /webrtc/offer answers calls (the page needs HTTP on)
+    # ICE servers for browsers behind NAT: "stun:stun.example.com:3478, turn:turn.example.com"
+    # (RFC 7064/7065 URLs); "" = host candidates only, nothing external is contacted
+    ice_servers: str = ""
+    ice_username: str = ""  # for turn: URLs
+    ice_credential: str = field(default="", repr=False)  # never logged
+
+
 AGENT_KINDS = ("twilio-socket",)
 BUILTIN_AGENTS = ("voice", "echo")
 
@@ -239,6 +307,11 @@ class Settings:
     twilio: TwilioSettings = TwilioSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     limits: LimitsSettings = LimitsSettings()
+    webrtc: WebRtcSettings = WebRtcSettings()
+    audiosocket: AudiosocketSettings = AudiosocketSettings()
+    fastagi: FastagiSettings = FastagiSettings()
+    ari: AriSettings = AriSettings()
+    chan_websocket: ChanWebsocketSettings = ChanWebsocketSettings()
     agents: Mapping[str, AgentRoute] = field(default_factory=dict)  # [agents.NAME] routes
     accounts: Mapping[str, AccountSettings] = field(default_factory=dict)  # [accounts.NAME]
 
@@ -261,6 +334,9 @@ SECRET_SETTINGS = frozenset(
         "tts.api_key",
         "twilio.auth_token",
         "webhooks.secret",
+        "webrtc.ice_credential",
+        "ari.password",
+        "chan_websocket.password",
     }
 )
 
@@ -279,6 +355,11 @@ SECTION_TYPES: dict[str, type[Any]] = {
     "twilio": TwilioSettings,
     "webhooks": WebhooksSettings,
     "limits": LimitsSettings,
+    "webrtc": WebRtcSettings,
+    "audiosocket": AudiosocketSettings,
+    "fastagi": FastagiSettings,
+    "ari": AriSettings,
+    "chan_websocket": ChanWebsocketSettings,
 }
 
 
@@ -302,8 +383,32 @@ def all_fields() -> list[tuple[str, Any]]:
 
 
 def http_wanted(s: Settings) -> bool:
-    """Whether the gateway serves HTTP: `http.enabled`, where "auto" means when something
-    needs it (a public URL for webhooks, an API token, Twilio credentials)."""
+    """Whether the gateway serves HTTP: `http.enabled`, where "auto" means on a loopback host
+    (the softphone page, reachable from this machine only) and elsewhere when something needs
+    it (a public URL for webhooks, an API token, Twilio credentials)."""
+    return http_required(s) or (s.http.enabled == "auto" and is_loopback(s.http.host))
+
+
+def http_required(s: Settings) -> bool:
+    """HTTP is needed, not only nice to have: `http.enabled = "true"`, or "auto" with a public
+    URL, an API token or Twilio credentials. (On a loopback host "auto" serves the softphone
+    page too, but a busy port there is not worth failing the start for.)"""
     if s.http.enabled != "auto":
         return s.http.enabled == "true"
-    return bool(s.public_url or s.api_token or s.twilio.auth_token or s.twilio.account_sid)
+    return bool(
+        s.public_url
+        or s.api_token
+        or s.twilio.auth_token
+        or s.twilio.account_sid
+        or s.chan_websocket.enabled  # its media endpoint is an HTTP route
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or "localhost"."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

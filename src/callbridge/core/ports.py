@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from callbridge.core.errors import CallbridgeError
 from callbridge.core.events import LegInput, TransferResult
 from callbridge.core.frames import AudioFrame
 
@@ -22,7 +23,10 @@ class LegInfo:
 
 
 class CallLeg(Protocol):
-    """One side of a call as an agent sees it: 20 ms PCM16 frames in and out, plus control.
+    """One side of a call as an agent sees it: 20 ms PCM16 frames in and out, plus control;
+    and as the calls layer owns it: `run()` drives its media, `set_tap()` records it, `stats()`
+    and `end_reason` report on it. Transports build legs on transports.leg_base; tests and
+    agent authors use callbridge.testing.FakeLeg.
 
     Control (hangup, flush, DTMF) never waits behind queued audio.
     """
@@ -81,6 +85,24 @@ class CallLeg(Protocol):
     @property
     def ended(self) -> bool: ...
 
+    @property
+    def end_reason(self) -> str:
+        """Why the leg ended ("remote_bye", "transferred", "rtp_timeout", ...); "" while up."""
+        ...
+
+    async def run(self) -> None:
+        """Drive the leg's media until it ends. The call's TaskGroup owns this task:
+        cancelling it stops the media."""
+        ...
+
+    def stats(self) -> dict[str, int | float]:
+        """Counters for the call's end record (packets, concealment, marks, ...)."""
+        ...
+
+    def set_tap(self, tap: MediaTap | None) -> None:
+        """Show every media tick from the next one on to `tap` (a recorder); None: stop."""
+        ...
+
 
 class MediaTap(Protocol):
     """Sees a leg's media on its own 20 ms schedule (e.g. a call recorder).
@@ -100,7 +122,7 @@ class Agent(Protocol):
     async def run(self, leg: CallLeg) -> None: ...
 
 
-class Rejection(Exception):
+class Rejection(CallbridgeError):
     """Why a new leg is not taken; each transport maps it to its own wire status."""
 
     NOT_FOUND = "not_found"  # SIP 404

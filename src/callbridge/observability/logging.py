@@ -1,4 +1,5 @@
-"""Log formatting: text or JSON lines, each line of a call carrying its call id (core.log)."""
+"""Log formatting: text or JSON lines, each line of a call carrying its call id (core.log);
+and the printer of the bus's typed events (core.call_events) that have a log line."""
 
 from __future__ import annotations
 
@@ -9,9 +10,18 @@ import sys
 import time
 from typing import Any, TextIO
 
+from callbridge.core.bus import Bus, Unsubscribe, default_bus
+from callbridge.core.call_events import Noted, as_noted
 from callbridge.core.log import call_context, current_call_id, event
 
-__all__ = ["JsonFormatter", "TextFormatter", "call_context", "event", "setup_logging"]
+__all__ = [
+    "JsonFormatter",
+    "TextFormatter",
+    "call_context",
+    "event",
+    "print_events",
+    "setup_logging",
+]
 
 
 class _CallIdFilter(logging.Filter):
@@ -76,6 +86,37 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def print_event(ev: object) -> None:
+    """Log a typed event's line (e.g. TurnMeasured as `agent.turn`) on the logger that printed
+    it before the bus. `Noted` events are not printed here: `event()` logs them itself."""
+    if isinstance(ev, Noted):
+        return
+    noted = as_noted(ev)
+    if noted is None:
+        return
+    logger = logging.getLogger(noted.logger)
+    if logger.isEnabledFor(noted.level):
+        logger.log(noted.level, noted.name, extra={"fields": dict(noted.fields)})
+
+
+_printing: dict[Bus, Unsubscribe] = {}  # bus -> how to stop its printer
+
+
+def print_events(bus: Bus | None = None) -> Unsubscribe:
+    """Print the typed events published on `bus` (default: the process-wide one). Once per
+    bus, however often called (setup_logging and the gateway both ask)."""
+    target = bus if bus is not None else default_bus()
+    if target not in _printing:
+        unsubscribe = target.subscribe(None, print_event)
+
+        def stop() -> None:
+            unsubscribe()
+            _printing.pop(target, None)
+
+        _printing[target] = stop
+    return _printing[target]
+
+
 def setup_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
     out = stream or sys.stderr
     # Colour only for a person at a terminal who has not asked for none (no-color.org).
@@ -87,10 +128,11 @@ def setup_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None 
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    # `level` decides what is printed, nothing else: the metrics and the call store subscribe
-    # to INFO events (agent.turn, call events), so those always reach the handlers.
+    # `level` decides what is printed, nothing else: metrics, the call store and webhooks
+    # listen on the bus (core.bus), which hears every event at any level.
     handler.setLevel(level)
-    root.setLevel(min(logging.getLevelName(level), logging.INFO))
+    root.setLevel(level)
+    print_events()
     # httpx logs every request at INFO ("HTTP Request: GET ..."): noise in `callbridge calls`
     # and one line per LLM/STT/TTS request in the gateway; its warnings still show.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,22 +1,31 @@
 """Prometheus metrics of one gateway: calls, turn latencies, barge-in, RTP quality, registrations.
 
 Each `Metrics` owns its registry (no process-global state: two gateways in one process, as in
-the tests, do not collide). The calls layer reports call starts and ends; the agents' timings
-arrive as the structured log events they already emit (`agent.turn`, `agent.barge_in`),
-through a logging handler, so the agents need no metrics dependency. Live values (active
-calls, registration states) are read when scraped, so they can never drift.
+the tests, do not collide). Everything counted arrives as typed events on the bus (core.bus):
+the calls layer's CallStarted / CallEnded / RegistrationChanged on its gateway's bus, the
+agents' TurnMeasured / BargeIn on the process-wide bus they publish on, so neither layer
+depends on metrics and the log level cannot silence them. Live values (active calls,
+registration states) are read when scraped, so they can never drift.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+
+from callbridge.core.bus import Bus, Unsubscribe, default_bus
+from callbridge.core.call_events import (
+    BargeIn,
+    CallEnded,
+    CallEvent,
+    CallStarted,
+    RegistrationChanged,
+    TurnMeasured,
+)
 
 __all__ = ["CONTENT_TYPE", "REGISTRATION_STATES", "Metrics"]
 
@@ -27,14 +36,6 @@ REGISTRATION_STATES = ("unregistered", "registering", "registered", "failed", "u
 # Seconds. Turn latencies of a phone agent live between ~100 ms and a few seconds.
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _JITTER_BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 100, 200)
-
-# agent.turn field -> the `stage` label
-_TURN_STAGES = {
-    "voice_to_voice_ms": "voice_to_voice",
-    "stt_final_ms": "stt",
-    "brain_first_token_ms": "brain",
-    "tts_first_audio_ms": "tts",
-}
 
 
 class Metrics:
@@ -104,7 +105,7 @@ class Metrics:
             ["account", "state"],
             registry=r,
         )
-        self._handler = _AgentEventHandler(self)
+        self._subscriptions: list[Unsubscribe] = []
 
     # ---- reports from the calls layer --------------------------------------------------------
 
@@ -128,31 +129,46 @@ class Metrics:
         for s in REGISTRATION_STATES:
             self.registration.labels(account, s).set(1.0 if s == state else 0.0)
 
-    # ---- reports from the agents (their log events) ------------------------------------------
+    # ---- the bus ------------------------------------------------------------------------------
 
-    def on_event(self, name: str, fields: Mapping[str, Any]) -> None:
-        match name:
-            case "agent.turn":
-                for key, stage in _TURN_STAGES.items():
-                    value = fields.get(key)
-                    if isinstance(value, int | float) and not isinstance(value, bool):
-                        self.turn_latency.labels(stage).observe(max(0.0, value / 1000))
-            case "agent.barge_in":
-                decided = fields.get("decided_after_ms")
-                if isinstance(decided, int | float):
-                    self.barge_in.observe(max(0.0, decided / 1000))
-                silenced = fields.get("silenced_after_ms")
-                if isinstance(silenced, int | float):
-                    self.barge_in_silenced.observe(max(0.0, silenced / 1000))
+    def on_event(self, ev: CallEvent) -> None:
+        match ev:
+            case CallStarted():
+                self.call_started(ev.call.transport, ev.call.direction)
+            case CallEnded():
+                self.call_ended(ev.reason, ev.stats)
+            case RegistrationChanged():
+                self.registration_changed(ev.account, ev.state)
+            case TurnMeasured():
+                for stage, ms in (
+                    ("voice_to_voice", ev.voice_to_voice_ms),
+                    ("stt", ev.stt_final_ms),
+                    ("brain", ev.brain_first_token_ms),
+                    ("tts", ev.tts_first_audio_ms),
+                ):
+                    if ms is not None:
+                        self.turn_latency.labels(stage).observe(max(0.0, ms / 1000))
+            case BargeIn():
+                self.barge_in.observe(max(0.0, ev.decided_after_ms / 1000))
+                self.barge_in_silenced.observe(max(0.0, ev.silenced_after_ms / 1000))
             case _:
                 pass
 
-    def install(self, logger: logging.Logger | None = None) -> None:
-        """Listen to the agents' events (on the `callbridge` logger by default)."""
-        (logger or logging.getLogger("callbridge")).addHandler(self._handler)
+    def install(self, bus: Bus | None = None) -> None:
+        """Listen: to the calls layer on `bus` (a gateway's; default: the process-wide bus),
+        to the agents at its root, where they publish (a gateway's bus forwards its own
+        events there too, so nothing is counted twice)."""
+        calls = bus if bus is not None else default_bus()
+        self.uninstall()
+        self._subscriptions = [
+            *(calls.subscribe(t, self.on_event) for t in _CALL_EVENTS),
+            *(calls.root.subscribe(t, self.on_event) for t in _AGENT_EVENTS),
+        ]
 
-    def uninstall(self, logger: logging.Logger | None = None) -> None:
-        (logger or logging.getLogger("callbridge")).removeHandler(self._handler)
+    def uninstall(self) -> None:
+        for unsubscribe in self._subscriptions:
+            unsubscribe()
+        self._subscriptions = []
 
     # ---- exposition ----------------------------------------------------------------------------
 
@@ -163,6 +179,9 @@ class Metrics:
                 self.registration_changed(account, state)
         return generate_latest(self.registry)
 
+
+_CALL_EVENTS = (CallStarted, CallEnded, RegistrationChanged)
+_AGENT_EVENTS = (TurnMeasured, BargeIn)
 
 # The SIP guard's counters (sip/overload.py) -> one metric family each, read when scraped.
 _GUARD_FAMILIES = {
@@ -194,18 +213,3 @@ class _GuardCollector(Collector):
             for key in keys:
                 family.add_metric([key.split("_", 1)[1]], values.get(key, 0))
             yield family
-
-
-class _AgentEventHandler(logging.Handler):
-    def __init__(self, metrics: Metrics) -> None:
-        super().__init__(logging.INFO)
-        self.metrics = metrics
-
-    def emit(self, record: logging.LogRecord) -> None:
-        fields = getattr(record, "fields", None)
-        if not isinstance(fields, dict):
-            return
-        try:
-            self.metrics.on_event(record.getMessage(), fields)
-        except Exception:  # a log line must never break what logged it
-            self.handleError(record)

@@ -5,7 +5,8 @@ Each event is one JSON object `{"id", "type", "created", "data"}`, POSTed with
 `X-Callbridge-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`. Binding the
 timestamp into the MAC lets a receiver refuse replays older than a tolerance (`verify`).
 
-`emit()` never waits: events go into a bounded queue (full: the event is dropped and logged,
+The events are the bus's (core.bus): `install(bus)` subscribes, `webhook_of()` maps a typed
+event to its webhook type and data. `emit()` never waits: events go into a bounded queue (full: the event is dropped and logged,
 a slow receiver must not grow memory or hold a call); one background task delivers them in
 order, each with a timeout, retried with exponential backoff on a network error or a non-2xx.
 """
@@ -26,6 +27,15 @@ from typing import Any
 
 import httpx
 
+from callbridge.core.bus import Bus, Unsubscribe
+from callbridge.core.call_events import (
+    CallAnswered,
+    CallEnded,
+    CallStarted,
+    RecordingReady,
+    RegistrationChanged,
+    TranscriptReady,
+)
 from callbridge.core.log import event
 
 __all__ = [
@@ -37,6 +47,7 @@ __all__ = [
     "WebhookSender",
     "sign",
     "verify",
+    "webhook_of",
 ]
 
 log = logging.getLogger("callbridge.webhooks")
@@ -51,6 +62,27 @@ EVENT_TYPES = (
     "recording.ready",
     "registration.changed",
 )
+
+
+def webhook_of(ev: object) -> tuple[str, dict[str, Any]] | None:
+    """The webhook (type, data) of a bus event; None for the events that have none."""
+    match ev:
+        case CallStarted():
+            return "call.started", ev.call.summary()
+        case CallAnswered():
+            return "call.answered", ev.call.summary()
+        case CallEnded():
+            data = {**ev.call.summary(), "reason": ev.reason, "duration": ev.duration}
+            return "call.ended", {**data, **ev.stats}
+        case TranscriptReady():
+            return "call.transcript", {"call_id": ev.call_id, "path": ev.path}
+        case RecordingReady():
+            data = {"call_id": ev.call_id, "path": ev.path, "seconds": ev.seconds}
+            return "recording.ready", data
+        case RegistrationChanged():
+            return "registration.changed", ev.summary()
+        case _:
+            return None
 
 
 def sign(secret: str, timestamp: str, body: bytes | str) -> str:
@@ -131,6 +163,17 @@ class WebhookSender:
     @property
     def enabled(self) -> bool:
         return bool(self.config.url)
+
+    def install(self, bus: Bus) -> Unsubscribe:
+        """Send the webhook events published on `bus` (a gateway's: only its calls)."""
+        return bus.subscribe(None, self.on_event)
+
+    def on_event(self, ev: object) -> None:
+        # Subscribers run on the publisher's thread: the calls layer and the SIP transport
+        # publish on the event loop, which the queue needs.
+        hook = webhook_of(ev)
+        if hook is not None:
+            self.emit(*hook)
 
     def start(self) -> None:
         if not self.enabled or self._task is not None:

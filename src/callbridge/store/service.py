@@ -36,10 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from callbridge.core.bus import Bus, Unsubscribe, default_bus
+from callbridge.core.call_events import as_noted
 from callbridge.core.clock import Clock
 from callbridge.core.clocks import LoopClock
 from callbridge.core.errors import ConfigError
-from callbridge.core.log import current_call_id, event
+from callbridge.core.log import event
 from callbridge.core.ports import LegInfo, MediaTap
 from callbridge.store.db import CallDb, CallRow, EventRow, SqliteCallDb, TurnRow
 from callbridge.store.lost import HEARTBEAT_S, close_lost_calls
@@ -62,7 +64,7 @@ class StoreConfig:
     url: str = ""  # "" = sqlite:///callbridge.db (relative: under data_dir), or postgresql://...
     recording: bool = True  # stereo WAV per call
     transcripts: bool = True  # JSON per call
-    events: bool = True  # the calls' structured log events into the events table
+    events: bool = True  # the calls' structured events (INFO and up) into the events table
     checkpoint_s: float = CHECKPOINT_TICKS * _TICK_S  # recording: what a crash may lose
     fsync: bool = True  # off only for tests on tmpfs-like speed
     gateway_id: str = ""  # this gateway's name in a shared database ("" = the only one)
@@ -212,28 +214,6 @@ class CallSession:
         )
 
 
-class _EventHandler(logging.Handler):
-    """The structured log events of live sessions' calls, into the events table."""
-
-    def __init__(self, store: Store) -> None:
-        super().__init__(logging.INFO)
-        self.store = store
-
-    def emit(self, record: logging.LogRecord) -> None:
-        fields = getattr(record, "fields", None)
-        if not isinstance(fields, dict):
-            return
-        call_id = fields.get("call_id") or getattr(record, "call_id", None) or current_call_id()
-        session = self.store.sessions.get(str(call_id)) if call_id else None
-        if session is None:
-            return
-        try:
-            data = {k: v for k, v in fields.items() if k != "call_id"}
-            session.add_event(record.getMessage(), data, record.created)
-        except Exception:  # a log line must never break what logged it
-            self.handleError(record)
-
-
 class Store:
     """Recordings, transcripts and the call database of one gateway."""
 
@@ -245,8 +225,11 @@ class Store:
         io: concurrent.futures.Executor | None = None,
         clock: Clock | None = None,
         wall: Callable[[], float] = time.time,
+        bus: Bus | None = None,
     ) -> None:
-        """`clock` paces the heartbeat (default: the loop's), `wall` stamps it (tests)."""
+        """`clock` paces the heartbeat (default: the loop's), `wall` stamps it (tests); `bus`
+        is where the calls' events are heard (default: the process-wide bus, which hears
+        every `event()` and every gateway's bus)."""
         self.config = config
         self.db = db
         self.clock = clock or LoopClock()
@@ -264,11 +247,24 @@ class Store:
         # File work (checkpoints, transcript rewrites) on one thread: it is disk-bound.
         self.io = io or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-io")
         self.sessions: dict[str, CallSession] = {}
-        self._handler: _EventHandler | None = None
+        self._unsubscribe: Unsubscribe | None = None
         if config.events:
-            self._handler = _EventHandler(self)
-            logging.getLogger("callbridge").addHandler(self._handler)
+            bus = bus if bus is not None else default_bus()
+            self._unsubscribe = bus.subscribe(None, self.on_event)
         self._closed = False
+
+    def on_event(self, ev: object) -> None:
+        """File an event of a live session's call: the ones with a log line, INFO and up, from
+        callbridge's loggers (what the events table received when it listened to logging)."""
+        noted = as_noted(ev)
+        if noted is None or noted.level < logging.INFO or not noted.call_id:
+            return
+        if noted.logger != "callbridge" and not noted.logger.startswith("callbridge."):
+            return
+        session = self.sessions.get(noted.call_id)
+        if session is not None:
+            data = {k: v for k, v in noted.fields.items() if k != "call_id"}
+            session.add_event(noted.name, data, noted.at)
 
     def begin(self, *, call_id: str, info: LegInfo, agent: str, t0: float) -> CallSession:
         """A new call (answered, media about to flow): its row, files and session."""
@@ -358,8 +354,8 @@ class Store:
         for session in list(self.sessions.values()):
             with contextlib.suppress(Exception):
                 await session.finish("shutdown", session.t0 + (time.time() - session.started))
-        if self._handler is not None:
-            logging.getLogger("callbridge").removeHandler(self._handler)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         await self.db.aclose()
         if self._own_io:
             # Nothing is queued any more (the sessions finished): this returns at once.

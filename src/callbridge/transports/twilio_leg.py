@@ -1,7 +1,9 @@
 """A Twilio Media Stream as a CallLeg: the caller's µ-law in, the agent's audio out, over one
 text WebSocket.
 
-Three tasks per leg (owned by the call's TaskGroup through `run()`):
+The leg base (transports.leg_base) owns the inputs, the bounded playout, the tap, the end
+and the paced ticks; this module adds the wire. Three tasks per leg (owned by the call's
+TaskGroup through `run()`):
 - the reader parses every message as it arrives: caller audio is delivered at once
   (mediastream.inbound places it by timestamp), DTMF becomes DtmfDigit, mark echoes move the
   played position (mediastream.marks), `stop` ends the leg. Each message is bounded work
@@ -24,7 +26,6 @@ import collections
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,12 +33,11 @@ import numpy as np
 
 from callbridge.audio.g711 import ulaw_encode
 from callbridge.core.clock import Clock
-from callbridge.core.errors import CallEnded
-from callbridge.core.events import DtmfDigit, LegInput, TransferResult
-from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
+from callbridge.core.errors import TransportError
+from callbridge.core.events import DtmfDigit, TransferResult
+from callbridge.core.frames import FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import LegInfo, MediaTap
-from callbridge.media.playout import PlayoutQueue
 from callbridge.mediastream.inbound import MAX_MESSAGE_BYTES, CallerAudio, InboundGuard, Refusal
 from callbridge.mediastream.marks import MarkLedger
 from callbridge.mediastream.messages import (
@@ -57,18 +57,17 @@ from callbridge.mediastream.messages import (
     dumps,
     parse_from_twilio,
 )
+from callbridge.transports.leg_base import TICK, LegBase, LegCore
 
 __all__ = ["SocketClosed", "TextSocket", "TwilioLeg", "TwilioLegConfig", "dtmf_tone"]
 
 log = logging.getLogger("callbridge.transports.twilio")
 
-TICK = FRAME_MS / 1000
-_END = object()
 _FRAME_BYTES = 2 * FRAME_SAMPLES
 _TAP_CALLER_LAG = 5  # caller frames a tap may fall behind (a burst) before the oldest go
 
 
-class SocketClosed(Exception):
+class SocketClosed(TransportError):
     """The WebSocket is closed (by either side); its close code and reason when known."""
 
     def __init__(self, code: int | None = None, reason: str = "") -> None:
@@ -131,7 +130,7 @@ def dtmf_tone(digit: str, tone: float = 0.1, gap: float = 0.1, dbfs: float = -10
     return x.astype("<i2").tobytes() + bytes(2 * round(gap * PIPELINE_RATE))
 
 
-class TwilioLeg:
+class TwilioLeg(LegBase):
     def __init__(
         self,
         socket: TextSocket,
@@ -142,74 +141,43 @@ class TwilioLeg:
         *,
         guard: InboundGuard | None = None,
     ) -> None:
+        self.config = config or TwilioLegConfig()
+        super().__init__(
+            LegCore(
+                info,
+                clock,
+                name=start.stream_sid,
+                playout_limit_frames=self.config.playout_limit_frames,
+                level_window=self.config.level_window,
+            )
+        )
         self.socket = socket
         self.start = start
         self.stream_sid = start.stream_sid
         self.clock = clock
-        self.config = config or TwilioLegConfig()
-        self._info = info
-        self._inputs: asyncio.Queue[LegInput | object] = asyncio.Queue()
         # The handshake's guard goes on: one rate window from the first message.
         self._guard = guard or InboundGuard(self.config.max_message_bytes)
         self._caller = CallerAudio(slack=self.config.jitter_slack, max_ahead=self.config.max_ahead)
         self._caller_dropped = False  # logged that caller audio was dropped (once per stream)
-        self._playout = PlayoutQueue(level_window=self.config.level_window)
         self._ledger = MarkLedger(every=self.config.mark_every_ms * PIPELINE_RATE // 1000)
-        self._room = asyncio.Event()
-        self._room.set()
         self._outbox: collections.deque[tuple[bool, str]] = collections.deque()  # (audio?, text)
         self._wake = asyncio.Event()
         self._tones = b""  # DTMF audio to send ahead of the agent's
         self._play_end = 0.0  # when Twilio's buffer of what we sent runs dry (estimate)
-        self._samples_played = 0
         self._last_rx = clock.now()
-        self._ended = asyncio.Event()
         self._closed = False
         self._close_code, self._close_reason = 1000, ""
-        self.end_reason = ""
         self._counts = collections.Counter[str]()
-        self._tap: MediaTap | None = None
         # What the tap gets, one frame per tick: caller frames come from the reader as they
         # arrive; agent audio is sent up to `lead` ahead and plays out at one frame per tick
         # in Twilio's buffer, which this queue models (a `clear` empties both).
         self._tap_caller: collections.deque[bytes] = collections.deque()
         self._tap_agent: collections.deque[bytes] = collections.deque()
 
-    # ---- CallLeg ------------------------------------------------------------------------
-
-    @property
-    def info(self) -> LegInfo:
-        return self._info
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
-
-    async def inputs(self) -> AsyncIterator[LegInput]:
-        while True:
-            item = await self._inputs.get()
-            if item is _END:
-                return
-            yield item  # type: ignore[misc]
-
-    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
-        limit = self.config.playout_limit_frames
-        while not self.ended and len(self._playout) >= limit:
-            self._room.clear()
-            waiter = asyncio.ensure_future(self._room.wait())
-            ender = asyncio.ensure_future(self._ended.wait())
-            try:
-                await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                ender.cancel()
-        if self.ended:
-            raise CallEnded(self._info.ids.get("call_id", self.stream_sid))
-        self._playout.push(frame, utterance)
+    # ---- CallLeg: what Twilio does beyond LegBase ------------------------------------------
 
     def flush_playout(self) -> int:
-        dropped = self._playout.flush()
-        self._room.set()
+        dropped = super().flush_playout()
         if not self.ended:
             self._clear_remote(dropped, why="flush")
         return dropped
@@ -218,7 +186,7 @@ class TwilioLeg:
         # Held, the ticker sends nothing more, and Twilio drops what it has (<= lead): the
         # caller hears silence now. If the hold was a false alarm, those <= 100 ms are
         # skipped when the answer resumes, a small price for a fast stop.
-        self._playout.hold(paused)
+        super().pause_playout(paused)
         if paused and not self.ended and self.clock.now() < self._play_end:
             self._clear_remote(0, why="hold")
 
@@ -234,7 +202,7 @@ class TwilioLeg:
         event(
             log,
             "twilio.clear",
-            call_id=self._info.ids.get("call_id"),
+            call_id=self.info.ids.get("call_id"),
             why=why,
             dropped_samples=dropped,
             marks_cancelled=cancelled,
@@ -244,21 +212,13 @@ class TwilioLeg:
         return self._ledger.played(utterance)
 
     @property
-    def samples_played(self) -> int:
-        return self._samples_played
-
-    @property
     def playing(self) -> bool:
-        if self._playout.playing:
+        if super().playing:
             return True
         now = self.clock.now()
         # Sent audio is still in Twilio's buffer until it plays out; while marks are
         # unanswered, allow the network a second of delay on top of the estimate.
         return now < self._play_end or (self._ledger.outstanding > 0 and now < self._play_end + 1)
-
-    @property
-    def playback_dbfs(self) -> float:
-        return self._playout.peak_dbfs
 
     async def send_dtmf(self, digits: str) -> None:
         """Digits are played in-band (Media Streams cannot signal them), ahead of queued audio."""
@@ -279,13 +239,9 @@ class TwilioLeg:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def set_tap(self, tap: MediaTap | None) -> None:
-        """See every media tick from the next one on (a recorder); None: stop."""
-        self._tap = tap
+        super().set_tap(tap)
         self._tap_caller.clear()
         self._tap_agent.clear()
-
-    async def wait_ended(self) -> None:
-        await self._ended.wait()
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -298,13 +254,8 @@ class TwilioLeg:
         self._finish(reason)
 
     def _finish(self, reason: str) -> None:
-        if self._ended.is_set():
-            return
-        self.end_reason = self.end_reason or reason
-        self._ended.set()
-        self._room.set()
-        self._wake.set()
-        self._inputs.put_nowait(_END)
+        if self.core.finish(reason):
+            self._wake.set()  # the writer stops
 
     def stats(self) -> dict[str, int | float]:
         caller = self._caller.stats
@@ -314,7 +265,7 @@ class TwilioLeg:
             "payloads_late": caller.late_payloads,
             "payloads_ahead": caller.ahead_payloads,
             "payloads_oversized": caller.oversized_payloads,
-            "frames_out": self._samples_played // FRAME_SAMPLES,
+            "frames_out": self.core.samples_played // FRAME_SAMPLES,
             "marks_sent": self._ledger.marks_sent,
             "marks_echoed": self._ledger.marks_echoed,
             "marks_cancelled": self._ledger.marks_cancelled,
@@ -328,7 +279,7 @@ class TwilioLeg:
                 reader = tg.create_task(self._read(), name=f"{self.stream_sid}-read")
                 writer = tg.create_task(self._write(), name=f"{self.stream_sid}-write")
                 try:
-                    await self._tick()
+                    await self.core.tick_loop(self._tick)
                 finally:
                     reader.cancel()
                     writer.cancel()
@@ -372,7 +323,7 @@ class TwilioLeg:
 
     def _refuse(self, refusal: Refusal) -> None:
         """End the stream over a limit: one log line, then the socket closes with its code."""
-        event(log, "twilio.stream_limit", logging.WARNING, call_id=self._info.ids.get("call_id"),
+        event(log, "twilio.stream_limit", logging.WARNING, call_id=self.info.ids.get("call_id"),
               stream_sid=self.stream_sid, code=refusal.code, reason=refusal.reason)  # fmt: skip
         self._close_code, self._close_reason = refusal.code, refusal.reason
         self._finish(refusal.end_reason)
@@ -381,18 +332,15 @@ class TwilioLeg:
         match msg:
             case Media(track=track, timestamp=timestamp, payload=payload):
                 if track != "outbound":  # a <Connect><Stream> carries the caller only
-                    for frame in self._caller.receive(timestamp, payload, now):
-                        self._inputs.put_nowait(frame)
-                        if self._tap is not None:
-                            self._tap_caller.append(frame.pcm)
+                    self._deliver(self._caller.receive(timestamp, payload, now))
                     self._log_dropped()
             case Mark(name=name):
                 self._ledger.echoed(name)
             case Dtmf(digit=digit):
                 self._counts["dtmf_in"] += 1
-                event(log, "call.dtmf", call_id=self._info.ids.get("call_id"), digit=digit)
+                event(log, "call.dtmf", call_id=self.info.ids.get("call_id"), digit=digit)
                 # Twilio reports the key, not its length.
-                self._inputs.put_nowait(DtmfDigit(digit, 0))
+                self.core.put(DtmfDigit(digit, 0))
             case Stop():
                 self._finish("twilio_stop")
             case Connected() | Start():
@@ -403,7 +351,7 @@ class TwilioLeg:
         if not self._caller_dropped and (stats.ahead_payloads or stats.oversized_payloads):
             self._caller_dropped = True  # stats() has the counts
             event(log, "twilio.caller_audio_dropped", logging.WARNING,
-                  call_id=self._info.ids.get("call_id"), ahead=stats.ahead_payloads,
+                  call_id=self.info.ids.get("call_id"), ahead=stats.ahead_payloads,
                   oversized=stats.oversized_payloads)  # fmt: skip
 
     # ---- sending ------------------------------------------------------------------------
@@ -426,7 +374,7 @@ class TwilioLeg:
 
     def _send_audio(self, pcm: bytes, now: float) -> None:
         self._send(dumps(MediaOut(self.stream_sid, ulaw_encode(pcm))), audio=True)
-        if self._tap is not None:
+        if self.core.tap is not None:
             self._tap_agent.append(pcm)
         self._play_end = max(self._play_end, now) + len(pcm) / 2 / PIPELINE_RATE
 
@@ -436,7 +384,6 @@ class TwilioLeg:
 
     def _pump(self, now: float) -> None:
         """Keep Twilio's buffer `lead` ahead of real time, no more."""
-        limit = self.config.playout_limit_frames
         while self._play_end - now < self.config.lead - 1e-9:
             if len(self._outbox) >= self.config.outbox_limit:
                 self._counts["socket_backlog"] += 1
@@ -445,9 +392,7 @@ class TwilioLeg:
                 chunk, self._tones = self._tones[:_FRAME_BYTES], self._tones[_FRAME_BYTES:]
                 self._send_audio(chunk, now)
                 continue
-            item = self._playout.pop()
-            if len(self._playout) < limit:
-                self._room.set()
+            item = self.core.pop()
             if item is None:  # idle or held: Twilio may report when what it has is played
                 self._send_mark(self._ledger.idle())
                 return
@@ -455,44 +400,29 @@ class TwilioLeg:
             utt = int(utterance)
             self._send_mark(self._ledger.before(utt))
             self._send_audio(frame.pcm, now)
-            self._samples_played += frame.samples
+            self.core.samples_played += frame.samples
             self._send_mark(self._ledger.sent(utt, frame.samples))
 
-    def _tap_ticks(self, ticks: int) -> None:
-        assert self._tap is not None
+    def _deliver(self, frames: list[AudioFrame]) -> None:
+        for frame in frames:
+            self.core.put(frame)
+            if self.core.tap is not None:
+                self._tap_caller.append(frame.pcm)
+
+    def _tap_ticks(self, tap: MediaTap, ticks: int) -> None:
         while len(self._tap_caller) > ticks - 1 + _TAP_CALLER_LAG:
             self._tap_caller.popleft()  # keep the channels aligned after a burst
         for _ in range(ticks):
             caller = self._tap_caller.popleft() if self._tap_caller else None
             agent = self._tap_agent.popleft() if self._tap_agent else None
-            self._tap.on_tick(caller, agent)
+            tap.on_tick(caller, agent)
 
-    async def _tick(self) -> None:
-        start = self.clock.now()
-        n = 0
-        while not self.ended:
-            n += 1
-            deadline = start + n * TICK
-            # Ending is noticed at the next tick (<= 20 ms), like the SIP leg.
-            await self.clock.sleep_until(deadline)
-            if self._ended.is_set():
-                return
-            now = self.clock.now()
-            ticks = 1
-            if now - deadline > 0.2:
-                # The loop stalled (GC, overload): re-anchor instead of bursting to catch up.
-                # A tap still gets one frame per 20 ms of wall time (the concealed ones).
-                ticks += int((now - deadline) / TICK)
-                start, n = now, 0
-            for frame in self._caller.tick(now):
-                self._inputs.put_nowait(frame)
-                if self._tap is not None:
-                    self._tap_caller.append(frame.pcm)
-            self._pump(now)
-            if self._tap is not None:
-                self._tap_ticks(ticks)
-            if now - self._last_rx > self.config.media_timeout:
-                event(
-                    log, "twilio.media_timeout", logging.WARNING, seconds=self.config.media_timeout
-                )
-                self._finish("media_timeout")
+    def _tick(self, now: float, missed: int) -> None:
+        # After a stall a tap still gets one frame per 20 ms of wall time (concealed ones).
+        self._deliver(self._caller.tick(now))
+        self._pump(now)
+        if self.core.tap is not None:
+            self._tap_ticks(self.core.tap, 1 + missed)
+        if now - self._last_rx > self.config.media_timeout:
+            event(log, "twilio.media_timeout", logging.WARNING, seconds=self.config.media_timeout)
+            self._finish("media_timeout")

@@ -1,62 +1,37 @@
-"""The echo agent against a leg that ticks like the real one: one frame in, one frame out."""
+"""The echo agent on a FakeLeg ticked by hand like the real one: one frame in, one frame out."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
-from collections.abc import AsyncIterator
 
 from callbridge.agents.echo import PLAYOUT_CUSHION_FRAMES, EchoAgent
-from callbridge.core.errors import CallEnded
-from callbridge.core.events import LegInput
+from callbridge.core.clocks import FakeClock
 from callbridge.core.frames import AudioFrame
+from callbridge.testing import FakeLeg
 
 
 def frame(i: int) -> AudioFrame:
     return AudioFrame(bytes([i % 255 + 1, 0]) * 160)
 
 
-class TickingLeg:
-    """Each tick hands the agent the next frame heard and sends the next frame queued (or a
-    hole, None, when the queue is empty), as SipLeg.run does. On the ticks in `stalled` the
-    loop does not yield before the next tick: the agent's task runs late, as on a busy box."""
-
-    def __init__(self, heard: list[AudioFrame], stalled: set[int]) -> None:
-        self.heard = heard
-        self.stalled = stalled
-        self.sent: list[AudioFrame | None] = []
-        self._inputs: asyncio.Queue[LegInput | None] = asyncio.Queue()
-        self._playout: collections.deque[AudioFrame] = collections.deque()
-
-    async def inputs(self) -> AsyncIterator[LegInput]:
-        while (item := await self._inputs.get()) is not None:
-            yield item
-        raise CallEnded("remote_bye")
-
-    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
-        self._playout.append(frame)
-
-    async def run(self, ticks: int) -> None:
-        for n in range(ticks):
-            if n < len(self.heard):
-                self._inputs.put_nowait(self.heard[n])
-            self.sent.append(self._playout.popleft() if self._playout else None)
-            if n not in self.stalled:
-                for _ in range(5):  # let the agent's task run
-                    await asyncio.sleep(0)
-        self._inputs.put_nowait(None)
-
-
 async def echo(delay_ms: int, stalled: set[int]) -> list[AudioFrame | None]:
-    heard = [frame(i) for i in range(60)]
-    leg = TickingLeg(heard, stalled)
+    """80 ticks, the first 60 each hearing the next frame; what went out each tick (None: a
+    hole, nothing queued). On the ticks in `stalled` the loop does not yield before the next
+    tick: the agent's task runs late, as on a busy box."""
+    leg = FakeLeg(FakeClock(), after_script="nothing")
+    leg.feed(*(frame(i) for i in range(60)))
     agent = EchoAgent(delay_ms=delay_ms)
     async with asyncio.timeout(5):
-        task = asyncio.create_task(agent.run(leg))  # type: ignore[arg-type]
+        task = asyncio.create_task(agent.run(leg))
         await asyncio.sleep(0)
-        await leg.run(80)
+        for n in range(80):
+            leg.tick()
+            if n not in stalled:
+                for _ in range(5):  # let the agent's task run
+                    await asyncio.sleep(0)
+        leg.end()
         await task
-    return leg.sent
+    return [AudioFrame(s.pcm) if s.utterance is not None else None for s in leg.sent]
 
 
 async def test_the_echo_keeps_its_delay_and_has_no_holes_when_the_agent_runs_late() -> None:

@@ -1,4 +1,4 @@
-"""The voice agent's `take_message` tool on a simulated leg, with the real store as its
+"""The voice agent's `take_message` tool on a FakeLeg, with the real store as its
 transcript sink: the message becomes an `agent.message` event (the call's events in the API),
 a `message` entry of the transcript JSON and a tool result in the history; a caller who cuts
 the confirmation short keeps their message."""
@@ -10,7 +10,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import cast
 
 import pytest
 
@@ -22,14 +21,8 @@ from callbridge.core.log import call_context
 from callbridge.core.ports import CallLeg
 from callbridge.llm.base import BrainOutput, Message, TextDelta, ToolCall
 from callbridge.store.service import Store, StoreConfig, build_store
-from tests.unit.agents.test_voice_agent import (
-    EnergyRunner,
-    FakeStt,
-    FakeTts,
-    FakeWorkers,
-    SimLeg,
-    drive,
-)
+from callbridge.testing import FakeLeg, FakeWorkers, drive
+from tests.unit.agents.test_voice_agent import EnergyRunner, FakeStt, FakeTts
 
 MESSAGE = "call bob back about the invoice"
 TAKE = ToolCall("demo_take_message_1", "take_message", {"text": f"  {MESSAGE} "})
@@ -53,7 +46,7 @@ class MessageBrain:
 
 
 async def run(
-    tmp_path: Path, leg: SimLeg, brain: MessageBrain, seconds: float
+    tmp_path: Path, leg: FakeLeg, brain: MessageBrain, seconds: float
 ) -> tuple[VoiceAgent, Store]:
     """The call on fake time (test_voice_agent's harness), recorded by a real store session."""
     clock = leg.clock
@@ -65,7 +58,7 @@ async def run(
         def conversation(call_leg: CallLeg) -> Conversation:
             return Conversation(
                 call_leg, clock=clock, vad_pool=pool, recognizer=lambda: FakeStt(MESSAGE),
-                synthesizer=FakeTts(), executor=leg.workers,
+                synthesizer=FakeTts(), executor=FakeWorkers(clock),
             )  # fmt: skip
 
         agent = VoiceAgent(
@@ -74,9 +67,9 @@ async def run(
         )  # fmt: skip
         agent.attach_transcript(session)
         with call_context("call-m"):  # as CallManager runs it: the events reach the store
-            task = asyncio.create_task(agent.run(cast(CallLeg, leg)))
-        await drive(clock, asyncio.ensure_future(leg.pump(seconds)))
-        leg._end()
+            task = asyncio.create_task(agent.run(leg))
+        await drive(clock, leg.pump(seconds))
+        leg.end()
         await drive(clock, task)
     await session.finish("remote_bye", clock.now())
     return agent, st
@@ -92,7 +85,7 @@ async def test_a_message_is_logged_kept_in_the_history_and_the_transcript(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=40, silence_before=10)  # the caller leaves the message
     agent, st = await run(tmp_path, leg, MessageBrain("Thanks, message taken."), 2.5)
 
@@ -121,9 +114,9 @@ async def test_cutting_the_confirmation_short_keeps_the_message(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=40, silence_before=10)
-    leg.caller.extend([bytes(320)] * 75)
+    leg.silence(75)
     leg.say(frames=50)  # 1.5 s later, into the 3 s confirmation: a barge-in
     long_confirmation = " ".join(f"word{i}" for i in range(30))
     agent, st = await run(tmp_path, leg, MessageBrain(long_confirmation), 4.2)
@@ -141,9 +134,9 @@ async def test_a_message_prepared_for_a_pause_the_caller_talked_through_is_not_t
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=30, silence_before=10)
-    leg.caller.extend([bytes(320)] * 15)  # a 300 ms pause: an answer is prepared for it
+    leg.silence(15)  # a 300 ms pause: an answer is prepared for it
     leg.say(frames=30)
     brain = MessageBrain("Thanks, message taken.", every_turn=True)
     agent, st = await run(tmp_path, leg, brain, 3.5)

@@ -1,7 +1,7 @@
 """The agent socket against a real local WebSocket server playing the agent (the app side of
 Twilio Media Streams), on a simulated leg that runs the real 20 ms schedule: the exact JSON
 callbridge sends, mark echoes against what was played, clear, DTMF, stop, hang-ups, bad input
-and the signature on the upgrade."""
+and the signature on the upgrade. The leg is callbridge.testing's FakeLeg on the loop's clock."""
 
 from __future__ import annotations
 
@@ -32,11 +32,11 @@ from callbridge.audio.g711 import ulaw_decode, ulaw_encode
 from callbridge.config.settings import AgentRoute, Settings, load_settings
 from callbridge.core.clocks import LoopClock
 from callbridge.core.errors import ConfigError
-from callbridge.core.events import DtmfDigit, LegHold, LegInput
+from callbridge.core.events import DtmfDigit, LegHold
 from callbridge.core.frames import FRAME_BYTES, FRAME_SAMPLES, AudioFrame
 from callbridge.core.ports import LegInfo, Rejection
-from callbridge.media.playout import PlayoutQueue
 from callbridge.mediastream.signature import compute_signature, verify
+from callbridge.testing import FakeLeg
 
 Json = dict[str, Any]
 
@@ -49,104 +49,6 @@ def tone(frames: int, amplitude: int = 4000, hz: int = 400) -> bytes:
 def caller_frame(n: int) -> AudioFrame:
     """A distinct caller frame: a constant level that names it."""
     return AudioFrame(np.full(FRAME_SAMPLES, 100 * (n + 1), "<i2").tobytes())
-
-
-# ---- a simulated leg ---------------------------------------------------------------------------
-
-
-class SimLeg:
-    """A transport stand-in (after tests/unit/agents/test_voice_agent.py's): every 20 ms it
-    sends one frame from its playout queue, recording when and of which utterance."""
-
-    def __init__(self, clock: LoopClock) -> None:
-        self.clock = clock
-        self._info = LegInfo(
-            "sip",
-            "inbound",
-            local_user="mybot",
-            remote_uri="sip:alice@example.com",
-            ids={"call_id": "call-1-abc", "sip_call_id": "x@y"},
-        )
-        self.queue = PlayoutQueue()
-        self.inputs_q: asyncio.Queue[LegInput | None] = asyncio.Queue()
-        self.sent: list[tuple[float, int | None, bytes]] = []  # time, utterance, pcm
-        self.flushes: list[float] = []
-        self.ticked = asyncio.Event()
-        self.end_reason = ""
-        self._ended = asyncio.Event()
-
-    @property
-    def info(self) -> LegInfo:
-        return self._info
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
-
-    async def inputs(self) -> AsyncIterator[LegInput]:
-        while (item := await self.inputs_q.get()) is not None:
-            yield item
-
-    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
-        while len(self.queue) >= 20 and not self.ended:
-            await self.clock.sleep_until(self.clock.now() + 0.02)
-        self.queue.push(frame, utterance)
-
-    def flush_playout(self) -> int:
-        self.flushes.append(self.clock.now())
-        return self.queue.flush()
-
-    def pause_playout(self, paused: bool) -> None:
-        self.queue.hold(paused)
-
-    def played(self, utterance: int) -> int:
-        return self.queue.played(utterance)
-
-    @property
-    def samples_played(self) -> int:
-        return 0
-
-    @property
-    def playing(self) -> bool:
-        return self.queue.playing
-
-    @property
-    def playback_dbfs(self) -> float:
-        return self.queue.peak_dbfs
-
-    async def send_dtmf(self, digits: str) -> None:
-        pass
-
-    async def hangup(self, reason: str = "normal") -> None:
-        self.end_reason = self.end_reason or reason
-        if not self._ended.is_set():
-            self._ended.set()
-            self.inputs_q.put_nowait(None)
-
-    async def pump(self) -> None:
-        start = self.clock.now()
-        n = 0
-        while not self.ended:
-            n += 1
-            await self.clock.sleep_until(start + n * 0.02)
-            item = self.queue.pop()
-            if item is None:
-                self.sent.append((self.clock.now(), None, b""))
-            else:
-                self.sent.append((self.clock.now(), int(item[1]), item[0].pcm))
-            self.ticked.set()
-
-    async def wait_audio(self, frames: int, timeout: float = 2.0) -> None:
-        """Until `frames` frames of agent audio went out."""
-        async with asyncio.timeout(timeout):
-            while len(self.audio_sent()) < frames:
-                self.ticked.clear()
-                await self.ticked.wait()
-
-    def audio_sent(self, utterance: int | None = None) -> list[tuple[float, int | None, bytes]]:
-        return [
-            s for s in self.sent if s[1] is not None and (utterance is None or s[1] == utterance)
-        ]
 
 
 # ---- a local agent ------------------------------------------------------------------------------
@@ -233,11 +135,11 @@ class FakeAgent:
 
 @contextlib.asynccontextmanager
 async def running(
-    agent: FakeAgent, leg: SimLeg, config: TwilioSocketConfig
+    agent: FakeAgent, leg: FakeLeg, config: TwilioSocketConfig
 ) -> AsyncIterator[asyncio.Task[None]]:
     """The socket agent on `leg` and the leg's 20 ms pump, both stopped at the end."""
     task = asyncio.create_task(TwilioSocketAgent(config, leg.clock).run(leg))
-    pump = asyncio.create_task(leg.pump())
+    pump = asyncio.create_task(leg.run())
     try:
         yield task
     finally:
@@ -258,8 +160,16 @@ async def agent() -> AsyncIterator[FakeAgent]:
 
 
 @pytest.fixture
-def leg() -> SimLeg:
-    return SimLeg(LoopClock())
+def leg() -> FakeLeg:
+    """A leg on the real 20 ms schedule whose caller sends only what a test puts."""
+    info = LegInfo(
+        "sip",
+        "inbound",
+        local_user="mybot",
+        remote_uri="sip:alice@example.com",
+        ids={"call_id": "call-1-abc", "sip_call_id": "x@y"},
+    )
+    return FakeLeg(LoopClock(), info=info, after_script="nothing")
 
 
 def config_for(agent: FakeAgent, **kw: Any) -> TwilioSocketConfig:
@@ -274,11 +184,11 @@ async def started(agent: FakeAgent) -> None:
 # ---- what callbridge sends ------------------------------------------------------------------
 
 
-async def test_handshake_and_media_have_twilio_shapes(agent: FakeAgent, leg: SimLeg) -> None:
+async def test_handshake_and_media_have_twilio_shapes(agent: FakeAgent, leg: FakeLeg) -> None:
     async with running(agent, leg, config_for(agent)):
         await started(agent)
         for n in range(3):
-            leg.inputs_q.put_nowait(caller_frame(n))
+            leg.put(caller_frame(n))
         await agent.wait(lambda: len(agent.events("media")) == 3, what="3 media")
     connected, start, *media = agent.received[:5]
     assert connected == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
@@ -317,13 +227,13 @@ async def test_handshake_and_media_have_twilio_shapes(agent: FakeAgent, leg: Sim
 
 
 async def test_dtmf_then_stop_and_close_when_the_caller_hangs_up(
-    agent: FakeAgent, leg: SimLeg
+    agent: FakeAgent, leg: FakeLeg
 ) -> None:
     async with running(agent, leg, config_for(agent)) as task:
         await started(agent)
-        leg.inputs_q.put_nowait(DtmfDigit("5", 120))
-        leg.inputs_q.put_nowait(LegHold(True))  # no Media Streams equivalent: nothing sent
-        leg.inputs_q.put_nowait(DtmfDigit("#", 80))
+        leg.put(DtmfDigit("5", 120))
+        leg.put(LegHold(True))  # no Media Streams equivalent: nothing sent
+        leg.put(DtmfDigit("#", 80))
         await agent.wait(lambda: len(agent.events("dtmf")) == 2, what="2 dtmf")
         await leg.hangup("caller_bye")
         await agent.wait(agent.closed.is_set, what="the socket closed")
@@ -349,14 +259,14 @@ async def test_dtmf_then_stop_and_close_when_the_caller_hangs_up(
     assert leg.end_reason == "caller_bye"
 
 
-async def test_audio_and_digits_before_the_stream_starts(agent: FakeAgent, leg: SimLeg) -> None:
+async def test_audio_and_digits_before_the_stream_starts(agent: FakeAgent, leg: FakeLeg) -> None:
     # Queued before the socket exists: stale audio is dropped, the key press is kept.
     for n in range(5):
-        leg.inputs_q.put_nowait(caller_frame(n))
-    leg.inputs_q.put_nowait(DtmfDigit("7", 100))
+        leg.put(caller_frame(n))
+    leg.put(DtmfDigit("7", 100))
     async with running(agent, leg, config_for(agent)):
         await started(agent)
-        leg.inputs_q.put_nowait(caller_frame(9))
+        leg.put(caller_frame(9))
         await agent.wait(lambda: bool(agent.events("media")), what="media")
     assert [m["event"] for m in agent.received[:4]] == ["connected", "start", "dtmf", "media"]
     assert agent.events("dtmf")[0]["dtmf"]["digit"] == "7"
@@ -369,7 +279,7 @@ async def test_audio_and_digits_before_the_stream_starts(agent: FakeAgent, leg: 
 
 
 async def test_agent_audio_plays_in_frames_and_its_mark_is_echoed_once_played(
-    agent: FakeAgent, leg: SimLeg
+    agent: FakeAgent, leg: FakeLeg
 ) -> None:
     pcm = tone(25)  # 500 ms in one message: more than the leg's queue holds
     async with running(agent, leg, config_for(agent)):
@@ -380,11 +290,11 @@ async def test_agent_audio_plays_in_frames_and_its_mark_is_echoed_once_played(
         echoed_at = agent.arrivals[agent.received.index(agent.events("mark")[0])]
     played = leg.audio_sent(1)
     assert len(played) >= 25
-    last_frame_at = played[24][0]
+    last_frame_at = played[24].at
     # Not before its audio was played, and at most a couple of ticks after.
     assert echoed_at >= last_frame_at
     assert echoed_at - last_frame_at < 0.1, echoed_at - last_frame_at
-    got = b"".join(s[2] for s in played[:25])
+    got = b"".join(s.pcm for s in played[:25])
     assert got == ulaw_decode(ulaw_encode(pcm))
     echo = agent.events("mark")[0]
     assert set(echo) == {"event", "sequenceNumber", "streamSid", "mark"}
@@ -392,17 +302,17 @@ async def test_agent_audio_plays_in_frames_and_its_mark_is_echoed_once_played(
 
 
 async def test_odd_sized_payloads_are_reframed_and_a_partial_tail_plays(
-    agent: FakeAgent, leg: SimLeg
+    agent: FakeAgent, leg: FakeLeg
 ) -> None:
     pcm = tone(3)[: 2 * 410]  # 410 samples: two whole frames and a partial one
     async with running(agent, leg, config_for(agent, partial_wait=0.05)):
         await started(agent)
         await agent.media(pcm[:300])
         await agent.media(pcm[300:])
-        await leg.wait_audio(3)
+        await leg.wait_sent(3)
         await agent.mark("end")
         await agent.wait(lambda: agent.echoes() == ["end"], what="the echo")
-    frames = [s[2] for s in leg.audio_sent()]
+    frames = [s.pcm for s in leg.audio_sent()]
     assert all(len(f) == FRAME_BYTES for f in frames)
     joined = b"".join(frames)
     assert joined[: len(pcm)] == ulaw_decode(ulaw_encode(pcm))
@@ -410,7 +320,7 @@ async def test_odd_sized_payloads_are_reframed_and_a_partial_tail_plays(
 
 
 async def test_a_mark_after_every_odd_chunk_inserts_no_silence(
-    agent: FakeAgent, leg: SimLeg
+    agent: FakeAgent, leg: FakeLeg
 ) -> None:
     # As the OpenAI realtime samples do: each model delta (any length) followed by a mark.
     pcm = tone(30)  # 600 ms as 20 chunks of 30 ms
@@ -421,29 +331,29 @@ async def test_a_mark_after_every_odd_chunk_inserts_no_silence(
             await agent.mark(f"d{i}")
         await agent.wait(lambda: len(agent.echoes()) == 20, timeout=3, what="20 echoes")
     assert agent.echoes() == [f"d{i}" for i in range(20)]
-    got = b"".join(s[2] for s in leg.audio_sent())
+    got = b"".join(s.pcm for s in leg.audio_sent())
     assert got[: len(pcm)] == ulaw_decode(ulaw_encode(pcm)), "silence was inserted"
 
 
 async def test_a_partial_frame_waits_while_the_leg_has_audio_to_play(
-    agent: FakeAgent, leg: SimLeg
+    agent: FakeAgent, leg: FakeLeg
 ) -> None:
     pcm = tone(30)
     cut = 25 * FRAME_BYTES + 20  # 500 ms and 10 samples: the rest comes 240 ms later
     async with running(agent, leg, config_for(agent, partial_wait=0.04)):
         await started(agent)
         await agent.media(pcm[:cut])
-        await leg.wait_audio(12)  # long past partial_wait, with ~260 ms still queued
+        await leg.wait_sent(12)  # long past partial_wait, with ~260 ms still queued
         await agent.media(pcm[cut:])
         await agent.mark("end")
         await agent.wait(lambda: agent.echoes() == ["end"], timeout=3, what="the echo")
-    got = b"".join(s[2] for s in leg.audio_sent())
+    got = b"".join(s.pcm for s in leg.audio_sent())
     assert got[: len(pcm)] == ulaw_decode(ulaw_encode(pcm)), "silence was inserted"
 
 
 @pytest.mark.parametrize("cushion", [0.0, 0.06])
 async def test_a_cushion_absorbs_an_agent_that_paces_in_real_time(
-    agent: FakeAgent, leg: SimLeg, cushion: float
+    agent: FakeAgent, leg: FakeLeg, cushion: float
 ) -> None:
     # 40 ms chunks every 40 ms by the agent's own clock (as Pipecat paces), from the 6th on
     # 30 ms late (Pipecat then stays on the late schedule).
@@ -454,9 +364,9 @@ async def test_a_cushion_absorbs_an_agent_that_paces_in_real_time(
         for i in range(12):
             await leg.clock.sleep_until(t0 + 0.04 * i + (0.03 if i >= 5 else 0.0))
             await agent.media(pcm[i * 2 * FRAME_BYTES : (i + 1) * 2 * FRAME_BYTES])
-        await leg.wait_audio(24)
-    first = next(n for n, s in enumerate(leg.sent) if s[1] is not None)
-    gaps = sum(s[1] is None for s in leg.sent[first : first + 24])
+        await leg.wait_sent(24)
+    first = next(n for n, s in enumerate(leg.sent) if s.utterance is not None)
+    gaps = sum(s.utterance is None for s in leg.sent[first : first + 24])
     if cushion:
         assert gaps == 0, "a late chunk made a gap despite the cushion"
     else:
@@ -464,7 +374,7 @@ async def test_a_cushion_absorbs_an_agent_that_paces_in_real_time(
 
 
 async def test_clear_flushes_at_once_and_echoes_every_outstanding_mark(
-    agent: FakeAgent, leg: SimLeg
+    agent: FakeAgent, leg: FakeLeg
 ) -> None:
     async with running(agent, leg, config_for(agent)):
         await started(agent)
@@ -472,7 +382,7 @@ async def test_clear_flushes_at_once_and_echoes_every_outstanding_mark(
         await agent.mark("a")
         await agent.media(tone(50, hz=600))
         await agent.mark("b")
-        await leg.wait_audio(10)
+        await leg.wait_sent(10)
         assert agent.echoes() == []
         await agent.clear()
         await agent.wait(lambda: agent.echoes() == ["a", "b"], what="a, b echoed on clear")
@@ -486,14 +396,14 @@ async def test_clear_flushes_at_once_and_echoes_every_outstanding_mark(
     old = leg.audio_sent(1)
     assert 10 <= len(old) < 60
     # Nothing of the cleared audio went out after the flush (a tick may have been on its way).
-    assert all(t <= flushed_at + 0.001 for t, _, _ in old), [t - flushed_at for t, _, _ in old[-3:]]
+    assert all(s.at <= flushed_at + 0.001 for s in old), [s.at - flushed_at for s in old[-3:]]
     assert flushed_at <= cleared_at
     new = leg.audio_sent(2)
     assert len(new) == 5
-    assert new[0][0] > flushed_at
+    assert new[0].at > flushed_at
 
 
-async def test_agent_closing_the_socket_hangs_up(agent: FakeAgent, leg: SimLeg) -> None:
+async def test_agent_closing_the_socket_hangs_up(agent: FakeAgent, leg: FakeLeg) -> None:
     async with running(agent, leg, config_for(agent)) as task:
         await started(agent)
         assert agent.conn is not None
@@ -505,7 +415,7 @@ async def test_agent_closing_the_socket_hangs_up(agent: FakeAgent, leg: SimLeg) 
 
 
 async def test_malformed_messages_are_logged_and_ignored(
-    agent: FakeAgent, leg: SimLeg, caplog: pytest.LogCaptureFixture
+    agent: FakeAgent, leg: FakeLeg, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="callbridge.agents.twilio_socket")
     async with running(agent, leg, config_for(agent)) as task:
@@ -539,7 +449,7 @@ async def test_malformed_messages_are_logged_and_ignored(
 
 
 async def test_audio_over_the_buffer_limit_drops_the_oldest_and_the_call_goes_on(
-    agent: FakeAgent, leg: SimLeg, caplog: pytest.LogCaptureFixture
+    agent: FakeAgent, leg: FakeLeg, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="callbridge.agents.twilio_socket")
     pcm = tone(125)  # 2.5 s in one message; 1 s is held
@@ -550,7 +460,7 @@ async def test_audio_over_the_buffer_limit_drops_the_oldest_and_the_call_goes_on
         await agent.mark("end")
         await agent.wait(lambda: agent.echoes() == ["end"], timeout=4, what="the echo")
         assert not task.done() and not leg.ended
-    played = b"".join(s[2] for s in leg.audio_sent(1))
+    played = b"".join(s.pcm for s in leg.audio_sent(1))
     assert len(played) == 2 * 8000  # what the buffer held: the newest second
     full = [r for r in caplog.records if r.getMessage() == "agent_socket.buffer_full"]
     assert len(full) == 1
@@ -560,7 +470,7 @@ async def test_audio_over_the_buffer_limit_drops_the_oldest_and_the_call_goes_on
 
 
 async def test_a_message_over_max_size_closes_the_agent_socket(
-    agent: FakeAgent, leg: SimLeg
+    agent: FakeAgent, leg: FakeLeg
 ) -> None:
     async with running(agent, leg, config_for(agent, max_message_bytes=4096)) as task:
         await started(agent)
@@ -574,7 +484,7 @@ async def test_a_message_over_max_size_closes_the_agent_socket(
 # ---- connecting ---------------------------------------------------------------------------
 
 
-async def test_upgrade_is_signed_with_the_route_secret(agent: FakeAgent, leg: SimLeg) -> None:
+async def test_upgrade_is_signed_with_the_route_secret(agent: FakeAgent, leg: FakeLeg) -> None:
     url = agent.url("/twilio/stream?tenant=acme")
     async with running(agent, leg, TwilioSocketConfig(url, secret="s3cret")):
         await started(agent)
@@ -585,14 +495,14 @@ async def test_upgrade_is_signed_with_the_route_secret(agent: FakeAgent, leg: Si
     assert agent.path == "/twilio/stream?tenant=acme"
 
 
-async def test_no_secret_no_signature(agent: FakeAgent, leg: SimLeg) -> None:
+async def test_no_secret_no_signature(agent: FakeAgent, leg: FakeLeg) -> None:
     async with running(agent, leg, config_for(agent)):
         await started(agent)
     assert "X-Twilio-Signature" not in agent.headers
 
 
 async def test_unreachable_agent_ends_the_call_with_a_logged_reason(
-    leg: SimLeg, caplog: pytest.LogCaptureFixture
+    leg: FakeLeg, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A port nothing listens on (bound, then closed).
     srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
@@ -607,7 +517,7 @@ async def test_unreachable_agent_ends_the_call_with_a_logged_reason(
     assert failed and failed[0].fields["url"] == f"ws://127.0.0.1:{port}/x"  # type: ignore[attr-defined]
 
 
-async def test_connect_deadline(leg: SimLeg, caplog: pytest.LogCaptureFixture) -> None:
+async def test_connect_deadline(leg: FakeLeg, caplog: pytest.LogCaptureFixture) -> None:
     # Accepts TCP, never answers the upgrade.
     writers: list[asyncio.StreamWriter] = []
     srv = await asyncio.start_server(lambda r, w: writers.append(w), "127.0.0.1", 0)
@@ -625,7 +535,7 @@ async def test_connect_deadline(leg: SimLeg, caplog: pytest.LogCaptureFixture) -
     assert "0.2 s" in failed[0].fields["reason"]  # type: ignore[attr-defined]
 
 
-async def test_agent_refusing_the_upgrade(leg: SimLeg) -> None:
+async def test_agent_refusing_the_upgrade(leg: FakeLeg) -> None:
     async def refuse(conn: ServerConnection, request: Any) -> Any:
         return conn.respond(403, "bad signature\n")
 

@@ -1,6 +1,6 @@
-"""VoiceAgent + Conversation on a simulated leg, with fake STT/TTS/VAD (the layer's unit test;
-tests/peers/ holds the real-peer proofs). The simulated transport runs the 20 ms schedule on
-a FakeClock and records, per tick, what the agent sent.
+"""VoiceAgent + Conversation on callbridge.testing's FakeLeg, with fake STT/TTS/VAD (the
+layer's unit test; tests/peers/ holds the real-peer proofs). The leg runs the 20 ms schedule
+on a FakeClock and records, per tick, what the agent sent.
 
 No wall time: the clock moves only when the test driver advances it (1 ms at a time, letting
 every ready task run in between), and "worker threads" run their jobs inline, completing
@@ -10,10 +10,8 @@ after the fake-time cost a job charges (FakeWorkers), so every timing below is e
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -21,83 +19,14 @@ import pytest
 from callbridge.agents.conversation import Conversation, ConversationConfig, heard_text
 from callbridge.agents.vad_pool import VadPool
 from callbridge.agents.voice import APOLOGY, VoiceAgent, VoiceAgentConfig
-from callbridge.core.clocks import FakeClock, LoopClock
-from callbridge.core.events import LegInput
-from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
-from callbridge.core.ports import CallLeg, LegInfo
+from callbridge.core.clocks import FakeClock
+from callbridge.core.frames import FRAME_SAMPLES
+from callbridge.core.ports import CallLeg
 from callbridge.llm.base import BrainError, BrainOutput, Message, TextDelta, ToolCall
-from callbridge.media.playout import PlayoutQueue
 from callbridge.media.turns import TurnConfig
 from callbridge.media.vad import VadConfig, VadStream
 from callbridge.stt.base import Transcript
-
-LOUD = 6000
-T = TypeVar("T")
-
-
-class FakeWorkers(concurrent.futures.Executor):
-    """Worker threads on the fake clock: a job runs inline when submitted and its future
-    completes `charge()`d seconds later in fake time (at once if it charged nothing)."""
-
-    def __init__(self, clock: FakeClock | LoopClock) -> None:
-        self.clock = clock
-        self._cost = 0.0
-
-    def charge(self, seconds: float) -> None:
-        self._cost += seconds
-
-    def submit(
-        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[T]:
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._cost = 0.0
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            return fut
-        cost, self._cost = self._cost, 0.0
-        if cost <= 0:
-            fut.set_result(result)
-            return fut
-
-        async def later() -> None:
-            await self.clock.sleep_until(self.clock.now() + cost)
-            fut.set_result(result)
-
-        task = asyncio.get_running_loop().create_task(later())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-        return fut
-
-
-_background: set[asyncio.Task[None]] = set()
-
-
-async def drain() -> None:
-    """Let every task that is ready run (nothing here waits on a thread or on wall time)."""
-    loop = asyncio.get_running_loop()
-    for _ in range(10_000):
-        await asyncio.sleep(0)
-        if not loop._ready:  # type: ignore[attr-defined]
-            return
-    raise AssertionError("the loop never settled")
-
-
-async def drive(
-    clock: FakeClock | LoopClock, until: asyncio.Future[Any], limit: float = 60.0
-) -> None:
-    """Advance fake time 1 ms at a time until `until` is done. (On a LoopClock, which some
-    other test modules still pass, just wait for it.)"""
-    if not isinstance(clock, FakeClock):
-        await until
-        return
-    end = clock.now() + limit
-    await drain()
-    while not until.done():
-        assert clock.now() < end, "the simulated call did not finish"
-        await clock.advance(0.001)
-        await drain()
+from callbridge.testing import FakeLeg, FakeWorkers, drive
 
 
 def tone(amplitude: int, frames: int = 1) -> bytes:
@@ -164,98 +93,6 @@ class ScriptBrain:
             yield call
 
 
-class SimLeg:
-    """A transport stand-in: every 20 ms, takes the next caller frame from `caller` (silence
-    when empty; optionally adds the agent's own audio at -20 dB as echo) and sends one frame
-    from the playout queue, recording it."""
-
-    def __init__(self, clock: FakeClock | LoopClock, echo: bool = False) -> None:
-        self.clock = clock
-        self.workers = FakeWorkers(clock)  # the speech executor's threads
-        self._info = LegInfo("sim", "inbound", local_user="agent", ids={"call_id": "sim-1"})
-        self.queue = PlayoutQueue()
-        self.inputs_q: asyncio.Queue[LegInput | None] = asyncio.Queue()
-        self.caller: list[bytes] = []
-        self.sent: list[tuple[float, int | None]] = []  # (time, utterance or None)
-        self.heard_by_caller: list[bytes] = []
-        self.echo = echo
-        self.end_reason = ""
-        self._ended = asyncio.Event()
-
-    @property
-    def info(self) -> LegInfo:
-        return self._info
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
-
-    async def inputs(self) -> AsyncIterator[LegInput]:
-        while (item := await self.inputs_q.get()) is not None:
-            yield item
-
-    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
-        while self.queue.queued_samples > 20 * FRAME_SAMPLES and not self.ended:
-            await self.clock.sleep_until(self.clock.now() + 0.02)
-        self.queue.push(frame, utterance)
-
-    def flush_playout(self) -> int:
-        return self.queue.flush()
-
-    def pause_playout(self, paused: bool) -> None:
-        self.queue.hold(paused)
-
-    def played(self, utterance: int) -> int:
-        return self.queue.played(utterance)
-
-    @property
-    def samples_played(self) -> int:
-        return 0
-
-    @property
-    def playing(self) -> bool:
-        return self.queue.playing
-
-    @property
-    def playback_dbfs(self) -> float:
-        return self.queue.peak_dbfs
-
-    async def send_dtmf(self, digits: str) -> None:
-        pass
-
-    async def hangup(self, reason: str = "normal") -> None:
-        self.end_reason = self.end_reason or reason
-        self._end()
-
-    def _end(self) -> None:
-        if not self._ended.is_set():
-            self._ended.set()
-            self.inputs_q.put_nowait(None)
-
-    async def pump(self, seconds: float) -> None:
-        start = self.clock.now()
-        n = 0
-        while not self.ended and n * 0.02 < seconds:
-            n += 1
-            await self.clock.sleep_until(start + n * 0.02)
-            item = self.queue.pop()
-            self.sent.append((self.clock.now(), item[1] if item else None))
-            out = item[0].pcm if item else bytes(320)
-            self.heard_by_caller.append(out)
-            mine = np.frombuffer(self.caller.pop(0) if self.caller else bytes(320), "<i2").astype(
-                np.int32
-            )
-            if self.echo:
-                mine = mine + (np.frombuffer(out, "<i2").astype(np.int32) // 10)
-            self.inputs_q.put_nowait(
-                AudioFrame(np.clip(mine, -32768, 32767).astype("<i2").tobytes())
-            )
-
-    def say(self, frames: int, silence_before: int = 0) -> None:
-        self.caller.extend([bytes(320)] * silence_before)
-        self.caller.extend(tone(LOUD, frames)[i * 320 : (i + 1) * 320] for i in range(frames))
-
-
 class SlowTts(FakeTts):
     """Synthesis that takes a while (a worker thread's CPU time, as piper's would)."""
 
@@ -285,7 +122,7 @@ class FakeTurnModel:
 
 async def run_agent(
     brain: ScriptBrain,
-    leg: SimLeg,
+    leg: FakeLeg,
     seconds: float,
     stt_text: str = "what time is it",
     greet: bool = False,
@@ -293,9 +130,12 @@ async def run_agent(
     config: ConversationConfig | None = None,
     during: Callable[[VoiceAgent], Awaitable[None]] | None = None,
     turn_model: FakeTurnModel | None = None,
+    workers: FakeWorkers | None = None,
 ) -> VoiceAgent:
+    """The agent on `leg` for `seconds` of fake time; then the caller hangs up. `workers` is
+    the speech executor (pass the one a slow fake charges)."""
     clock = leg.clock
-    executor = leg.workers
+    executor = workers or FakeWorkers(clock)
     pool = VadPool(EnergyRunner(), clock, executor=FakeWorkers(clock))  # type: ignore[arg-type]
     async with pool:
 
@@ -319,19 +159,19 @@ async def run_agent(
         )
         task = asyncio.create_task(agent.run(leg))
         side = asyncio.create_task(during(agent)) if during is not None else None
-        await drive(clock, asyncio.ensure_future(leg.pump(seconds)))
-        leg._end()
+        await drive(clock, leg.pump(seconds))
+        leg.end()
         await drive(clock, asyncio.gather(task, *([side] if side is not None else [])))
     await task
     return agent
 
 
-def agent_audio_times(leg: SimLeg, utterance: int) -> list[float]:
-    return [t for t, u in leg.sent if u == utterance]
+def agent_audio_times(leg: FakeLeg, utterance: int) -> list[float]:
+    return [s.at for s in leg.audio_sent(utterance)]
 
 
 async def test_answers_a_turn_after_the_end_of_speech() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=40, silence_before=10)  # 0.2 s silence, 0.8 s speech
     brain = ScriptBrain(["It is three o'clock."])
     agent = await run_agent(brain, leg, seconds=3.0)
@@ -340,23 +180,23 @@ async def test_answers_a_turn_after_the_end_of_speech() -> None:
     assert agent.history[1].content == "It is three o'clock." and not agent.history[1].interrupted
     times = agent_audio_times(leg, 1)
     assert len(times) == 4 * 5  # 4 words x 100 ms, all played
-    speech_end = leg.sent[0][0] + 1.0
+    speech_end = leg.sent[0].at + 1.0
     # End of turn needs 600 ms of silence (judged per 32 ms VAD chunk, sent on a 20 ms
     # tick); the answer starts right after.
     assert 0.6 <= times[0] - speech_end < 0.6 + 0.06, times[0] - speech_end
 
 
 async def test_barge_in_stops_playout_and_keeps_only_what_was_heard() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     long_answer = " ".join(f"word{i}" for i in range(40))  # 4 s of audio
     leg.say(frames=40, silence_before=10)
     brain = ScriptBrain([long_answer, "Sure."])
     # The caller speaks again 1.5 s after the agent starts (~2.7 s into the call).
-    leg.caller.extend([bytes(320)] * 75)
+    leg.silence(75)
     onset_index = len(leg.caller) + 0
     leg.say(frames=50)
     agent = await run_agent(brain, leg, seconds=6.0, stt_text="stop please")
-    onset = leg.sent[0][0] + 0.02 * onset_index
+    onset = leg.sent[0].at + 0.02 * onset_index
     times = agent_audio_times(leg, 1)
     assert times, "the agent never spoke"
     stop_latency = times[-1] - onset
@@ -370,26 +210,26 @@ async def test_barge_in_stops_playout_and_keeps_only_what_was_heard() -> None:
 
 
 async def test_barge_in_silences_the_agent_before_it_is_confirmed() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     long_answer = " ".join(f"word{i}" for i in range(40))
     leg.say(frames=40, silence_before=10)
     brain = ScriptBrain([long_answer, "Sure."])
-    leg.caller.extend([bytes(320)] * 75)
+    leg.silence(75)
     onset_index = len(leg.caller)
     leg.say(frames=50)
     await run_agent(brain, leg, seconds=4.0, stt_text="stop please")
-    onset = leg.sent[0][0] + 0.02 * onset_index
+    onset = leg.sent[0].at + 0.02 * onset_index
     stop_latency = agent_audio_times(leg, 1)[-1] - onset
     # the hold starts with the first qualifying VAD chunk: well under min_speech (150 ms)
     assert 0 < stop_latency < 0.05, stop_latency
 
 
 async def test_a_cough_pauses_the_answer_which_then_plays_in_full() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     answer = " ".join(f"word{i}" for i in range(25))  # 2.5 s of audio
     leg.say(frames=40, silence_before=10)
     brain = ScriptBrain([answer])
-    leg.caller.extend([bytes(320)] * 70)  # into the answer...
+    leg.silence(70)  # into the answer...
     leg.say(frames=4)  # ...an 80 ms cough
     agent = await run_agent(brain, leg, seconds=5.5)
     assert not any(m.interrupted for m in agent.history)
@@ -401,18 +241,20 @@ async def test_a_cough_pauses_the_answer_which_then_plays_in_full() -> None:
 
 
 async def first_answer_delay(config: ConversationConfig) -> float:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=40, silence_before=10)
+    workers = FakeWorkers(leg.clock)
     await run_agent(
         ScriptBrain(["It is three."]),
         leg,
         seconds=2.5,
-        tts=SlowTts(0.15, leg.workers),
+        tts=SlowTts(0.15, workers),
         config=config,
+        workers=workers,
     )
     times = agent_audio_times(leg, 1)
     assert times, "no answer"
-    return times[0] - (leg.sent[0][0] + 1.0)  # speech ends 1.0 s into the call
+    return times[0] - (leg.sent[0].at + 1.0)  # speech ends 1.0 s into the call
 
 
 async def test_the_answer_is_prepared_during_the_pause_and_plays_when_the_turn_ends() -> None:
@@ -439,24 +281,24 @@ class StreamingTts(FakeTts):
 
 
 async def test_streamed_synthesis_plays_before_the_clause_is_complete() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=40, silence_before=10)
     words = " ".join(f"w{i}" for i in range(10))  # one clause, 1 s of audio
     config = ConversationConfig(prepare_after=None)
-    await run_agent(
-        ScriptBrain([words]), leg, seconds=3.5, tts=StreamingTts(leg.workers), config=config
-    )
+    workers = FakeWorkers(leg.clock)
+    tts = StreamingTts(workers)
+    await run_agent(ScriptBrain([words]), leg, seconds=3.5, tts=tts, config=config, workers=workers)
     times = agent_audio_times(leg, 1)
     assert len(times) == 10 * 5  # all of it, in order
-    delay = times[0] - (leg.sent[0][0] + 1.0)
+    delay = times[0] - (leg.sent[0].at + 1.0)
     # end of turn + the first piece (100 ms), not + the whole clause (500 ms)
     assert delay < config.turn.end_silence + 0.06 + 0.1 + 0.02, delay
 
 
 async def test_caller_going_on_after_a_pause_gets_one_answer_to_all_of_it() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=30, silence_before=10)
-    leg.caller.extend([bytes(320)] * 15)  # a 300 ms pause: longer than prepare_after
+    leg.silence(15)  # a 300 ms pause: longer than prepare_after
     leg.say(frames=30)
     brain = ScriptBrain(["Prepared for the pause.", "The real answer."])
     agent = await run_agent(brain, leg, seconds=4.0, stt_text="all of it")
@@ -471,7 +313,7 @@ async def test_caller_going_on_after_a_pause_gets_one_answer_to_all_of_it() -> N
 
 
 async def test_own_echo_at_minus_20_db_does_not_interrupt() -> None:
-    leg = SimLeg(FakeClock(), echo=True)
+    leg = FakeLeg(FakeClock(), echo=True)
     long_answer = " ".join(f"word{i}" for i in range(25))
     brain = ScriptBrain([long_answer])
     agent = await run_agent(brain, leg, seconds=3.5, greet=True)
@@ -480,17 +322,17 @@ async def test_own_echo_at_minus_20_db_does_not_interrupt() -> None:
 
 
 async def test_brain_failure_gives_the_apology_and_the_call_goes_on() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=40, silence_before=10)
     brain = ScriptBrain([BrainError("server said 500", kind="http", status=500)])
     agent = await run_agent(brain, leg, seconds=3.0)
     assert agent.history[-1] == Message("assistant", APOLOGY)
-    assert not leg.end_reason  # nobody hung up
+    assert not leg.hangups  # the agent did not hang up
     assert agent_audio_times(leg, 1) or agent_audio_times(leg, 2)
 
 
 async def test_hang_up_tool_waits_for_the_goodbye_to_play() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=40, silence_before=10)
     brain = ScriptBrain(["Goodbye then."], tools=[ToolCall("t1", "hang_up", {})])
     agent = await run_agent(brain, leg, seconds=4.0)
@@ -521,13 +363,13 @@ class FlakyRunner(EnergyRunner):
 
 
 async def test_vad_failures_mid_sentence_do_not_end_the_turn() -> None:
-    leg = SimLeg(FakeClock())
+    clock = FakeClock()
+    leg = FakeLeg(clock)
     leg.say(frames=100, silence_before=10)  # 2 s of speech
     brain = ScriptBrain(["One answer."])
-    clock = leg.clock
     t0 = clock.now()
     runner = FlakyRunner(clock, t0 + 0.7, t0 + 1.7)  # 1 s mid-sentence without a VAD verdict
-    executor = leg.workers
+    executor = FakeWorkers(clock)
     pool = VadPool(runner, clock, executor=FakeWorkers(clock))  # type: ignore[arg-type]
     async with pool:
         agent = VoiceAgent(
@@ -544,8 +386,8 @@ async def test_vad_failures_mid_sentence_do_not_end_the_turn() -> None:
             config=VoiceAgentConfig(greet=False),
         )
         task = asyncio.create_task(agent.run(leg))
-        await drive(clock, asyncio.ensure_future(leg.pump(4.0)))
-        leg._end()
+        await drive(clock, leg.pump(4.0))
+        leg.end()
         await drive(clock, task)
     assert pool.failures >= 20
     assert len(brain.histories) == 1, "the turn was cut where the VAD failed"
@@ -553,7 +395,7 @@ async def test_vad_failures_mid_sentence_do_not_end_the_turn() -> None:
 
 
 async def test_say_speaks_after_the_current_answer_and_joins_the_history() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
 
     async def operator(agent: VoiceAgent) -> None:
         await leg.clock.sleep_until(leg.clock.now() + 0.2)  # the greeting is playing
@@ -571,7 +413,7 @@ async def test_say_speaks_after_the_current_answer_and_joins_the_history() -> No
 
 
 async def test_say_with_interrupt_cuts_the_agent_off() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     long_greeting = " ".join(f"word{i}" for i in range(40))  # 4 s of audio
 
     async def operator(agent: VoiceAgent) -> None:
@@ -603,35 +445,48 @@ SEMANTIC = ConversationConfig(turn=TurnConfig(end_silence=0.2), end_silence_max=
 
 
 async def test_a_turn_the_model_calls_complete_is_answered_after_the_quick_end() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=40, silence_before=10)
-    model = FakeTurnModel(leg.workers, [0.9])
+    workers = FakeWorkers(leg.clock)
+    model = FakeTurnModel(workers, [0.9])
     agent = await run_agent(
-        ScriptBrain(["It is three."]), leg, seconds=2.5, config=SEMANTIC, turn_model=model
+        ScriptBrain(["It is three."]),
+        leg,
+        seconds=2.5,
+        config=SEMANTIC,
+        turn_model=model,
+        workers=workers,
     )
     assert [m.role for m in agent.history] == ["user", "assistant"]
     # asked once, on the call's audio so far (200 ms before the speech, the speech, the pause
     # up to the VAD chunk that reached 200 ms of silence)
     (asked,) = model.asked
     assert (0.2 + 0.8 + 0.2) * 8000 <= asked < (0.2 + 0.8 + 0.2 + 0.07) * 8000, asked
-    delay = agent_audio_times(leg, 1)[0] - (leg.sent[0][0] + 1.0)
+    delay = agent_audio_times(leg, 1)[0] - (leg.sent[0].at + 1.0)
     # 200 ms of silence (+ a VAD chunk), the model's 40 ms, the 20 ms tick
     assert 0.24 <= delay < 0.2 + 0.04 + 0.06, delay
 
 
 async def test_a_pause_the_model_calls_incomplete_gets_no_answer_then_one_answer() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=30, silence_before=10)  # "I would like"
-    leg.caller.extend([bytes(320)] * 35)  # a 700 ms pause
+    leg.silence(35)  # a 700 ms pause
     leg.say(frames=40)  # "to leave a message."
-    model = FakeTurnModel(leg.workers, [0.1, 0.95])
+    workers = FakeWorkers(leg.clock)
+    model = FakeTurnModel(workers, [0.1, 0.95])
     brain = ScriptBrain(["Prepared for the pause.", "The real answer."])
     agent = await run_agent(
-        brain, leg, seconds=4.0, stt_text="all of it", config=SEMANTIC, turn_model=model
+        brain,
+        leg,
+        seconds=4.0,
+        stt_text="all of it",
+        config=SEMANTIC,
+        turn_model=model,
+        workers=workers,
     )
-    t0 = leg.sent[0][0]
+    t0 = leg.sent[0].at
     gap = (t0 + 0.8, t0 + 1.5 + 0.8)  # from the first part's end to the second part's end
-    assert not [t for t, u in leg.sent if u is not None and gap[0] <= t <= gap[1]]
+    assert not [s for s in leg.audio_sent() if gap[0] <= s.at <= gap[1]]
     assert [(m.role, m.content) for m in agent.history] == [
         ("user", "all of it"),
         ("assistant", "The real answer."),
@@ -641,9 +496,12 @@ async def test_a_pause_the_model_calls_incomplete_gets_no_answer_then_one_answer
 
 
 async def test_incomplete_turn_ends_at_end_silence_max() -> None:
-    leg = SimLeg(FakeClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=40, silence_before=10)
-    model = FakeTurnModel(leg.workers, [0.2])
-    await run_agent(ScriptBrain(["Okay."]), leg, seconds=3.0, config=SEMANTIC, turn_model=model)
-    delay = agent_audio_times(leg, 1)[0] - (leg.sent[0][0] + 1.0)
+    workers = FakeWorkers(leg.clock)
+    model = FakeTurnModel(workers, [0.2])
+    await run_agent(
+        ScriptBrain(["Okay."]), leg, seconds=3.0, config=SEMANTIC, turn_model=model, workers=workers
+    )
+    delay = agent_audio_times(leg, 1)[0] - (leg.sent[0].at + 1.0)
     assert 1.2 <= delay < 1.2 + 0.06, delay

@@ -20,6 +20,7 @@ from twilio.http.response import Response  # type: ignore[import-untyped]
 
 from callbridge import app
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
+from callbridge.cli.place_call import place_call
 from callbridge.config.settings import Settings, load_settings
 from callbridge.core.errors import ConfigError
 
@@ -81,7 +82,7 @@ async def test_call_via_twilio(tmp_path: object) -> None:
     port = free_port()
     client = RecordingHttpClient()
     placing = asyncio.create_task(
-        app.place_call(
+        place_call(
             settings(tmp_path, port),
             "+15557654321",
             "echo",
@@ -130,7 +131,7 @@ async def test_call_via_twilio(tmp_path: object) -> None:
 
 async def test_refused_call_fails_cleanly(tmp_path: object) -> None:
     client = RecordingHttpClient(status=400)
-    rc = await app.place_call(
+    rc = await place_call(
         settings(tmp_path, free_port()),
         "+1555",
         "echo",
@@ -144,7 +145,7 @@ async def test_refused_call_fails_cleanly(tmp_path: object) -> None:
 
 async def test_unanswered_call_is_ended_over_rest(tmp_path: object) -> None:
     client = RecordingHttpClient()
-    rc = await app.place_call(
+    rc = await place_call(
         settings(tmp_path, free_port()),
         "+15557654321",
         "echo",
@@ -173,13 +174,13 @@ async def test_missing_twilio_settings_are_named(
     s = settings(tmp_path, 0)
     s = replace(s, twilio=replace(s.twilio, **change))
     with pytest.raises(ConfigError) as exc:
-        await app.place_call(s, "+15557654321", "echo", None, via="twilio")
+        await place_call(s, "+15557654321", "echo", None, via="twilio")
     assert exc.value.field == field
 
 
 async def test_public_url_is_required(tmp_path: object) -> None:
     with pytest.raises(ConfigError, match="CALLBRIDGE_PUBLIC_URL"):
-        await app.place_call(
+        await place_call(
             replace(settings(tmp_path, 0), public_url=""), "+1555", "echo", None, via="twilio"
         )
 

@@ -129,9 +129,14 @@ async def test_busy_port_fails_start() -> None:
         await first.stop()
 
 
-async def test_http_is_off_unless_something_needs_it(tmp_path: object) -> None:
+async def test_http_is_on_by_default_on_loopback_and_off_when_switched_off(
+    tmp_path: object,
+) -> None:
     s = load_settings(environ={})
-    assert build_gateway(replace(s, data_dir=str(tmp_path))).http is None
+    default = build_gateway(replace(s, data_dir=str(tmp_path)))
+    assert default.http is not None and default.webrtc is not None  # the softphone page
+    off = replace(s, data_dir=str(tmp_path), http=replace(s.http, enabled="false"))
+    assert build_gateway(off).http is None
     with_url = replace(s, public_url="https://voice.example.com")
     assert build_gateway(with_url).http is not None
     assert build_gateway(replace(with_url, http=replace(s.http, enabled="false"))).http is None

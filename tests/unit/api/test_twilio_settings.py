@@ -19,7 +19,7 @@ def test_defaults() -> None:
     s = load_settings(environ={})
     assert (s.twilio.account_sid, s.twilio.auth_token, s.twilio.validate) == ("", "", True)
     assert s.http.enabled == "auto"
-    assert not http_wanted(s)
+    assert http_wanted(s)  # on loopback by default: the softphone page (issue 13)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,9 @@ def test_auth_token_is_never_shown(
 @pytest.mark.parametrize(
     ("env", "wanted"),
     [
-        ({}, False),
+        ({}, True),  # 127.0.0.1: the softphone page
+        ({"CALLBRIDGE_HTTP_ENABLED": "false"}, False),
+        ({"CALLBRIDGE_HTTP_HOST": "10.0.0.5", "CALLBRIDGE_API_TOKEN": "t"}, True),
         ({"CALLBRIDGE_PUBLIC_URL": "https://x.example.com"}, True),
         ({"CALLBRIDGE_API_TOKEN": "t"}, True),
         ({"CALLBRIDGE_HTTP_ENABLED": "true"}, True),

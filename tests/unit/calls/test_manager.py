@@ -1,9 +1,8 @@
-"""CallManager + Router + EchoAgent on a scripted in-memory leg (no network)."""
+"""CallManager + Router + EchoAgent on a scripted FakeLeg (no network, fake time)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,100 +13,44 @@ from callbridge.core.clocks import FakeClock
 from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import AudioFrame
 from callbridge.core.ports import LegInfo, Rejection
+from callbridge.testing import FakeLeg, drive
 
 
-class ScriptedLeg:
-    """Delivers scripted inputs, records what the agent plays; ends on hangup or script end."""
-
-    def __init__(
-        self, script: list[LegInput], user: str = "agent", end_after_script: bool = True
-    ) -> None:
-        self._info = LegInfo("test", "inbound", local_user=user)
-        self.script = script
-        self.frames: list[AudioFrame] = []
-        self.end_reason = ""
-        self._ended = asyncio.Event()
-        self.end_after_script = end_after_script
-        self.hangups = 0
-
-    @property
-    def info(self) -> LegInfo:
-        return self._info
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
-
-    async def inputs(self) -> AsyncIterator[LegInput]:
-        for item in self.script:
-            yield item
-        if self.end_after_script:
-            self.end_reason = self.end_reason or "remote_bye"
-            self._ended.set()
-        await self._ended.wait()
-
-    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
-        self.frames.append(frame)
-
-    def flush_playout(self) -> int:
-        return 0
-
-    def pause_playout(self, paused: bool) -> None:
-        pass
-
-    def played(self, utterance: int) -> int:
-        return self.samples_played
-
-    @property
-    def samples_played(self) -> int:
-        return sum(f.samples for f in self.frames)
-
-    @property
-    def playing(self) -> bool:
-        return False
-
-    @property
-    def playback_dbfs(self) -> float:
-        return -120.0
-
-    async def send_dtmf(self, digits: str) -> None:
-        pass
-
-    async def hangup(self, reason: str = "normal") -> None:
-        self.hangups += 1
-        self.end_reason = self.end_reason or reason
-        self._ended.set()
-
-    async def run(self) -> None:
-        await self._ended.wait()
-
-    def stats(self) -> dict[str, int | float]:
-        return {"rtp_in": len(self.script)}
+def scripted_leg(
+    clock: FakeClock, script: list[LegInput], user: str = "agent", hang_up: bool = True
+) -> FakeLeg:
+    """Delivers `script` one frame per tick, records what the agent plays; the caller hangs
+    up when the script is done (`hang_up`) or stays on the line in silence."""
+    info = LegInfo("test", "inbound", local_user=user)
+    leg = FakeLeg(clock, info=info, after_script="hangup" if hang_up else "silence")
+    leg.feed(*script)
+    return leg
 
 
 def frame(i: int) -> AudioFrame:
     return AudioFrame(bytes([i % 256, 0]) * 160)
 
 
-def manager() -> CallManager:
+def manager(clock: FakeClock | None = None) -> CallManager:
     router = Router({"echo": lambda: EchoAgent(delay_ms=40)}, default="echo")
-    return CallManager(router, FakeClock())
+    return CallManager(router, clock or FakeClock())
 
 
-async def run_to_end(mgr: CallManager, leg: ScriptedLeg) -> Call:
+async def run_to_end(mgr: CallManager, leg: FakeLeg) -> Call:
     done: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
     mgr.on_end.append(done.set_result)
     mgr.start_call(leg)
-    async with asyncio.timeout(5):
-        return await done
+    return await drive(leg.clock, done, limit=5.0)
 
 
 async def test_echo_plays_back_what_it_heard_after_its_delay() -> None:
     frames = [frame(i) for i in range(10)]
-    leg = ScriptedLeg([*frames[:5], DtmfDigit("5", 100), *frames[5:]])
-    call = await run_to_end(manager(), leg)
+    clock = FakeClock()
+    leg = scripted_leg(clock, [*frames[:5], DtmfDigit("5", 100), *frames[5:]])
+    call = await run_to_end(manager(clock), leg)
     # A 40 ms delay: two frames of silence queued ahead of the echo (see EchoAgent).
-    assert leg.frames == [AudioFrame.silence()] * 2 + frames
+    assert leg.agent_frames == [AudioFrame.silence()] * 2 + frames
+    assert leg.end_reason == "remote_bye" and not leg.hangups
     assert call.agent_name == "echo"
     assert leg.info.ids["call_id"] == call.id
     assert call.ended is not None
@@ -137,11 +80,11 @@ class CrashingAgent:
 
 async def test_a_crashing_agent_hangs_up_the_call_and_the_manager_survives() -> None:
     mgr = manager()
-    leg = ScriptedLeg([frame(1)], end_after_script=False)
+    leg = scripted_leg(FakeClock(), [frame(1)], hang_up=False)
     done: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
     mgr.on_end.append(done.set_result)
-    mgr.start_call(leg, agent=CrashingAgent(), agent_name="crash")  # type: ignore[arg-type]
+    mgr.start_call(leg, agent=CrashingAgent(), agent_name="crash")
     async with asyncio.timeout(5):
         await done
-    assert leg.hangups >= 1
+    assert leg.hangups  # the agent's end hung up the call
     assert mgr.calls == {}

@@ -8,7 +8,6 @@ from datetime import datetime
 
 import pytest
 
-from callbridge.app import build_brain_factory
 from callbridge.config.settings import load_settings
 from callbridge.core.errors import ConfigError
 from callbridge.llm.base import Brain, BrainOutput, Message, TextDelta, ToolCall
@@ -27,6 +26,7 @@ from callbridge.llm.demo import (
     WELCOME,
     DemoBrain,
 )
+from callbridge.voice_setup import build_brain_factory
 
 MONDAY_AFTERNOON = datetime(2025, 3, 3, 15, 5)
 RECEPTION = "sip:reception@pbx.example.com"

@@ -160,8 +160,8 @@ def crash(st: Store) -> None:
     """What a kill -9 leaves: rows and files as they are, nothing finished or closed."""
     assert isinstance(st.db, SqliteCallDb)
     st.db.close()  # (the writes queued before the kill are in, as a real run's would be)
-    if st._handler is not None:
-        logging.getLogger("callbridge").removeHandler(st._handler)
+    if st._unsubscribe is not None:  # the dead process hears no more events
+        st._unsubscribe()
     if st._heartbeat is not None:
         st._heartbeat.cancel()
     st.io.shutdown(wait=True)

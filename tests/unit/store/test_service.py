@@ -1,15 +1,13 @@
 """The store wired into the calls layer: CallManager records a call (WAV from the leg's tap,
 transcript and turns from the agent's sink, the call row, its log events) and finalises it
-at hang-up; the VoiceAgent's transcript sink on a simulated leg; the env hook."""
+at hang-up; the VoiceAgent's transcript sink on a FakeLeg in fake time; the env hook."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,113 +20,40 @@ from callbridge.agents.vad_pool import VadPool
 from callbridge.agents.voice import VoiceAgent, VoiceAgentConfig
 from callbridge.calls.manager import Call, CallManager
 from callbridge.calls.routing import Router
-from callbridge.core.clocks import LoopClock
-from callbridge.core.events import DtmfDigit, LegInput
+from callbridge.core.clocks import FakeClock, LoopClock
+from callbridge.core.events import DtmfDigit
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
-from callbridge.core.ports import CallLeg, LegInfo, MediaTap
+from callbridge.core.ports import CallLeg, LegInfo
 from callbridge.store.db import SqliteCallDb
 from callbridge.store.service import CallSession, Store, StoreConfig, build_store
-from tests.unit.agents.test_voice_agent import EnergyRunner, FakeStt, FakeTts, ScriptBrain, SimLeg
+from callbridge.testing import FakeLeg, FakeWorkers, drive
+from tests.unit.agents.test_voice_agent import EnergyRunner, FakeStt, FakeTts, ScriptBrain
 
 
 def frame(value: int) -> AudioFrame:
     return AudioFrame(np.full(FRAME_SAMPLES, value, dtype="<i2").tobytes())
 
 
-class TickLeg:
+def tick_leg(ticks: int) -> FakeLeg:
     """A leg whose media loop runs `ticks` ticks: each delivers caller frame i (value i) and
     sends the agent's next queued frame, showing both to the tap; then the caller hangs up."""
-
-    def __init__(self, ticks: int) -> None:
-        self._info = LegInfo("sip", "inbound", local_user="echo", remote_uri="sip:alice@example.com",
-                             ids={"sip_call_id": "abc@host"})  # fmt: skip
-        self.ticks = ticks
-        self.queue: asyncio.Queue[LegInput | None] = asyncio.Queue()
-        self.outq: list[AudioFrame] = []
-        self.tap: MediaTap | None = None
-        self.taps_set: list[MediaTap | None] = []
-        self.end_reason = ""
-        self._ended = asyncio.Event()
-
-    def set_tap(self, tap: MediaTap | None) -> None:
-        self.tap = tap
-        self.taps_set.append(tap)
-
-    @property
-    def info(self) -> LegInfo:
-        return self._info
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
-
-    async def inputs(self) -> AsyncIterator[LegInput]:
-        while (item := await self.queue.get()) is not None:
-            yield item
-
-    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
-        self.outq.append(frame)
-
-    def flush_playout(self) -> int:
-        return 0
-
-    def pause_playout(self, paused: bool) -> None:
-        pass
-
-    def played(self, utterance: int) -> int:
-        return 0
-
-    @property
-    def samples_played(self) -> int:
-        return 0
-
-    @property
-    def playing(self) -> bool:
-        return False
-
-    @property
-    def playback_dbfs(self) -> float:
-        return -120.0
-
-    async def send_dtmf(self, digits: str) -> None:
-        pass
-
-    async def hangup(self, reason: str = "normal") -> None:
-        self._end(reason)
-
-    def _end(self, reason: str) -> None:
-        if not self.ended:
-            self.end_reason = reason
-            self._ended.set()
-            self.queue.put_nowait(None)
-
-    async def run(self) -> None:
-        for i in range(1, self.ticks + 1):
-            caller = frame(i)
-            self.queue.put_nowait(caller)
-            if i == 3:
-                self.queue.put_nowait(DtmfDigit("7", 100))
-            out = self.outq.pop(0) if self.outq else None
-            if self.tap is not None:
-                self.tap.on_tick(caller.pcm, out.pcm if out is not None else None)
-            for _ in range(5):  # the agent hears the frame and queues its echo
-                await asyncio.sleep(0)
-        self._end("remote_bye")
-
-    def stats(self) -> dict[str, int | float]:
-        return {"ticks": self.ticks}
+    info = LegInfo("sip", "inbound", local_user="echo", remote_uri="sip:alice@example.com",
+                   ids={"sip_call_id": "abc@host"})  # fmt: skip
+    leg = FakeLeg(FakeClock(), info=info, after_script="hangup")
+    leg.feed(*(frame(i) for i in range(1, 4)), DtmfDigit("7", 100))
+    leg.feed(*(frame(i) for i in range(4, ticks + 1)))
+    return leg
 
 
 def store(tmp_path: Path, **kw: Any) -> Store:
     return build_store(StoreConfig(tmp_path, fsync=False, **kw))
 
 
-async def run_call(mgr: CallManager, leg: TickLeg) -> Call:
+async def run_call(mgr: CallManager, leg: FakeLeg) -> Call:
     done: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
     mgr.on_end.append(done.set_result)
-    mgr.start_call(leg)  # type: ignore[arg-type]
-    async with asyncio.timeout(5):
-        return await done
+    mgr.start_call(leg)
+    return await drive(leg.clock, done, limit=5.0)
 
 
 def stereo(path: Path) -> np.ndarray:
@@ -143,13 +68,13 @@ async def test_the_manager_records_a_call_and_saves_it_before_reporting_its_end(
     caplog.set_level(logging.INFO)
     st = store(tmp_path)
     mgr = CallManager(Router({"echo": EchoAgent}, "echo"), LoopClock(), store=st)
-    leg = TickLeg(ticks=25)
+    leg = tick_leg(ticks=25)
     saved_at_end: list[bool] = []
     mgr.on_end.append(lambda c: saved_at_end.append(c.record is not None and c.record.finished))
     call = await run_call(mgr, leg)
     assert saved_at_end == [True]
     assert call.record is not None and call.record.recorder is not None
-    assert leg.taps_set == [call.record.recorder, None]  # set at the start, released at the end
+    assert leg.taps == [call.record.recorder, None]  # set at the start, released at the end
 
     # the recording: one frame per tick; the agent channel is the echo, a tick behind
     samples = stereo(tmp_path / "recordings" / f"{call.id}.wav")
@@ -185,9 +110,9 @@ async def test_the_manager_records_a_call_and_saves_it_before_reporting_its_end(
 async def test_without_recording_no_tap_is_set_and_no_wav_written(tmp_path: Path) -> None:
     st = store(tmp_path, recording=False)
     mgr = CallManager(Router({"echo": EchoAgent}, "echo"), LoopClock(), store=st)
-    leg = TickLeg(ticks=5)
+    leg = tick_leg(ticks=5)
     call = await run_call(mgr, leg)
-    assert leg.taps_set == [None]  # only the release at the end
+    assert leg.taps == [None]  # only the release at the end
     assert not (tmp_path / "recordings").exists()
     assert (tmp_path / "transcripts" / f"{call.id}.json").exists()
     await st.aclose()
@@ -203,7 +128,7 @@ async def test_a_store_that_fails_leaves_the_call_unrecorded_but_running(
 
     st.begin = broken  # type: ignore[method-assign]
     mgr = CallManager(Router({"echo": EchoAgent}, "echo"), LoopClock(), store=st)
-    leg = TickLeg(ticks=5)
+    leg = tick_leg(ticks=5)
     call = await run_call(mgr, leg)
     assert call.record is None and leg.end_reason == "remote_bye"
     assert any("cannot record call" in r.getMessage() for r in caplog.records)
@@ -232,11 +157,11 @@ async def test_closing_the_store_finishes_live_calls_as_shutdown(tmp_path: Path)
 
 
 async def run_voice(
-    leg: SimLeg, brain: ScriptBrain, sink: Any, seconds: float, stt_text: str
+    leg: FakeLeg, brain: ScriptBrain, sink: Any, seconds: float, stt_text: str
 ) -> VoiceAgent:
     clock = leg.clock
-    executor = concurrent.futures.ThreadPoolExecutor(2)
-    pool = VadPool(EnergyRunner(), clock)  # type: ignore[arg-type]
+    executor = FakeWorkers(clock)
+    pool = VadPool(EnergyRunner(), clock, executor=FakeWorkers(clock))  # type: ignore[arg-type]
     async with pool:
 
         def conversation(call_leg: CallLeg) -> Conversation:
@@ -251,11 +176,9 @@ async def run_voice(
         )  # fmt: skip
         agent.attach_transcript(sink)
         task = asyncio.create_task(agent.run(leg))
-        await leg.pump(seconds)
-        leg._end()
-        async with asyncio.timeout(5):
-            await task
-    executor.shutdown()
+        await drive(clock, leg.pump(seconds))
+        leg.end()
+        await drive(clock, task, limit=5.0)
     return agent
 
 
@@ -263,14 +186,14 @@ async def test_voice_turns_barge_ins_and_digits_reach_transcript_and_turns(
     tmp_path: Path,
 ) -> None:
     st = store(tmp_path)
-    leg = SimLeg(LoopClock())
+    leg = FakeLeg(FakeClock())
     t0 = leg.clock.now()
     session = st.begin(call_id="call-v", info=leg.info, agent="voice", t0=t0)
     long_answer = " ".join(f"word{i}" for i in range(30))  # 3 s of audio
     leg.say(frames=40, silence_before=10)  # caller: 0.2 s silence, 0.8 s speech
-    leg.caller.extend([bytes(320)] * 75)
+    leg.silence(75)
     leg.say(frames=50)  # ... and again 1.5 s later, into the answer: a barge-in
-    leg.inputs_q.put_nowait(DtmfDigit("4", 100))
+    leg.put(DtmfDigit("4", 100))
     agent = await run_voice(leg, ScriptBrain([long_answer, "Sure."]), session, 4.6, "stop please")
     await session.finish("remote_bye", leg.clock.now())
 
@@ -311,7 +234,7 @@ async def test_a_failing_sink_does_not_disturb_the_conversation(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    leg = SimLeg(LoopClock())
+    leg = FakeLeg(FakeClock())
     leg.say(frames=40, silence_before=10)
     agent = await run_voice(leg, ScriptBrain(["It is three."]), BrokenSink(), 2.4, "what time")
     assert [(m.role, m.content) for m in agent.history] == [

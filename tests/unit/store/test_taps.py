@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -18,9 +18,9 @@ from callbridge.core.clocks import LoopClock
 from callbridge.core.frames import FRAME_BYTES, FRAME_SAMPLES, AudioFrame
 from callbridge.core.ports import LegInfo
 from callbridge.rtp.jitter import JitterConfig
-from callbridge.rtp.socket import PortAllocator
+from callbridge.rtp.socket import PortAllocator, RtpSocket
 from callbridge.sdp.offer_answer import PCMU, MediaPlan
-from callbridge.transports.sip_leg import SipLeg
+from callbridge.transports.sip_leg import Receiver, SipLeg
 from tests.unit.transports.test_twilio_leg import Harness, settle, ticks, tone_pcm
 
 Tick = tuple[bytes | None, bytes | None]
@@ -54,18 +54,21 @@ def level(value: int) -> bytes:
 # ---- SIP --------------------------------------------------------------------------------------
 
 
-class FakeSipTransport:
-    """What a SipLeg calls on its transport (nothing here needs real signalling)."""
+class FakeDialog:
+    """What a SipLeg asks of its signalling (nothing here needs real signalling)."""
 
-    def __init__(self) -> None:
-        self.endpoint = self
-        self.ua = self
+    def hangup(self) -> bool:
+        return True
 
-    def run(self, action: Callable[[float], object]) -> None:
+    def refer(self, target: str) -> str:
+        return target
+
+    def closed(self) -> None:
         pass
 
-    def forget(self, leg: SipLeg) -> None:
-        pass
+
+def rtp_socket(on_rtp: Receiver, on_rtcp: Receiver) -> RtpSocket:
+    return RtpSocket(PortAllocator(46000, 46400), on_rtp, on_rtcp)
 
 
 @pytest.fixture
@@ -101,9 +104,8 @@ async def test_sip_leg_taps_each_tick_with_the_jitter_buffer_frame_and_what_was_
 ) -> None:
     clock = LoopClock()
     leg = SipLeg(
-        ua_call="c1", info=LegInfo("sip", "inbound"), transport=FakeSipTransport(),  # type: ignore[arg-type]
-        clock=clock, ports=PortAllocator(46000, 46400), bind_host="127.0.0.1",
-        local_host="127.0.0.1", jitter=JitterConfig(), rtp_timeout=30.0,
+        name="c1", info=LegInfo("sip", "inbound"), dialog=FakeDialog(), clock=clock,
+        wire=rtp_socket, bind_host="127.0.0.1", jitter=JitterConfig(), rtp_timeout=30.0,
     )  # fmt: skip
     port = await leg.open_media()
     leg.apply_plan(plan(far_end.getsockname()[1]))
@@ -165,9 +167,8 @@ async def test_sip_leg_taps_each_tick_with_the_jitter_buffer_frame_and_what_was_
 
 async def test_sip_leg_without_a_tap_runs_as_before(far_end: socket.socket) -> None:
     leg = SipLeg(
-        ua_call="c2", info=LegInfo("sip", "inbound"), transport=FakeSipTransport(),  # type: ignore[arg-type]
-        clock=LoopClock(), ports=PortAllocator(46000, 46400), bind_host="127.0.0.1",
-        local_host="127.0.0.1", jitter=JitterConfig(), rtp_timeout=30.0,
+        name="c2", info=LegInfo("sip", "inbound"), dialog=FakeDialog(), clock=LoopClock(),
+        wire=rtp_socket, bind_host="127.0.0.1", jitter=JitterConfig(), rtp_timeout=30.0,
     )  # fmt: skip
     await leg.open_media()
     leg.apply_plan(plan(far_end.getsockname()[1]))

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from callbridge.app import local_stt_pool
 from callbridge.config.settings import load_settings
 from callbridge.stt.base import SttError
 from callbridge.stt.isolated import BufferedRecognizer, WorkerPool
@@ -21,6 +20,7 @@ from callbridge.stt.whisper import (
     packaged_model_dir,
 )
 from callbridge.tts.espeak import EspeakSynthesizer
+from callbridge.voice_setup import local_stt_pool
 
 WORKER = [
     sys.executable, "-m", "callbridge.cli.stt_worker", "--engine", "whisper",

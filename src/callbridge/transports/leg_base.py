@@ -1,0 +1,222 @@
+"""What every transport's call leg shares, so that a new transport writes only its wire.
+
+`LegCore` is the state and the schedule: the caller's inputs queue, the agent's bounded
+playout with per-utterance position (media.playout), the tap for recording, the end (reason,
+`wait_ended`) and the paced 20 ms loop on the injected clock. `LegBase` is the thin base that
+turns a core into the `core.ports.CallLeg` surface; a transport subclasses it, feeds
+`core.put()` from its receive path, calls `core.pop()` once per tick from `core.tick_loop()`,
+and adds its own control (DTMF, transfer, hang-up) and `run()`.
+
+Control (flush, pause, hang-up) acts at once and never waits behind queued audio: playout
+position is decided on the tick, so the next tick already sends what control left.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from callbridge.core.clock import Clock
+from callbridge.core.errors import CallEnded
+from callbridge.core.events import LegInput, TransferResult
+from callbridge.core.frames import FRAME_MS, AudioFrame
+from callbridge.core.ports import LegInfo, MediaTap
+from callbridge.media.playout import LEVEL_WINDOW_FRAMES, PlayoutQueue, UtteranceId
+
+__all__ = ["PLAYOUT_LIMIT_FRAMES", "STALL", "TICK", "LegBase", "LegCore"]
+
+TICK = FRAME_MS / 1000
+# 400 ms: enough to ride out scheduling hiccups, small enough to flush fast.
+PLAYOUT_LIMIT_FRAMES = 20
+# A tick this late means the loop stalled (GC, overload): re-anchor rather than burst.
+STALL = 0.2
+
+_END = object()
+
+
+class LegCore:
+    """One leg's shared media state. Lives on the event loop; not thread-safe."""
+
+    def __init__(
+        self,
+        info: LegInfo,
+        clock: Clock,
+        *,
+        name: str = "",
+        playout_limit_frames: int = PLAYOUT_LIMIT_FRAMES,
+        level_window: int = LEVEL_WINDOW_FRAMES,
+    ) -> None:
+        self.info = info
+        self.clock = clock
+        self.name = name  # names the leg in CallEnded before the calls layer gives it an id
+        self.limit = playout_limit_frames
+        self.playout = PlayoutQueue(level_window=level_window)
+        self.tap: MediaTap | None = None
+        self.end_reason = ""  # may be set before the end (a hang-up under way)
+        self.samples_played = 0  # agent samples handed to the wire; the transport counts them
+        self._inputs: asyncio.Queue[LegInput | object] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._ended = asyncio.Event()
+
+    # ---- the caller's side ---------------------------------------------------------------
+
+    def put(self, item: LegInput) -> None:
+        """Hand the agent a caller frame, digit or hold change (from any callback)."""
+        self._inputs.put_nowait(item)
+
+    async def inputs(self) -> AsyncIterator[LegInput]:
+        while True:
+            item = await self._inputs.get()
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+
+    # ---- the agent's side ----------------------------------------------------------------
+
+    async def play(self, frame: AudioFrame, utterance: UtteranceId = 0) -> None:
+        """Queue for the ticks; waits while `limit` frames are queued (back-pressure keeps a
+        flush cheap); raises CallEnded once the leg ended, also while waiting."""
+        while not self.ended and len(self.playout) >= self.limit:
+            self._room.clear()
+            waiter = asyncio.ensure_future(self._room.wait())
+            ender = asyncio.ensure_future(self._ended.wait())
+            try:
+                await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                ender.cancel()
+        if self.ended:
+            raise CallEnded(self.info.ids.get("call_id", self.name))
+        self.playout.push(frame, utterance)
+
+    def pop(self) -> tuple[AudioFrame, UtteranceId] | None:
+        """The agent's frame for this tick (None: idle or held). Once per tick."""
+        item = self.playout.pop()
+        if len(self.playout) < self.limit:
+            self._room.set()
+        return item
+
+    def flush(self) -> int:
+        dropped = self.playout.flush()
+        self._room.set()
+        return dropped
+
+    # ---- the end -------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def finish(self, reason: str = "") -> bool:
+        """End the leg: inputs() ends, play() raises, the tick loop stops at its next tick.
+        The first reason given (here or in `end_reason`) stays. True the first time only."""
+        if self._ended.is_set():
+            return False
+        self.end_reason = self.end_reason or reason
+        self._ended.set()
+        self._room.set()
+        self._inputs.put_nowait(_END)
+        return True
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    # ---- the schedule --------------------------------------------------------------------
+
+    async def tick_loop(
+        self, on_tick: Callable[[float, int], None], *, limit: int | None = None
+    ) -> None:
+        """Call `on_tick(now, missed)` every 20 ms on an absolute schedule (start + n * TICK,
+        so sleeps never accumulate drift) until the leg ends or `limit` ticks ran. `missed`
+        counts the ticks a stall skipped (0 normally): a recording keeps wall time with them.
+        """
+        start = self.clock.now()
+        n = ran = 0
+        while not self.ended and (limit is None or ran < limit):
+            n += 1
+            deadline = start + n * TICK
+            # Ending is noticed at the next tick (<= 20 ms): cheaper than racing two futures.
+            await self.clock.sleep_until(deadline)
+            if self._ended.is_set():
+                return
+            now = self.clock.now()
+            missed = 0
+            if now - deadline > STALL:
+                missed = int((now - deadline) / TICK)
+                start, n = now, 0
+            ran += 1
+            on_tick(now, missed)
+
+
+class LegBase(abc.ABC):
+    """The CallLeg surface over a LegCore. Subclasses add their wire: `run()`, DTMF, transfer,
+    hang-up, stats, and override what their transport knows better (e.g. `played` from
+    Twilio's mark echoes)."""
+
+    def __init__(self, core: LegCore) -> None:
+        self.core = core
+
+    @property
+    def info(self) -> LegInfo:
+        return self.core.info
+
+    @property
+    def ended(self) -> bool:
+        return self.core.ended
+
+    @property
+    def end_reason(self) -> str:
+        return self.core.end_reason
+
+    def inputs(self) -> AsyncIterator[LegInput]:
+        return self.core.inputs()
+
+    async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
+        await self.core.play(frame, utterance)
+
+    def flush_playout(self) -> int:
+        # Takes effect at once: the next tick sends nothing of the dropped audio.
+        return self.core.flush()
+
+    def pause_playout(self, paused: bool) -> None:
+        self.core.playout.hold(paused)  # the next tick sends (or withholds) accordingly
+
+    def played(self, utterance: int) -> int:
+        return self.core.playout.played(utterance)
+
+    @property
+    def samples_played(self) -> int:
+        return self.core.samples_played
+
+    @property
+    def playing(self) -> bool:
+        return self.core.playout.playing
+
+    @property
+    def playback_dbfs(self) -> float:
+        return self.core.playout.peak_dbfs
+
+    def set_tap(self, tap: MediaTap | None) -> None:
+        """See every media tick from the next one on (a recorder); None: stop."""
+        self.core.tap = tap
+
+    async def wait_ended(self) -> None:
+        await self.core.wait_ended()
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Drive the leg until it ends. Owned by the call's TaskGroup."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, int | float]: ...
+
+    @abc.abstractmethod
+    async def send_dtmf(self, digits: str) -> None: ...
+
+    @abc.abstractmethod
+    async def transfer(self, target: str) -> TransferResult: ...
+
+    @abc.abstractmethod
+    async def hangup(self, reason: str = "normal") -> None: ...
