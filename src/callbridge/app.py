@@ -114,15 +114,26 @@ class Gateway:
                 fields["web"] = f"http://{self.settings.http.host}:{self.http.port}/"
         event_fields(log, "gateway.ready", fields)
 
-    async def stop(self) -> None:
-        """Graceful: refuse new calls (503), BYE the live ones, wait a bounded time, close."""
-        event(log, "gateway.stopping", live_calls=len(self.calls.calls))
+    def _refuse_new_calls(self) -> None:
         self.calls.accepting = False
-        self.sip.stop_accepting()
+        self.sip.stop_accepting()  # 503 to INVITE and to OPTIONS probes
         if self.twilio is not None:
             self.twilio.stop_accepting()
         if self.webrtc is not None:
             self.webrtc.stop_accepting()
+
+    async def drain(self, timeout: float) -> None:
+        """Take no new calls and let the live ones end by themselves, up to `timeout`
+        seconds: a dispatcher's OPTIONS probe gets 503 and sends new calls elsewhere."""
+        event(log, "gateway.draining", live_calls=len(self.calls.calls), timeout=timeout)
+        self._refuse_new_calls()
+        left = await self.calls.drain(timeout)
+        event(log, "gateway.drained", live_calls=left)
+
+    async def stop(self) -> None:
+        """Graceful: refuse new calls (503), BYE the live ones, wait a bounded time, close."""
+        event(log, "gateway.stopping", live_calls=len(self.calls.calls))
+        self._refuse_new_calls()
         await self.sip.shutdown(self.settings.shutdown_grace)
         if self.twilio is not None:
             await self.twilio.shutdown(self.settings.shutdown_grace)

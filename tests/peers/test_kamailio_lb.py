@@ -2,13 +2,15 @@
 callbridge gateway workers (separate processes, SIP ports and RTP ranges) that share one
 PostgreSQL call database. 40 SIPp echo calls through Kamailio spread over both workers by the
 hash over the Call-ID; every call succeeds, each dialog stays on the worker that answered it,
-and the shared database lists all 40 calls with the two gateway ids."""
+and the shared database lists all 40 calls with the two gateway ids. A worker drained mid-run
+keeps its calls and gets no new ones."""
 
 from __future__ import annotations
 
 import collections
 import json
 import re
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,8 +101,11 @@ def start_kamailio(registry: ProcessRegistry, workdir: Path, workers: list[int])
     return Kamailio(proc, port, ctl)
 
 
-def start_workers(gateway_factory: GatewayFactory, db_url: str) -> list[CallbridgeProcess]:
+def start_workers(
+    gateway_factory: GatewayFactory, db_url: str, extra: dict[str, str] | None = None
+) -> list[CallbridgeProcess]:
     common = {
+        **(extra or {}),
         "CALLBRIDGE_DEFAULT_AGENT": "echo",
         "CALLBRIDGE_STORE_URL": db_url,
         # every call reaches the workers from Kamailio's one address
@@ -190,9 +195,68 @@ def test_kamailio_spreads_calls_over_two_workers_sharing_one_database(
     assert "LB: worker DOWN" not in lb.proc.stderr_text()
 
 
-# TODO(issue 12 item 4, drain): test_drained_worker_keeps_its_calls_and_gets_no_new_ones -
-# mid-run, drain one worker (the change that adds drain gives the trigger); it must answer
-# OPTIONS and new INVITEs with 503, Kamailio must mark it inactive (dispatcher.list: "IP"),
-# its live calls must end normally (remote_bye), every later call must land on the other
-# worker, and the shared database must still list all calls. Not written here: drain does
-# not exist in the product yet.
+def test_a_draining_worker_keeps_its_calls_and_gets_no_new_ones(
+    registry: ProcessRegistry,
+    gateway_factory: GatewayFactory,
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """SIGTERM with drain_timeout set: gw-a answers OPTIONS (and INVITE) with 503, Kamailio
+    marks it inactive, its live calls end normally, every new call lands on gw-b, gw-a exits
+    once its calls are over, and the shared database lists every call."""
+    require_tools("sipp", "kamailio", "kamcmd")
+    workers = start_workers(gateway_factory, postgres_url, {"CALLBRIDGE_DRAIN_TIMEOUT": "60"})
+    by_port = {gw.config.sip_port: name for gw, name in zip(workers, WORKERS, strict=True)}
+    port_of = {name: port for port, name in by_port.items()}
+    lb = start_kamailio(registry, tmp_path, list(by_port))
+    wait_until(
+        lambda: True if sorted(lb.destinations().values()) == ["AP", "AP"] else None,
+        15.0,
+        f"both workers active in Kamailio's dispatcher (got {lb.destinations()})",
+    )
+    gw_a, gw_b = workers
+    first_mp, _ = PORT_BLOCKS.take(4 * 10 + 8)
+    first = start_uac(
+        registry, "uac-live", "uac_via_proxy.xml", target=(LOOPBACK, lb.port), service="echo",
+        sip_port=free_port(), media_port=first_mp, calls=10, rate=10, limit=10,
+        hold_ms=8000, timeout_s=60, extra=["-trace_logs", "-log_file", "answers.log"],
+    )  # fmt: skip
+    live_on_a = gw_a.wait_for("call.started", timeout=10)  # gw-a has live calls
+    gw_b.wait_for("call.started", timeout=10)
+    gw_a.proc.signal(signal.SIGTERM)
+    gw_a.wait_for("gateway.draining", timeout=5)
+    wait_until(
+        lambda: (
+            True if lb.destinations().get(f"sip:{LOOPBACK}:{port_of['gw-a']}") == "IP" else None
+        ),
+        10.0,
+        f"Kamailio marks the draining worker inactive (got {lb.destinations()})",
+    )
+    second_mp, _ = PORT_BLOCKS.take(4 * 10 + 8)
+    second = start_uac(
+        registry, "uac-new", "uac_via_proxy.xml", target=(LOOPBACK, lb.port), service="echo",
+        sip_port=free_port(), media_port=second_mp, calls=10, rate=10, limit=10,
+        hold_ms=1000, timeout_s=40, extra=["-trace_logs", "-log_file", "answers.log"],
+    )  # fmt: skip
+    for run in (second, first):
+        assert run.wait(75) == 0, run.describe()
+        assert run.stats().counter("SuccessfulCall(C)") == 10, run.stats().summary()
+    new_answers = [
+        by_port[int(m.group(1))]
+        for line in (second.workdir / "answers.log").read_text().splitlines()
+        if (m := re.match(r"\S+@\S+ (\d+)", line))
+    ]
+    assert new_answers == ["gw-b"] * 10, f"new calls answered by {new_answers}"
+    # gw-a's calls were not cut off: they ended by the caller's BYE, then gw-a stopped.
+    assert gw_a.proc.wait(30) == 0
+    ended_a = gw_a.events("call.ended")
+    assert len(ended_a) >= len(live_on_a)
+    assert {ev.get("reason") for ev in ended_a} == {"remote_bye"}
+    assert [ev.get("live_calls") for ev in gw_a.events("gateway.drained")] == [0]
+
+    def stored() -> int | None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            (n,) = conn.execute("SELECT count(*) FROM calls WHERE ended IS NOT NULL").fetchone()
+        return n if n >= 20 else None
+
+    assert wait_until(stored, 15.0, "20 ended calls in the shared database") == 20

@@ -188,6 +188,22 @@ class CallManager:
             if not call.leg.ended:
                 await call.leg.hangup("agent_done")
 
+    async def drain(self, timeout: float) -> int:
+        """Take no new calls; wait up to `timeout` seconds for the live ones to end by
+        themselves. Returns how many are still up."""
+        self.accepting = False
+        tasks = [c.task for c in self.calls.values() if c.task is not None]
+        if tasks:
+            # On the injected clock (tests drive it); waiting never cancels the calls.
+            all_ended = asyncio.ensure_future(asyncio.wait(tasks))
+            deadline = asyncio.ensure_future(self.clock.sleep_until(self.clock.now() + timeout))
+            try:
+                await asyncio.wait({all_ended, deadline}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                all_ended.cancel()
+                deadline.cancel()
+        return len(self.calls)
+
     async def shutdown(self, grace: float) -> None:
         self.accepting = False
         tasks = [c.task for c in self.calls.values() if c.task is not None]

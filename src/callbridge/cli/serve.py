@@ -1,22 +1,31 @@
-"""`callbridge serve`: run the gateway until SIGINT or SIGTERM, then stop it gracefully."""
+"""`callbridge serve`: run the gateway until SIGINT or SIGTERM, then stop it gracefully.
+
+SIGTERM (what systemd and Kubernetes send) first drains when `drain_timeout` is set: no new
+calls, live ones finish; SIGINT (Ctrl-C), or a second signal, stops at once."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 
-from callbridge.app import build_gateway
+from callbridge.app import Gateway, build_gateway
 from callbridge.config.settings import Settings
 
 
-async def until_signal() -> None:
-    """Until SIGINT or SIGTERM arrives; the handlers are removed again on the way out."""
+async def until_signal() -> signal.Signals:
+    """Until SIGINT or SIGTERM arrives (which one is returned); the handlers are removed
+    again on the way out."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    got: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def caught(sig: signal.Signals) -> None:
+        if not got.done():
+            got.set_result(sig)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, caught, sig)
     try:
-        await stop.wait()
+        return await got
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -26,6 +35,20 @@ async def serve(settings: Settings) -> None:
     gateway = build_gateway(settings)
     await gateway.start()
     try:
-        await until_signal()
+        sig = await until_signal()
+        if sig is signal.SIGTERM and settings.drain_timeout > 0:
+            await _drain(gateway, settings.drain_timeout)
     finally:
         await gateway.stop()
+
+
+async def _drain(gateway: Gateway, timeout: float) -> None:
+    """The gateway's drain, cut short by another signal."""
+    draining = asyncio.ensure_future(gateway.drain(timeout))
+    interrupt = asyncio.ensure_future(until_signal())
+    try:
+        await asyncio.wait({draining, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (draining, interrupt):
+            task.cancel()
+        await asyncio.gather(draining, interrupt, return_exceptions=True)

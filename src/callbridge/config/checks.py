@@ -88,6 +88,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "llm.base_url": v.url,
     "llm.timeout": v.positive,
     "shutdown_grace": v.non_negative,
+    "drain_timeout": v.non_negative,
     "twilio.account_sid": v.account_sid,
     "twilio.from_number": v.phone,
     "twilio.max_message_bytes": v.positive,

@@ -293,6 +293,10 @@ class Settings:
     api_token: str = ""
     default_agent: str = "voice"
     shutdown_grace: float = 5.0
+    # SIGTERM: refuse new calls (503 to INVITE and OPTIONS, so a dispatcher such as Kamailio
+    # marks this worker inactive) and let live calls finish for up to this many seconds
+    # before the shutdown above; 0 = hang up at once. A second signal ends the wait.
+    drain_timeout: float = 0.0
     sip: SipSettings = SipSettings()
     http: HttpSettings = HttpSettings()
     rtp: RtpSettings = RtpSettings()

@@ -88,3 +88,21 @@ async def test_a_crashing_agent_hangs_up_the_call_and_the_manager_survives() -> 
         await done
     assert leg.hangups  # the agent's end hung up the call
     assert mgr.calls == {}
+
+
+async def test_drain_takes_no_new_calls_and_lets_live_ones_end_by_themselves() -> None:
+    clock = FakeClock()
+    mgr = manager(clock)
+    ending = scripted_leg(clock, [frame(i) for i in range(10)])  # hangs up after 200 ms
+    staying = scripted_leg(clock, [], hang_up=False)  # on the line until hung up
+    mgr.start_call(ending)
+    mgr.start_call(staying)
+    left = await drive(clock, mgr.drain(1.0), limit=5.0)
+    assert left == 1  # the one still talking after the drain's time
+    assert ending.end_reason == "remote_bye" and not ending.hangups  # nobody cut it off
+    assert not staying.ended
+    with pytest.raises(Rejection) as exc:
+        mgr.admit(LegInfo("sip", "inbound", local_user="agent"))
+    assert exc.value.kind == Rejection.UNAVAILABLE
+    staying.end()
+    assert await drive(clock, mgr.drain(1.0), limit=5.0) == 0
