@@ -18,6 +18,7 @@ from callbridge.agents.runtime import VoiceRuntime
 from callbridge.agents.twilio_socket import TwilioSocketAgent, TwilioSocketConfig
 from callbridge.api.app import ApiConfig, create_app
 from callbridge.api.calls import ApiError, calls_routes
+from callbridge.api.dashboard import EventHub, dashboard_routes, event_hub
 from callbridge.api.observers import connect_observers
 from callbridge.api.openapi import openapi_routes
 from callbridge.api.server import HttpServer
@@ -66,12 +67,15 @@ class Gateway:
     metrics: Metrics | None = None
     webhooks: WebhookSender | None = None
     webrtc: WebRtcTransport | None = None  # the softphone page's calls
+    events: EventHub | None = None  # the dashboard's live stream (GET /events)
 
     async def start(self) -> None:
         # Before the loop gets busy: a one-off directory creation, not a per-call operation.
         Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         if self.metrics is not None:
             self.metrics.install(self.calls.bus)
+        if self.events is not None:
+            self.events.install()
         if self.webhooks is not None:
             self.webhooks.start()
         started = time.monotonic()
@@ -140,6 +144,8 @@ class Gateway:
         if self.webrtc is not None:
             await self.webrtc.shutdown(self.settings.shutdown_grace)
         await self.calls.shutdown(self.settings.shutdown_grace)
+        if self.events is not None:
+            self.events.close()  # its streams never end by themselves
         if self.http is not None:
             await self.http.stop()
         if self.voice is not None:
@@ -206,6 +212,7 @@ def build_http(
     *,
     twilio_http_client: Any = None,
     webrtc: WebRtcTransport | None = None,
+    events: EventHub | None = None,
 ) -> HttpServer:
     t = settings.twilio
 
@@ -247,6 +254,7 @@ def build_http(
             *calls_routes(calls, sip, metrics, via_twilio),
             *openapi_routes(),
             *webrtc_routes(webrtc, ["agent", "echo", *settings.agents]),
+            *dashboard_routes(events),
         ],
     )
     return HttpServer(
@@ -363,6 +371,7 @@ def build_gateway(
     connect_observers(calls, sip, webhooks)
     serve_http = http_wanted(settings) if http is None else http
     webrtc = build_webrtc(settings, clock, calls) if serve_http else None
+    events = event_hub(calls) if serve_http else None
     server = (
         build_http(
             settings,
@@ -372,12 +381,14 @@ def build_gateway(
             metrics,
             twilio_http_client=twilio_http_client,
             webrtc=webrtc,
+            events=events,
         )
         if serve_http
         else None
     )
     gateway = Gateway(settings, calls, sip, voice, twilio, server, metrics, webhooks)
     gateway.webrtc = webrtc
+    gateway.events = events
     return gateway
 
 

@@ -38,7 +38,7 @@ from callbridge.agents.speaker import LEAD_IN_SAMPLES, Speaker, Speech, SpeechRe
 from callbridge.agents.transcriber import Transcriber, transcript_text
 from callbridge.agents.vad_pool import VadHandle, VadPool
 from callbridge.core.bus import default_bus
-from callbridge.core.call_events import BargeIn
+from callbridge.core.call_events import BargeIn, TranscriptPartial
 from callbridge.core.clock import Clock
 from callbridge.core.events import DtmfDigit, LegHold
 from callbridge.core.frames import PIPELINE_RATE, AudioFrame
@@ -230,10 +230,12 @@ class Conversation:
                     self._stt.feed(pcm)
                 case DiscardUtterance():
                     self._stt.reset()
+                    self._partial(active=False)
                 case FinishUtterance(request=request):
                     self._finish_utterance(request)
                 case SpeechOnset(onset=onset):
                     self._events.put_nowait(UserSpeaking(onset))
+                    self._partial(active=True)
                 case PrepareTurn() | EndTurn():
                     tentative = isinstance(action, PrepareTurn)
                     self._events.put_nowait(
@@ -259,6 +261,12 @@ class Conversation:
                     self._barge_in(action)
                 case AskTurnModel():
                     self._ask_turn_model(action)
+
+    def _partial(self, *, active: bool) -> None:
+        """The live view's grey line: the caller started talking (no words yet), or what
+        they said was noise after all. (The recognizer's own partials: transcriber.py.)"""
+        call_id = self.leg.info.ids.get("call_id")  # VAD results come in the pool's context
+        default_bus().publish(TranscriptPartial(call_id, time.time(), "", active))
 
     def _hold(self, held: bool, why: str, at: float) -> None:
         """Pause the agent's audio (suspected barge-in: the caller hears it stop within a VAD

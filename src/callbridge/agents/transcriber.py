@@ -7,10 +7,13 @@ import asyncio
 import concurrent.futures
 import enum
 import logging
+import time
 from collections.abc import Callable
 
-from callbridge.core.log import event
-from callbridge.stt.base import Recognizer
+from callbridge.core.bus import default_bus
+from callbridge.core.call_events import TranscriptPartial
+from callbridge.core.log import current_call_id, event
+from callbridge.stt.base import Recognizer, Transcript
 
 # The conversation's logger: its events (agent.stt_failed) keep the name they always had.
 log = logging.getLogger("callbridge.agents.conversation")
@@ -74,7 +77,8 @@ class Transcriber:
                         case SttOp.START:
                             await loop.run_in_executor(self._executor, stt.start)
                         case SttOp.FEED:
-                            await loop.run_in_executor(self._executor, stt.feed, pcm)
+                            partials = await loop.run_in_executor(self._executor, stt.feed, pcm)
+                            self._publish(partials)
                         case SttOp.RESET:
                             # start() drops the unfinished utterance without decoding it (a
                             # whole Whisper decode, on a worker another call may need, thrown
@@ -89,6 +93,12 @@ class Transcriber:
                     fut.set_exception(exc)
                 else:
                     event(log, "agent.stt_failed", logging.WARNING, op=op.value, error=repr(exc))
+
+    def _publish(self, partials: list[Transcript]) -> None:
+        # The live view's grey line (api/dashboard.py); this task runs in the call's context.
+        texts = [p.text for p in partials if p.text and not p.final]
+        if texts:
+            default_bus().publish(TranscriptPartial(current_call_id(), time.time(), texts[-1]))
 
 
 def transcript_text(f: asyncio.Future[object]) -> str:

@@ -27,7 +27,7 @@ from callbridge.agents.conversation import (
     UserTurn,
 )
 from callbridge.core.bus import default_bus
-from callbridge.core.call_events import TurnMeasured
+from callbridge.core.call_events import TranscriptLine, TranscriptRetracted, TurnMeasured
 from callbridge.core.clock import Clock
 from callbridge.core.frames import PIPELINE_RATE
 from callbridge.core.log import current_call_id, event
@@ -131,6 +131,7 @@ class VoiceAgent:
         self.sink: TranscriptSink | None = None
         self._spoken: tuple[SpeechResult, _TurnTiming, bool] | None = None  # last reported
         self._context: contextvars.Context | None = None
+        self._call_id: str | None = None
 
     def attach_transcript(self, sink: TranscriptSink) -> None:
         """Report the conversation to `sink` (before `run`)."""
@@ -148,6 +149,7 @@ class VoiceAgent:
         conv = self.make_conversation(leg)
         self._conv = conv
         self._context = contextvars.copy_context()
+        self._call_id = current_call_id()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(conv.run())
@@ -177,6 +179,7 @@ class VoiceAgent:
             case UserTurn(text=text):
                 said = (text, ev.speech_start, ev.speech_end)
                 self._report(lambda sink: sink.caller_said(*said))
+                self._publish(TranscriptLine(self._call_id, time.time(), "caller", text))
                 if (self._turn is not None and not self._turn.done()) or conv.speaking:
                     # Speech that was too short or quiet to interrupt us: a backchannel
                     # ("uh-huh") while we talk; do not answer it.
@@ -235,6 +238,7 @@ class VoiceAgent:
             self._discarding = False
         del self.history[keep:]
         self._report(lambda sink: sink.caller_retracted())
+        self._publish(TranscriptRetracted(self._call_id, time.time()))
         event(log, "agent.turn_resumed")
 
     async def say(self, text: str, *, interrupt: bool = False) -> None:
@@ -360,10 +364,15 @@ class VoiceAgent:
 
     def _report_speech(self, result: SpeechResult, timing: _TurnTiming, interrupted: bool) -> None:
         """Tell the sink what the caller heard of `result`, when, and the turn's latencies."""
+        text = result.heard if interrupted else result.text
+        said = result.text if interrupted else ""
+        self._publish(
+            TranscriptLine(self._call_id, time.time(), "agent", text, result.utterance,
+                           interrupted, said)
+        )  # fmt: skip
+        self._spoken = (result, timing, interrupted)
         if self.sink is None:
             return
-        self._spoken = (result, timing, interrupted)
-        text = result.heard if interrupted else result.text
         start = end = None
         if result.first_audio_at is not None:
             start = max(result.first_audio_at, timing.released or 0.0)
@@ -378,6 +387,10 @@ class VoiceAgent:
                 brain_ms=m.get("brain_first_token_ms"), tts_ms=m.get("tts_first_audio_ms"),
             )
         )  # fmt: skip
+
+    def _publish(self, ev: TranscriptLine | TranscriptRetracted) -> None:
+        # The live view's transcript (api/dashboard.py); the sink above keeps the stored one.
+        default_bus().publish(ev)
 
     def _metrics(self, timing: _TurnTiming, result: SpeechResult) -> None:
         # Printed as `agent.turn` (observability.logging), counted by metrics, filed by the store.

@@ -28,8 +28,9 @@ from callbridge.transports.twilio import TwilioTransport
 
 __all__ = ["ApiConfig", "BearerTokenGuard", "create_app"]
 
-# The softphone page and its assets hold no data; what they do (/webrtc/*) needs the token.
-OPEN_PATHS = ("/healthz", "/")
+# The softphone and dashboard pages and their assets hold no data; what they do (/webrtc/*,
+# /events, the API) needs the token.
+OPEN_PATHS = ("/healthz", "/", "/dashboard")
 TWILIO_PREFIX = "/twilio/"
 ASTERISK_PREFIX = "/asterisk/"  # chan_websocket authenticates with Basic (api/asterisk.py)
 ASSETS_PREFIX = "/app/"

@@ -29,7 +29,7 @@ from callbridge.calls.manager import Call, CallManager, Speaking
 from callbridge.core import errors
 from callbridge.core.log import event
 from callbridge.observability.metrics import CONTENT_TYPE, Metrics
-from callbridge.store.db import CallRow, EventRow, TurnRow
+from callbridge.store.db import MAX_QUERY_CHARS, CallRow, EventRow, TurnRow
 from callbridge.transports.sip import CallFailed, SipTransport
 
 __all__ = ["ApiError", "CallsApi", "calls_routes"]
@@ -131,6 +131,12 @@ def _live(call: Call) -> dict[str, Any]:
     }
 
 
+def _matches(item: dict[str, Any], q: str) -> bool:
+    """`q` in a live call the store does not hold (its transcript is not searched)."""
+    needle = q.lower()
+    return any(needle in str(item[k]).lower() for k in ("from", "to", "agent"))
+
+
 def _event(row: EventRow) -> dict[str, Any]:
     return {"seq": row.seq, "ts": row.ts, "name": row.name, "data": dict(row.data)}
 
@@ -179,7 +185,9 @@ class CallsApi:
     # ---- reading -------------------------------------------------------------------------------
 
     async def list_calls(self, request: Request) -> Response:
-        """List calls, newest first. `?live=true|false` filters, `?limit=N` (default 100)."""
+        """List calls, newest first. `?live=true|false` filters, `?limit=N` (default 100),
+        `?q=TEXT` keeps the calls whose from/to, agent or transcript holds TEXT (any case;
+        stored calls: among the newest store.db.SEARCH_WINDOW)."""
         raw = request.query_params.get("live")
         live: bool | None = None
         if raw is not None:
@@ -192,13 +200,21 @@ class CallsApi:
             raise ApiError(422, "limit must be an integer", "limit") from None
         if not 1 <= limit <= MAX_LIMIT:
             raise ApiError(422, f"limit must be between 1 and {MAX_LIMIT}", "limit")
+        q = request.query_params.get("q", "").strip() or None
+        if q is not None and len(q) > MAX_QUERY_CHARS:
+            raise ApiError(422, f"q is longer than {MAX_QUERY_CHARS} characters", "q")
         items: list[dict[str, Any]] = []
         store = self.calls.store
         if store is not None:
-            items = [_row(r) for r in await store.db.list_calls(live=live, limit=limit)]
+            rows = await store.db.list_calls(live=live, limit=limit, q=q)
+            items = [_row(r) for r in rows]
         seen = {i["id"] for i in items}
         if live is not False:  # live calls the store does not know (no store, or not yet)
-            extra = [_live(c) for c in self.calls.calls.values() if c.id not in seen]
+            extra = [
+                _live(c)
+                for c in self.calls.calls.values()
+                if c.id not in seen and (q is None or _matches(_live(c), q))
+            ]
             items = (extra + items)[:limit]
         return JSONResponse({"calls": items})
 

@@ -119,6 +119,13 @@ def openapi_document() -> dict[str, Any]:
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                     },
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "description": "Only calls whose from, to, agent or transcript holds "
+                        "this text (any case; among the newest 5000 stored calls)",
+                        "schema": {"type": "string", "maxLength": 100},
+                    },
                 ],
                 "responses": {
                     "200": _json(
@@ -321,6 +328,39 @@ def openapi_document() -> dict[str, Any]:
                     "404": _error("No such route"),
                     "429": _error("Too many calls"),
                     "503": _error("WebRTC off, or shutting down"),
+                },
+            }
+        },
+        # The live dashboard (api/dashboard.py): the page is open, its event stream is not.
+        "/dashboard": {
+            "get": {
+                "summary": "The dashboard page (no token; it asks for one when needed)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "HTML",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/events": {
+            "get": {
+                "summary": "The gateway's call events, live (Server-Sent Events)",
+                "description": "One `data:` line of JSON per event ({type, call_id, at, ...}: "
+                "snapshot, call.started, call.answered, call.stats, call.ended, "
+                "recording.ready, transcript.ready, transcript.partial, transcript.line, "
+                "transcript.retracted, turn, barge_in, dropped) with an `id:`; send "
+                "`Last-Event-ID` to resume. A client that falls behind is dropped.",
+                "parameters": [
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "503": _error("Too many streams"),
                 },
             }
         },

@@ -35,7 +35,7 @@ PAGE_PATHS = ("/",)
 _MAX_OFFER_BODY = 64 * 1024
 _STATUS = {Rejection.NOT_FOUND: 404, Rejection.BUSY: 429, Rejection.UNAVAILABLE: 503}
 # Only our own files, no inline script: a page that takes a token must not run injected code.
-_PAGE_HEADERS = {
+PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "media-src 'self' blob: mediastream:; connect-src 'self'; frame-ancestors 'none'"
@@ -66,7 +66,7 @@ def webrtc_routes(transport: WebRtcTransport | None, routes: Sequence[str]) -> l
     names = list(dict.fromkeys(routes))
 
     async def page(request: Request) -> Response:
-        return FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
     async def list_routes(request: Request) -> Response:
         return JSONResponse({"routes": names, "webrtc": transport is not None})

@@ -28,7 +28,10 @@ __all__ = [
     "Noted",
     "RecordingReady",
     "RegistrationChanged",
+    "TranscriptLine",
+    "TranscriptPartial",
     "TranscriptReady",
+    "TranscriptRetracted",
     "TurnMeasured",
     "as_noted",
 ]
@@ -222,6 +225,45 @@ class BargeIn:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class TranscriptPartial:
+    """The caller's utterance while they talk, as far as it is recognised: `text` is the
+    recognizer's hypothesis so far ("" at the onset, and all along with a recognizer that
+    decodes only at the end); `active` False: the utterance was dropped (too short: noise).
+    A TranscriptLine (role caller) follows when it ends in a turn."""
+
+    call_id: str | None
+    at: float
+    text: str
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptLine:
+    """A final line of the conversation: a caller turn, or what the caller heard of agent
+    utterance `utterance` (published again, corrected, when it is cut later: the same
+    utterance replaces the line). When `interrupted`, `text` is what was heard and `said` the
+    whole answer that was cut."""
+
+    call_id: str | None
+    at: float
+    role: str  # "caller" | "agent"
+    text: str
+    utterance: int | None = None  # agent lines only
+    interrupted: bool = False
+    said: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptRetracted:
+    """The caller's last line was only a pause in their turn: it goes, with any agent line
+    after it (an answer prepared for the pause, never heard); a line with all of the turn's
+    words follows."""
+
+    call_id: str | None
+    at: float
+
+
 CallEvent = (
     Noted
     | CallStarted
@@ -232,6 +274,9 @@ CallEvent = (
     | RegistrationChanged
     | TurnMeasured
     | BargeIn
+    | TranscriptPartial
+    | TranscriptLine
+    | TranscriptRetracted
 )
 
 
@@ -254,7 +299,11 @@ def as_noted(ev: object) -> Noted | None:
             | RecordingReady()
             | TranscriptReady()
             | RegistrationChanged()
+            | TranscriptPartial()
+            | TranscriptLine()
+            | TranscriptRetracted()
         ):
+            # the transcript events: the live view's (the log has agent.heard / agent.said)
             return None
         case _:
             return None

@@ -150,8 +150,12 @@ class CallDb(Protocol):
 
     async def get_call(self, call_id: str) -> CallRow | None: ...
 
-    async def list_calls(self, *, live: bool | None = None, limit: int = 100) -> list[CallRow]:
-        """Newest first; `live` True: not ended, False: ended, None: both."""
+    async def list_calls(
+        self, *, live: bool | None = None, limit: int = 100, q: str | None = None
+    ) -> list[CallRow]:
+        """Newest first; `live` True: not ended, False: ended, None: both. `q`: only calls
+        whose from/to URI, agent or transcript text holds it (any case), among the newest
+        SEARCH_WINDOW calls."""
         ...
 
     async def events(self, call_id: str) -> list[EventRow]: ...
@@ -181,6 +185,21 @@ def _call(r: Sequence[Any]) -> CallRow:
 
 def _turn(row: Sequence[Any]) -> TurnRow:
     return TurnRow(row[0], row[1], row[2], row[3], row[4], bool(row[5]), *row[6:10])
+
+
+# A search reads at most this many of the newest calls (by the `started` index), each one's
+# turns by their primary key: its cost is bounded whatever the table's size. (A substring
+# search cannot use a b-tree index; a full-text index would be per backend.)
+SEARCH_WINDOW = 5000
+MAX_QUERY_CHARS = 100
+_LIKE_ESCAPE = "!"
+
+
+def like_pattern(q: str) -> str:
+    """`q` as a case-folded LIKE pattern that matches it anywhere, its wildcards literal."""
+    e = _LIKE_ESCAPE
+    text = q.lower().replace(e, e + e).replace("%", e + "%").replace("_", e + "_")
+    return f"%{text}%"
 
 
 _TOUCH_BATCH = 500  # ids per heartbeat statement: within SQLite's smallest parameter limit
@@ -371,10 +390,25 @@ class WorkerCallDb(Generic[C]):
 
         return await self._read(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,), one)
 
-    async def list_calls(self, *, live: bool | None = None, limit: int = 100) -> list[CallRow]:
+    async def list_calls(
+        self, *, live: bool | None = None, limit: int = 100, q: str | None = None
+    ) -> list[CallRow]:
         where = {None: "", True: " WHERE ended IS NULL", False: " WHERE ended IS NOT NULL"}[live]
-        sql = f"SELECT {_CALL_COLUMNS} FROM calls{where} ORDER BY started DESC, id LIMIT ?"
-        return await self._read(sql, (limit,), lambda cur: [_call(r) for r in cur])
+        if not q:
+            sql = f"SELECT {_CALL_COLUMNS} FROM calls{where} ORDER BY started DESC, id LIMIT ?"
+            return await self._read(sql, (limit,), lambda cur: [_call(r) for r in cur])
+        pattern = like_pattern(q[:MAX_QUERY_CHARS])
+        like = f"LIKE ? ESCAPE '{_LIKE_ESCAPE}'"
+        sql = (
+            f"SELECT {_CALL_COLUMNS} FROM (SELECT {_CALL_COLUMNS} FROM calls{where} "
+            "ORDER BY started DESC, id LIMIT ?) recent "
+            f"WHERE LOWER(from_uri) {like} OR LOWER(to_uri) {like} OR LOWER(agent) {like} "
+            "OR EXISTS (SELECT 1 FROM turns t WHERE t.call_id = recent.id "
+            f"AND (LOWER(t.user_text) {like} OR LOWER(t.agent_text) {like})) "
+            "ORDER BY started DESC, id LIMIT ?"
+        )
+        params = (SEARCH_WINDOW, *([pattern] * 5), limit)
+        return await self._read(sql, params, lambda cur: [_call(r) for r in cur])
 
     async def events(self, call_id: str) -> list[EventRow]:
         sql = "SELECT call_id, seq, ts, name, data FROM events WHERE call_id = ? ORDER BY seq"
