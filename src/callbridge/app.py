@@ -24,6 +24,7 @@ from callbridge.api.openapi import openapi_routes
 from callbridge.api.server import HttpServer
 from callbridge.api.softphone import webrtc_routes
 from callbridge.api.twilio import TwilioWebConfig
+from callbridge.asterisk_setup import AsteriskTransports, build_asterisk
 from callbridge.calls.manager import CallManager
 from callbridge.calls.routing import Router
 from callbridge.config.schema import http_required
@@ -67,6 +68,7 @@ class Gateway:
     metrics: Metrics | None = None
     webhooks: WebhookSender | None = None
     webrtc: WebRtcTransport | None = None  # the softphone page's calls
+    asterisk: AsteriskTransports | None = None  # AudioSocket, FastAGI, ARI (docs/asterisk.md)
     events: EventHub | None = None  # the dashboard's live stream (GET /events)
 
     async def start(self) -> None:
@@ -96,6 +98,8 @@ class Gateway:
                 event(log, "http.unavailable", logging.WARNING, error=str(exc),
                       fix="set CALLBRIDGE_HTTP_PORT to a free port")  # fmt: skip
                 self.http = None
+        if self.asterisk is not None:
+            await self.asterisk.start()
         await self.sip.start()
         self._ready(time.monotonic() - started)
 
@@ -143,6 +147,8 @@ class Gateway:
             await self.twilio.shutdown(self.settings.shutdown_grace)
         if self.webrtc is not None:
             await self.webrtc.shutdown(self.settings.shutdown_grace)
+        if self.asterisk is not None:
+            await self.asterisk.shutdown(self.settings.shutdown_grace)
         await self.calls.shutdown(self.settings.shutdown_grace)
         if self.events is not None:
             self.events.close()  # its streams never end by themselves
@@ -212,6 +218,7 @@ def build_http(
     *,
     twilio_http_client: Any = None,
     webrtc: WebRtcTransport | None = None,
+    asterisk: AsteriskTransports | None = None,
     events: EventHub | None = None,
 ) -> HttpServer:
     t = settings.twilio
@@ -254,6 +261,7 @@ def build_http(
             *calls_routes(calls, sip, metrics, via_twilio),
             *openapi_routes(),
             *webrtc_routes(webrtc, ["agent", "echo", *settings.agents]),
+            *(asterisk.web_routes() if asterisk is not None else []),
             *dashboard_routes(events),
         ],
     )
@@ -371,6 +379,7 @@ def build_gateway(
     connect_observers(calls, sip, webhooks)
     serve_http = http_wanted(settings) if http is None else http
     webrtc = build_webrtc(settings, clock, calls) if serve_http else None
+    asterisk = build_asterisk(settings, clock, calls, sip.ports)
     events = event_hub(calls) if serve_http else None
     server = (
         build_http(
@@ -381,6 +390,7 @@ def build_gateway(
             metrics,
             twilio_http_client=twilio_http_client,
             webrtc=webrtc,
+            asterisk=asterisk,
             events=events,
         )
         if serve_http
@@ -388,6 +398,7 @@ def build_gateway(
     )
     gateway = Gateway(settings, calls, sip, voice, twilio, server, metrics, webhooks)
     gateway.webrtc = webrtc
+    gateway.asterisk = asterisk
     gateway.events = events
     return gateway
 

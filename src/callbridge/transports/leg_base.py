@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
@@ -204,6 +206,40 @@ class LegBase(abc.ABC):
 
     async def wait_ended(self) -> None:
         await self.core.wait_ended()
+
+    async def run_beside_ticks(
+        self,
+        on_tick: Callable[[float, int], None],
+        workers: dict[str, Callable[[], Coroutine[Any, Any, None]]],
+        *,
+        finish: Callable[[str], object] | None = None,
+        close: Callable[[], Awaitable[None] | None] | None = None,
+    ) -> None:
+        """The shape of a streaming leg's `run()`: its wire's tasks (readers, writers,
+        pollers; named by the keys) beside the paced ticks, in one TaskGroup, until the leg
+        ends. Cancelled: the leg ends "cancelled"; a task failed: "error" (`finish`, by
+        default the core's; the first reason stays). `close` runs last, whatever happened."""
+        end = finish or self.core.finish
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(make(), name=f"{self.core.name}-{label}")
+                    for label, make in workers.items()
+                ]
+                try:
+                    await self.core.tick_loop(on_tick)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+        except asyncio.CancelledError:
+            end("cancelled")
+            raise
+        finally:
+            end("error")  # no-op unless a task failed
+            if close is not None:
+                closing = close()
+                if inspect.isawaitable(closing):
+                    await closing
 
     @abc.abstractmethod
     async def run(self) -> None:

@@ -274,21 +274,12 @@ class TwilioLeg(LegBase):
 
     async def run(self) -> None:
         """Drive the stream until it ends. Owned by the call's TaskGroup."""
-        try:
-            async with asyncio.TaskGroup() as tg:
-                reader = tg.create_task(self._read(), name=f"{self.stream_sid}-read")
-                writer = tg.create_task(self._write(), name=f"{self.stream_sid}-write")
-                try:
-                    await self.core.tick_loop(self._tick)
-                finally:
-                    reader.cancel()
-                    writer.cancel()
-        except asyncio.CancelledError:
-            self._finish("cancelled")
-            raise
-        finally:
-            self._finish("error")  # no-op unless a task failed
-            await self.aclose()
+        await self.run_beside_ticks(
+            self._tick,
+            {"read": self._read, "write": self._write},
+            finish=self._finish,
+            close=self.aclose,
+        )
 
     # ---- receiving ----------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ on fake time in tests with a fake peer:
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import json
@@ -256,25 +255,11 @@ class WebRtcLeg(LegBase):
 
     async def run(self) -> None:
         """Drive the leg until it ends. Owned by the call's TaskGroup."""
-        name = self.core.name
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(self._read_audio(), name=f"{name}-audio"),
-                    tg.create_task(self._read_events(), name=f"{name}-events"),
-                    tg.create_task(self._poll_stats(), name=f"{name}-stats"),
-                ]
-                try:
-                    await self.core.tick_loop(self._tick)
-                finally:
-                    for task in tasks:
-                        task.cancel()
-        except asyncio.CancelledError:
-            self.core.finish("cancelled")
-            raise
-        finally:
-            self.core.finish("error")  # no-op unless a task failed
-            await self.aclose()
+        await self.run_beside_ticks(
+            self._tick,
+            {"audio": self._read_audio, "events": self._read_events, "stats": self._poll_stats},
+            close=self.aclose,
+        )
 
     async def _read_audio(self) -> None:
         while not self.ended:

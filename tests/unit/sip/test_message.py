@@ -689,7 +689,7 @@ def test_pathological_input_is_fast() -> None:
         + b"Contact: " + b"<sip:a@b>," * 5000 + b"\r\n"
         + b"Subject: " + b" \t" * 20000 + b"\r\n\r\n"
     )  # fmt: skip
-    start = time.perf_counter()
+    start = time.process_time()  # CPU, not wall: a busy machine must not fail it
     with pytest.raises(SipParseError):
         parse(evil)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
