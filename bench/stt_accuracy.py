@@ -308,6 +308,7 @@ RECOGNIZERS: dict[str, tuple[list[str], bool]] = {  # worker arguments, stateles
     "whisper": (["--engine", "whisper"], True),
     "whisper-w30": (["--engine", "whisper", "--window", "30"], True),
     "whisper-w5": (["--engine", "whisper", "--window", "5"], True),
+    "whisper-w3": (["--engine", "whisper", "--window", "3"], True),
     "whisper-w15": (["--engine", "whisper", "--window", "15"], True),
     "whisper-greedy": (["--engine", "whisper", "--beam-size", "1"], True),
     "whisper-2threads": (["--engine", "whisper", "--threads", "2"], True),

@@ -27,7 +27,6 @@ from typing import Final
 from callbridge.core.log import event
 from callbridge.stt.base import Recognizer, SttError, Transcript
 from callbridge.stt.worker_protocol import (
-    HURRY,
     REPLY,
     Op,
     ProtocolError,
@@ -195,7 +194,6 @@ class WorkerPool:
         self._ids = itertools.count(1)
         self._started = False
         self.stateless = stateless
-        self.hurried = 0  # whole-utterance requests that queued and asked for HURRY
 
     def recognizer(self) -> Recognizer:
         """A recognizer for one call: on the least busy worker, or (stateless) on none."""
@@ -229,20 +227,13 @@ class WorkerPool:
             th.join()
 
     def transcribe(self, pcm8k: bytes) -> str:
-        """One whole utterance's text, from the worker with the fewest requests in flight.
-
-        A request that has to queue behind another asks for the engine's cheapest decode
-        (HURRY): when many callers finish a turn at once, waiting is what makes the answer
-        late, so those turns trade a little accuracy for a shorter queue."""
+        """One whole utterance's text, from the worker with the fewest requests in flight."""
         self._start_all()
         with self._lock:
             worker = min(self.workers, key=lambda w: w.busy)
-            queued = worker.busy > 0
             worker.busy += 1
-            if queued:
-                self.hurried += 1
         try:
-            return worker.request(Op.TRANSCRIBE, HURRY if queued else 0, pcm8k)
+            return worker.request(Op.TRANSCRIBE, 0, pcm8k)
         finally:
             with self._lock:
                 worker.busy -= 1

@@ -136,27 +136,22 @@ class WhisperEngine:
         """A dummy decode: the first one pays for allocations and kernel selection."""
         self.transcribe(np.zeros(PIPELINE_RATE, np.int16).tobytes())
 
-    def transcribe(self, pcm8k: bytes, hurry: bool = False) -> str:
-        """The text of one utterance of PCM16 8 kHz audio ("" for none). `hurry`: greedy
-        decoding (beam 1), for a request that queued: about half the decoder's time, a few
-        points of accuracy on hard voices (bench/stt_accuracy.py, whisper-greedy)."""
+    def transcribe(self, pcm8k: bytes) -> str:
+        """The text of one utterance of PCM16 8 kHz audio ("" for none)."""
         samples = np.frombuffer(pcm8k[: len(pcm8k) // 2 * 2], dtype="<i2")
         if samples.size < PIPELINE_RATE // 10:  # under 100 ms: nothing to hear
             return ""
         audio = soxr.resample(samples.astype(np.float32) / 32768.0, PIPELINE_RATE, MODEL_RATE)
         duration = audio.size / MODEL_RATE
-        beam = 1 if hurry else self.options.beam_size
         if duration > FULL_WINDOW:
-            return self._long(audio, beam)
+            return self._long(audio)
         window = min(FULL_WINDOW, max(self.options.window, math.ceil(duration + 1.0)))
-        text, looping = self._decode(audio, window, duration, beam)
+        text, looping = self._decode(audio, window, duration)
         if looping and window < FULL_WINDOW:
-            text, _ = self._decode(audio, FULL_WINDOW, duration, beam)
+            text, _ = self._decode(audio, FULL_WINDOW, duration)
         return text
 
-    def _decode(
-        self, audio: np.ndarray, window: float, duration: float, beam: int
-    ) -> tuple[str, bool]:
+    def _decode(self, audio: np.ndarray, window: float, duration: float) -> tuple[str, bool]:
         import ctranslate2  # type: ignore[import-untyped]
 
         padded = np.zeros(int(window * MODEL_RATE), np.float32)
@@ -168,7 +163,7 @@ class WhisperEngine:
         result = self._model.model.generate(
             ctranslate2.StorageView.from_array(features),
             [self._prompt],
-            beam_size=beam,
+            beam_size=self.options.beam_size,
             max_length=len(self._prompt) + max_length,
             return_scores=True,
             return_no_speech_prob=True,
@@ -184,12 +179,12 @@ class WhisperEngine:
         looping = len(tokens) >= max_length or _repeats(text)
         return text, looping
 
-    def _long(self, audio: np.ndarray, beam: int) -> str:
+    def _long(self, audio: np.ndarray) -> str:
         """Over 30 s (rare on a phone turn): faster-whisper's own sliding windows."""
         segments, _ = self._model.transcribe(
             audio,
             language="en",
-            beam_size=beam,
+            beam_size=self.options.beam_size,
             without_timestamps=True,
             condition_on_previous_text=False,
             vad_filter=False,

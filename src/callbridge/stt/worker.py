@@ -10,7 +10,6 @@ from typing import BinaryIO
 from callbridge.core.log import event
 from callbridge.stt.base import Recognizer
 from callbridge.stt.worker_protocol import (
-    HURRY,
     REQUEST,
     Op,
     ProtocolError,
@@ -37,14 +36,14 @@ def serve(
     inp: BinaryIO,
     out: BinaryIO,
     make: Callable[[], Recognizer],
-    transcribe: Callable[[bytes, bool], str] | None = None,
+    transcribe: Callable[[bytes], str] | None = None,
 ) -> int:
     """Answer requests until the input ends; 0 then. A request that fails gets an error reply
     and the worker goes on; bytes that are not the protocol end it (exit status 2).
     `transcribe` decodes a whole utterance (Op.TRANSCRIBE); without it, a recognizer from
-    `make` does, for that request only. Its second argument is the request's HURRY flag."""
+    `make` does, for that request only."""
     sessions: dict[int, Recognizer] = {}
-    whole = transcribe if transcribe is not None else (lambda pcm, _: _once(make, pcm))
+    whole = transcribe if transcribe is not None else (lambda pcm: _once(make, pcm))
     try:
         while True:
             header = _read_exact(inp, REQUEST.size)
@@ -56,7 +55,7 @@ def serve(
                 return 0
             try:
                 if op is Op.TRANSCRIBE:
-                    text = whole(payload, bool(session & HURRY))
+                    text = whole(payload)
                 else:
                     text = _handle(sessions, make, op, session, payload)
                 reply = pack_reply(True, text)

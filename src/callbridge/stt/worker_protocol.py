@@ -12,10 +12,7 @@ TRANSCRIBE, which carries a whole utterance and leaves nothing behind (Whisper: 
 buffers the turn's PCM, and any idle worker can decode it, so the pool is sized by concurrent
 turns, not by calls).
 
-Request: op (u8), session (u32), payload length (u32), payload. For TRANSCRIBE, which has no
-session, that field carries flags instead: HURRY asks for the cheapest decode the engine has
-(Whisper: greedy instead of beam search), set by the gateway when the request had to queue
-behind another, so a burst of turns ending together drains sooner.
+Request: op (u8), session (u32), payload length (u32), payload.
 Reply: status (u8: 0 ok, 1 error), text length (u32), text (UTF-8: a partial or final
 transcript, "" for none, or the error's description).
 """
@@ -40,9 +37,6 @@ class Op(enum.IntEnum):
     FINISH = 4  # end the utterance; replies with its final transcript
     CLOSE = 5  # the session is over: its decoder goes back to the worker's pool
     TRANSCRIBE = 6  # a whole utterance's PCM16 8 kHz audio (no session); replies with its text
-
-
-HURRY: Final = 1  # TRANSCRIBE flag (in the session field): the cheapest decode, it queued
 
 
 class ProtocolError(errors.ProtocolError, ValueError):

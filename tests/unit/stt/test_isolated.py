@@ -94,27 +94,3 @@ def test_a_worker_that_is_not_a_worker_is_an_error_not_a_hang() -> None:
     with pytest.raises(SttError):
         missing.recognizer()
     missing.close()
-
-
-# A stateless worker that answers with the HURRY flag it was given.
-FLAGS_WORKER = [
-    sys.executable,
-    "-c",
-    "import sys; from callbridge.stt.worker import serve; "
-    "sys.exit(serve(sys.stdin.buffer, sys.stdout.buffer, None, "
-    "lambda pcm, hurry: 'hurried' if hurry else 'calm'))",
-]
-
-
-def test_a_turn_that_queues_behind_another_asks_for_the_cheapest_decode() -> None:
-    pool = WorkerPool(FLAGS_WORKER, 1, stateless=True)
-    try:
-        assert pool.transcribe(b"\0" * 3200) == "calm"
-        worker = pool.workers[0]
-        worker.busy += 1  # another turn is being decoded on the only worker: this one waits
-        assert pool.transcribe(b"\0" * 3200) == "hurried"
-        worker.busy -= 1
-        assert pool.transcribe(b"\0" * 3200) == "calm"
-        assert pool.hurried == 1
-    finally:
-        pool.close()

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from callbridge.stt.base import Recognizer, Transcript
 from callbridge.stt.worker import serve
-from callbridge.stt.worker_protocol import HURRY, REPLY, Op, pack_request, unpack_reply_header
+from callbridge.stt.worker_protocol import REPLY, Op, pack_request, unpack_reply_header
 
 
 class Scripted:
@@ -117,23 +117,15 @@ def test_a_whole_utterance_is_transcribed_without_a_session() -> None:
             pack_request(Op.TRANSCRIBE, 0, b"abcdef")
             + pack_request(Op.TRANSCRIBE, 0, b"")
             + pack_request(Op.TRANSCRIBE, 0, b"boom")
-            + pack_request(Op.TRANSCRIBE, HURRY, b"abc")
         ),
         out,
         make,
-        lambda pcm, hurry: (
-            (_ for _ in ()).throw(ValueError("boom"))
-            if pcm == b"boom"
-            else f"<{len(pcm)}{' hurried' if hurry else ''}>"
+        lambda pcm: (
+            (_ for _ in ()).throw(ValueError("boom")) if pcm == b"boom" else f"<{len(pcm)}>"
         ),
     )
     assert status == 0
-    assert replies(out.getvalue()) == [
-        (True, "<6>"),
-        (True, "<0>"),
-        (False, "ValueError: boom"),
-        (True, "<3 hurried>"),
-    ]
+    assert replies(out.getvalue()) == [(True, "<6>"), (True, "<0>"), (False, "ValueError: boom")]
 
 
 def test_without_a_transcriber_a_fresh_recognizer_decodes_the_utterance() -> None:
