@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/fuzz_parsers.py [--inputs 1000000] [--parser NAME] [--seed 0]
 Parsers: sip, sip-ua, sdp, sdp-oa, rtp, rtcp, rfc4733, twilio, audiosocket, chan-ws, agi, ari
 (default: all). Inputs are golden
-messages (tests/fixtures, tests/unit/mediastream/golden, packets our own builders emit) with
+messages (tests/fixtures, tests/unit/twilio_streams/golden, packets our own builders emit) with
 1-4 stacked mutations - bit flips, byte insertions/deletions, splices of two goldens, repeated
 chunks, digit runs inflated to "9"*5000 or replaced by hostile numbers, range strings like
 "0-30000000" - plus 10 % random bytes. The same --seed gives the same inputs, per parser.

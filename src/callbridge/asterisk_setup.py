@@ -1,7 +1,7 @@
 """Settings -> the Asterisk transports (docs/asterisk.md): the AudioSocket server, FastAGI on
 top of it, the ARI controller and the chan_websocket media endpoint. One builder per
 transport; `AsteriskTransports` starts and stops whichever are enabled, as one part of the
-gateway. A sibling of the composition root (app.py), which calls `build_asterisk`."""
+gateway. A sibling of the composition root (gateway.py), which calls `build_asterisk`."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from callbridge.core.ports import LegAcceptor
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.socket import PortAllocator
 from callbridge.sip.access import parse_networks
-from callbridge.transports.ari import AriConfig, AriController
-from callbridge.transports.audiosocket import AudioSocketConfig, AudioSocketServer
-from callbridge.transports.chan_websocket import ChanWebSocketTransport
-from callbridge.transports.fastagi import FastAgiConfig, FastAgiServer
+from callbridge.transports.asterisk.ari import AriConfig, AriController
+from callbridge.transports.asterisk.audiosocket import AudioSocketConfig, AudioSocketServer
+from callbridge.transports.asterisk.chan_websocket import ChanWebSocketTransport
+from callbridge.transports.asterisk.fastagi import FastAgiConfig, FastAgiServer
 
 __all__ = [
     "AsteriskTransports",

@@ -14,10 +14,10 @@ from callbridge.api.twilio import media_stream_url
 from callbridge.config.settings import Settings
 from callbridge.core.errors import ConfigError
 from callbridge.core.log import event
-from callbridge.mediastream import twiml
-from callbridge.transports.twilio import TwilioTransport
-from callbridge.transports.twilio_leg import TwilioLeg
-from callbridge.transports.twilio_rest import TwilioCallFailed, TwilioRest
+from callbridge.transports.twilio.leg import TwilioLeg
+from callbridge.transports.twilio.rest import TwilioCallFailed, TwilioRest
+from callbridge.transports.twilio.transport import TwilioTransport
+from callbridge.twilio_streams import twiml
 
 log = logging.getLogger("callbridge")
 

@@ -1,7 +1,7 @@
 """Settings -> the voice agent's shared parts: the brain, speech recognition (local worker
 processes or an OpenAI-compatible server), speech synthesis, and the conversation's timing.
 
-Split from the composition root (app.py) because it is one concept of its own — everything
+Split from the composition root (gateway.py) because it is one concept of its own — everything
 the `voice` agent needs, and what to close at shutdown — and the largest one."""
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from callbridge.app import Gateway, build_gateway
 from callbridge.config.settings import load_settings
+from callbridge.gateway import Gateway, build_gateway
 
 from .phone import Phone
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from callbridge.app import Gateway, build_gateway
 from callbridge.config.settings import Settings, load_settings
+from callbridge.gateway import Gateway, build_gateway
 
 
 def echo_settings(data_dir: Path, rtp: tuple[int, int], **sip: Any) -> Settings:

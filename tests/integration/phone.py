@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from callbridge.app import Gateway
 from callbridge.calls.manager import Call
+from callbridge.gateway import Gateway
 from callbridge.rtp.packet import RtpPacket
 from callbridge.sip.message import SipRequest, SipResponse, parse
 

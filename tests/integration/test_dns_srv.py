@@ -12,8 +12,8 @@ import pytest
 from dnslib import QTYPE, RR, SRV, A, DNSRecord  # type: ignore[import-untyped]
 from dnslib.server import BaseResolver, DNSServer  # type: ignore[import-untyped]
 
-from callbridge.app import Gateway
-from callbridge.transports.dns import SipResolver
+from callbridge.gateway import Gateway
+from callbridge.transports.sip.dns import SipResolver
 
 from .gateways import echo_settings, running
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from callbridge.app import Gateway
+from callbridge.gateway import Gateway
 from callbridge.sip.message import SipResponse, parse
 
 from .phone import Phone, ended_future, headers
@@ -75,7 +75,7 @@ async def test_hostile_sdp_gets_a_final_answer_at_once_and_leaks_nothing(
 async def test_any_failure_while_setting_up_a_call_gets_500_and_frees_the_ports(
     gateway: Gateway, phone: Phone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import callbridge.transports.sip_media as transport
+    import callbridge.transports.sip.media as transport
 
     def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("a bug nobody foresaw")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from callbridge.app import Gateway
+from callbridge.gateway import Gateway
 from tests.peers.peerlib.alsa import file_device
 
 from .gateways import echo_settings, running

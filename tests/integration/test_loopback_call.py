@@ -12,12 +12,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from callbridge.app import build_gateway
 from callbridge.calls.manager import Call
 from callbridge.config.settings import Settings, load_settings
 from callbridge.core.errors import CallEnded
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
 from callbridge.core.ports import CallLeg
+from callbridge.gateway import build_gateway
 
 
 def settings(tmp: str, rtp_base: int) -> Settings:

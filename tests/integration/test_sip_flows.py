@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from callbridge.app import Gateway, build_gateway
+from callbridge.gateway import Gateway, build_gateway
 from callbridge.rtp.packet import RtpPacket
 from callbridge.sdp.session import parse as parse_sdp
 from callbridge.sip.message import SipRequest, SipResponse

@@ -21,7 +21,7 @@ from callbridge.calls.routing import Router
 from callbridge.core.clocks import LoopClock
 from callbridge.sip.digest import digest_response
 from callbridge.sip.registration import SipAccount
-from callbridge.transports.sip import SipTransport, SipTransportConfig
+from callbridge.transports.sip.transport import SipTransport, SipTransportConfig
 
 from .conftest import require_tools
 from .peerlib import audio

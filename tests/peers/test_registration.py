@@ -16,7 +16,7 @@ import pytest
 
 from callbridge.core.clocks import LoopClock
 from callbridge.sip.registration import RegState, SipAccount
-from callbridge.transports.sip import SipTransport, SipTransportConfig
+from callbridge.transports.sip.transport import SipTransport, SipTransportConfig
 
 from .conftest import require_tools
 from .peerlib.inprocess import NoCalls, Records, recording, wait_for

@@ -43,7 +43,7 @@ from callbridge.core.events import DtmfDigit, LegHold
 from callbridge.core.frames import FRAME_MS, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import CallLeg
-from callbridge.mediastream.messages import (
+from callbridge.twilio_streams.messages import (
     Clear,
     Connected,
     Dtmf,
@@ -59,7 +59,7 @@ from callbridge.mediastream.messages import (
     dumps,
     parse_from_app,
 )
-from callbridge.mediastream.signature import SIGNATURE_HEADER, compute_signature
+from callbridge.twilio_streams.signature import SIGNATURE_HEADER, compute_signature
 
 __all__ = ["AgentAudio", "TwilioSocketAgent", "TwilioSocketConfig", "safe_url"]
 

@@ -24,7 +24,7 @@ from callbridge import __version__
 from callbridge.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from callbridge.api.twilio import TwilioWebConfig, twilio_routes
 from callbridge.calls.manager import CallManager
-from callbridge.transports.twilio import TwilioTransport
+from callbridge.transports.twilio.transport import TwilioTransport
 
 __all__ = ["ApiConfig", "BearerTokenGuard", "create_app"]
 

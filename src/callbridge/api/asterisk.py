@@ -19,8 +19,8 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbridge.core.log import event
-from callbridge.transports.chan_websocket import ChanWebSocketTransport
-from callbridge.transports.twilio_leg import SocketClosed
+from callbridge.transports.asterisk.chan_websocket import ChanWebSocketTransport
+from callbridge.transports.websocket import SocketClosed
 
 __all__ = ["ASTERISK_MEDIA_PATH", "ASTERISK_PREFIX", "AsteriskWebConfig", "asterisk_routes"]
 

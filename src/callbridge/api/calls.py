@@ -30,7 +30,7 @@ from callbridge.core import errors
 from callbridge.core.log import event
 from callbridge.observability.metrics import CONTENT_TYPE, Metrics
 from callbridge.store.db import MAX_QUERY_CHARS, CallRow, EventRow, TurnRow
-from callbridge.transports.sip import CallFailed, SipTransport
+from callbridge.transports.sip.transport import CallFailed, SipTransport
 
 __all__ = ["ApiError", "CallsApi", "calls_routes"]
 
@@ -63,7 +63,7 @@ class ApiError(errors.ApiError):
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 # Places a call through Twilio (to, agent, answer timeout) -> the started call's id; raises
-# ApiError. Built by app.py, which knows the Twilio settings and REST client.
+# ApiError. Built by gateway.py, which knows the Twilio settings and REST client.
 TwilioOriginate = Callable[[str, str, float], Awaitable[str]]
 
 

@@ -15,7 +15,7 @@ from callbridge.core.bus import Bus
 from callbridge.core.call_events import RegistrationChanged
 from callbridge.observability.webhooks import WebhookSender
 from callbridge.sip.registration import RegistrationStatus
-from callbridge.transports.sip import SipTransport
+from callbridge.transports.sip.transport import SipTransport
 
 __all__ = ["call_summary", "connect_observers", "registration_event", "registration_summary"]
 

@@ -21,7 +21,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from callbridge.core.log import event
-from callbridge.mediastream.inbound import MAX_MESSAGE_BYTES
+from callbridge.twilio_streams.inbound import MAX_MESSAGE_BYTES
 
 __all__ = ["HttpServer"]
 

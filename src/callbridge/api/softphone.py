@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from callbridge.core.log import event
 from callbridge.core.ports import Rejection
-from callbridge.transports.webrtc import BadOffer, WebRtcTransport
+from callbridge.transports.webrtc.transport import BadOffer, WebRtcTransport
 
 __all__ = ["ASSETS_PREFIX", "PAGE_PATHS", "STATIC_DIR", "webrtc_routes"]
 

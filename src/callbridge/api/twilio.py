@@ -20,10 +20,10 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbridge.core.log import event
-from callbridge.mediastream import twiml
-from callbridge.mediastream.signature import SIGNATURE_HEADER, verify
-from callbridge.transports.twilio import TwilioTransport
-from callbridge.transports.twilio_leg import SocketClosed
+from callbridge.transports.twilio.transport import TwilioTransport
+from callbridge.transports.websocket import SocketClosed
+from callbridge.twilio_streams import twiml
+from callbridge.twilio_streams.signature import SIGNATURE_HEADER, verify
 
 __all__ = [
     "MEDIA_PATH",

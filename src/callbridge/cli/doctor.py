@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal, TextIO
 
 from callbridge.config.settings import Settings, http_wanted
-from callbridge.transports.sip import local_address_towards
+from callbridge.transports.sip.transport import local_address_towards
 
 Status = Literal["ok", "warn", "fail"]
 

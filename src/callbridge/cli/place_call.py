@@ -9,17 +9,17 @@ import logging
 from typing import Any
 
 from callbridge.agents.local_audio import LocalAudioAgent, open_device
-from callbridge.app import Gateway, build_gateway
 from callbridge.calls.manager import Call
 from callbridge.cli.serve import until_signal
 from callbridge.config.settings import Settings
 from callbridge.core.errors import ConfigError
 from callbridge.core.log import event
+from callbridge.gateway import Gateway, build_gateway
 from callbridge.originate import check_twilio_call_settings, twilio_originate
-from callbridge.transports.sip import CallFailed
-from callbridge.transports.sip_leg import SipLeg
-from callbridge.transports.twilio_leg import TwilioLeg
-from callbridge.transports.twilio_rest import TwilioCallFailed
+from callbridge.transports.sip.leg import SipLeg
+from callbridge.transports.sip.transport import CallFailed
+from callbridge.transports.twilio.leg import TwilioLeg
+from callbridge.transports.twilio.rest import TwilioCallFailed
 
 log = logging.getLogger("callbridge")
 

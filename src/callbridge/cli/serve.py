@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from callbridge.app import Gateway, build_gateway
 from callbridge.config.settings import Settings
+from callbridge.gateway import Gateway, build_gateway
 
 
 async def until_signal() -> signal.Signals:

@@ -1,5 +1,5 @@
 """Locating a SIP server by DNS SRV (RFC 3263 §4.2, RFC 2782). Sans-IO: the records come in,
-the order to try them goes out; the shell (transports/dns.py) asks DNS.
+the order to try them goes out; the shell (transports/sip/dns.py) asks DNS.
 
 A host name without a port is looked up as `_sip._udp.<host>` first: providers publish their
 servers (and ports) there. A numeric address, or a name with an explicit port, is used as it

@@ -2,7 +2,7 @@
 
 Sans-IO. Datagrams and API calls go in with `now`; datagrams to send and call events come out.
 The asyncio shell (`sip/endpoint.py`) owns the socket and the timer; the application
-(`transports/sip.py`) owns media and reacts to the events by calling the API methods here.
+(`transports/sip/transport.py`) owns media and reacts to the events by calling the API methods here.
 
 `UserAgent` is the dispatcher: it owns the transaction layer and the call table, answers what
 needs no call (malformed or refused requests, out-of-dialog OPTIONS, REGISTER and other

@@ -1,6 +1,6 @@
 """The store as the calls layer sees it: one `CallSession` per call, which records it.
 
-    store = build_store(StoreConfig(data_dir))          # app.py, at start-up
+    store = build_store(StoreConfig(data_dir))          # gateway.py, at start-up
     session = store.begin(call_id=..., info=leg.info, agent="voice", t0=clock.now())
     leg.set_tap(session.tap)                             # the recording (None when disabled)
     agent.attach_transcript(session)                     # transcript + turns (VoiceAgent)
@@ -373,7 +373,7 @@ def open_db(url: str, data_dir: Path) -> SqliteCallDb | PostgresCallDb:
 
 
 def build_store(config: StoreConfig) -> Store:
-    """The store for app.py: opens (and migrates) the database; calls left live by a
+    """The store for gateway.py: opens (and migrates) the database; calls left live by a
     previous process are closed as "lost" at their last sign of life (lost.py), their
     recordings' headers fixed. Blocking: call it at start-up."""
     config.data_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ run_in_netns.sh), which worked on this machine:
   networking off, Chromium resolves Google hosts at start-up. A test that finds itself
   outside one re-runs itself inside `unshare --net` (`run_in_private_netns`);
 - `--allow-loopback-in-peer-connection` so Chromium offers 127.0.0.1 candidates (the gateway
-  adds 127.0.0.1 to its own, transports/webrtc.py), the mDNS hiding of local addresses off;
+  adds 127.0.0.1 to its own, transports/webrtc/transport.py), the mDNS hiding of local addresses off;
 - the microphone is a WAV file (16-bit PCM mono; Chromium loops it from getUserMedia on);
   Playwright's default `--mute-audio` is dropped, so the remote audio really plays out and
   WebAudio sees it.

@@ -27,7 +27,6 @@ from callbridge.agents.twilio_socket import (
     TwilioSocketConfig,
     safe_url,
 )
-from callbridge.app import build_gateway
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
 from callbridge.config.settings import AgentRoute, Settings, load_settings
 from callbridge.core.clocks import LoopClock
@@ -35,8 +34,9 @@ from callbridge.core.errors import ConfigError
 from callbridge.core.events import DtmfDigit, LegHold
 from callbridge.core.frames import FRAME_BYTES, FRAME_SAMPLES, AudioFrame
 from callbridge.core.ports import LegInfo, Rejection
-from callbridge.mediastream.signature import compute_signature, verify
+from callbridge.gateway import build_gateway
 from callbridge.testing import FakeLeg
+from callbridge.twilio_streams.signature import compute_signature, verify
 
 Json = dict[str, Any]
 

@@ -19,10 +19,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
-from callbridge.app import Gateway, build_gateway
 from callbridge.calls.manager import Call
 from callbridge.config.settings import Settings, load_settings
 from callbridge.core.errors import ConfigError
+from callbridge.gateway import Gateway, build_gateway
 from callbridge.observability.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 from ..observability.receiver import WebhookReceiver

@@ -112,7 +112,7 @@ def test_each_event_becomes_the_json_the_page_reads() -> None:
 
 
 def buses() -> tuple[Bus, Bus]:
-    """(root, gateway): a gateway's bus under its own root, as app.py builds them."""
+    """(root, gateway): a gateway's bus under its own root, as gateway.py builds them."""
     root = Bus(name="root")
     return root, Bus(root, name="gateway")
 

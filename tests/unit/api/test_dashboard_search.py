@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from callbridge.app import Gateway, build_gateway
+from callbridge.gateway import Gateway, build_gateway
 from callbridge.store.db import SEARCH_WINDOW, CallRow, TurnRow, WorkerCallDb, like_pattern
 from tests.unit.store.conftest import backend, db, postgres, postgres_url  # noqa: F401
 

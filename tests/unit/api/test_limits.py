@@ -31,14 +31,14 @@ from callbridge.api.calls import MAX_DTMF_DIGITS, CallsApi
 from callbridge.api.limits import MAX_JSON_DEPTH, BodyLimit, clip, json_depth
 from callbridge.api.server import HttpServer
 from callbridge.api.twilio import TwilioWebConfig
-from callbridge.app import Gateway, build_gateway
 from callbridge.config.settings import load_settings
 from callbridge.core.clocks import LoopClock
 from callbridge.core.errors import ConfigError
 from callbridge.core.ports import CallLeg, LegInfo
-from callbridge.mediastream.messages import Connected, Media, Start, dumps
-from callbridge.transports.twilio import TwilioTransport
-from callbridge.transports.twilio_leg import TwilioLeg, TwilioLegConfig
+from callbridge.gateway import Gateway, build_gateway
+from callbridge.transports.twilio.leg import TwilioLeg, TwilioLegConfig
+from callbridge.transports.twilio.transport import TwilioTransport
+from callbridge.twilio_streams.messages import Connected, Media, Start, dumps
 
 with warnings.catch_warnings():
     # starlette 1.x would rather drive its TestClient with httpx2; httpx works the same here.

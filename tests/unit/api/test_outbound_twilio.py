@@ -18,7 +18,7 @@ import pytest
 from twilio.http import HttpClient  # type: ignore[import-untyped]
 from twilio.http.response import Response  # type: ignore[import-untyped]
 
-from callbridge import app
+from callbridge import gateway
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
 from callbridge.cli.place_call import place_call
 from callbridge.config.settings import Settings, load_settings
@@ -190,7 +190,7 @@ async def test_post_calls_via_twilio(tmp_path: object) -> None:
     the call's id once Twilio's media stream is connected; refusals keep Twilio's status."""
     port = free_port()
     client = RecordingHttpClient()
-    gw = app.build_gateway(settings(tmp_path, port), http=True, twilio_http_client=client)
+    gw = gateway.build_gateway(settings(tmp_path, port), http=True, twilio_http_client=client)
     await gw.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
@@ -237,7 +237,7 @@ async def test_post_calls_via_twilio(tmp_path: object) -> None:
 async def test_post_calls_via_twilio_without_its_settings_names_them(tmp_path: object) -> None:
     port = free_port()
     s = settings(tmp_path, port)
-    gw = app.build_gateway(replace(s, twilio=replace(s.twilio, from_number="")), http=True)
+    gw = gateway.build_gateway(replace(s, twilio=replace(s.twilio, from_number="")), http=True)
     await gw.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:

@@ -15,10 +15,10 @@ import pytest
 import websockets
 
 from callbridge.api.server import HttpServer
-from callbridge.app import Gateway, build_gateway
 from callbridge.audio.g711 import ulaw_encode
 from callbridge.calls.manager import Call
 from callbridge.config.settings import Settings, load_settings
+from callbridge.gateway import Gateway, build_gateway
 
 from .twilio_peer import FakeTwilioStream
 

@@ -21,10 +21,10 @@ from callbridge.api.app import ApiConfig, create_app
 from callbridge.api.twilio import TwilioWebConfig
 from callbridge.core.clocks import LoopClock
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
-from callbridge.mediastream.messages import Connected, Start, Stop, dumps
-from callbridge.mediastream.signature import body_sha256
-from callbridge.transports.twilio import TwilioTransport
-from callbridge.transports.twilio_leg import TwilioLeg
+from callbridge.transports.twilio.leg import TwilioLeg
+from callbridge.transports.twilio.transport import TwilioTransport
+from callbridge.twilio_streams.messages import Connected, Start, Stop, dumps
+from callbridge.twilio_streams.signature import body_sha256
 
 with warnings.catch_warnings():
     # starlette 1.x would rather drive its TestClient with httpx2; httpx works the same here.

@@ -11,7 +11,7 @@ from typing import Any
 import websockets
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
-from callbridge.mediastream.messages import Connected, Mark, Media, Start, Stop, dumps
+from callbridge.twilio_streams.messages import Connected, Mark, Media, Start, Stop, dumps
 
 
 class FakeTwilioStream:

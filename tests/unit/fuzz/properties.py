@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from callbridge.mediastream.messages import MessageError, dumps, parse_from_app, parse_from_twilio
 from callbridge.rtp.dtmf import DtmfReceiver, TelephoneEvent, dtmf_packets
 from callbridge.rtp.packet import RtpPacket, RtpParseError
 from callbridge.rtp.rtcp import (
@@ -38,9 +37,15 @@ from callbridge.sip.message import MAX_MESSAGE_BYTES as SIP_MAX_MESSAGE_BYTES
 from callbridge.sip.message import SipParseError, SipRequest
 from callbridge.sip.message import parse as parse_sip
 from callbridge.sip.uri import UriParseError
+from callbridge.twilio_streams.messages import (
+    MessageError,
+    dumps,
+    parse_from_app,
+    parse_from_twilio,
+)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-TWILIO_GOLDEN = Path(__file__).resolve().parents[1] / "mediastream" / "golden"
+TWILIO_GOLDEN = Path(__file__).resolve().parents[1] / "twilio_streams" / "golden"
 
 # --- seed corpora: golden messages and packets our own builders emit -------------------------
 

@@ -21,7 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callbridge.mediastream.messages import (
+from callbridge.rtp.dtmf import DtmfReceiver, TelephoneEvent
+from callbridge.rtp.packet import RtpPacket, RtpParseError
+from callbridge.rtp.rtcp import MAX_PACKETS, MAX_SDES_ITEMS, RtcpParseError, parse_compound
+from callbridge.sdp import SdpError
+from callbridge.sip.message import MAX_HEADER_LINES, MAX_LIST_ELEMENTS, SipParseError
+from callbridge.sip.message import parse as parse_sip
+from callbridge.twilio_streams.messages import (
     MAX_MESSAGE_BYTES,
     Media,
     MediaOut,
@@ -29,12 +35,6 @@ from callbridge.mediastream.messages import (
     parse_from_app,
     parse_from_twilio,
 )
-from callbridge.rtp.dtmf import DtmfReceiver, TelephoneEvent
-from callbridge.rtp.packet import RtpPacket, RtpParseError
-from callbridge.rtp.rtcp import MAX_PACKETS, MAX_SDES_ITEMS, RtcpParseError, parse_compound
-from callbridge.sdp import SdpError
-from callbridge.sip.message import MAX_HEADER_LINES, MAX_LIST_ELEMENTS, SipParseError
-from callbridge.sip.message import parse as parse_sip
 from tests.unit.fuzz.properties import (
     FIXTURES,
     check_dtmf,

@@ -247,8 +247,8 @@ async def test_a_failing_sink_does_not_disturb_the_conversation(
 
 
 async def test_the_gateway_builds_its_store_from_settings(tmp_path: Path) -> None:
-    from callbridge.app import build_call_store
     from callbridge.config.settings import load_settings
+    from callbridge.gateway import build_call_store
 
     settings = load_settings(
         environ={

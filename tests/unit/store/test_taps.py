@@ -20,7 +20,7 @@ from callbridge.core.ports import LegInfo
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.socket import PortAllocator, RtpSocket
 from callbridge.sdp.offer_answer import PCMU, MediaPlan
-from callbridge.transports.sip_leg import Receiver, SipLeg
+from callbridge.transports.sip.leg import Receiver, SipLeg
 from tests.unit.transports.test_twilio_leg import Harness, settle, ticks, tone_pcm
 
 Tick = tuple[bytes | None, bytes | None]

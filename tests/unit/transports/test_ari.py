@@ -15,8 +15,8 @@ from callbridge.core.clocks import LoopClock
 from callbridge.core.events import DtmfDigit
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
 from callbridge.rtp.socket import PortAllocator
-from callbridge.transports.ari import AriConfig, AriController
-from callbridge.transports.ari_leg import AriLeg
+from callbridge.transports.asterisk.ari import AriConfig, AriController
+from callbridge.transports.asterisk.ari_leg import AriLeg
 from tests.peers.peerlib.asterisk import AriDouble
 
 CALLER = "1761234567.1"

@@ -24,7 +24,7 @@ from callbridge.core.clocks import FakeClock
 from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import FRAME_BYTES, AudioFrame
 from callbridge.core.ports import LegInfo
-from callbridge.transports.audiosocket_leg import AudioSocketLeg, AudioSocketLegConfig
+from callbridge.transports.asterisk.audiosocket_leg import AudioSocketLeg, AudioSocketLegConfig
 
 UUID = uuid.UUID("40325ec2-5efd-4bd3-805f-53576e581d13")
 

@@ -20,9 +20,9 @@ from callbridge.asterisk.audiosocket import (
 from callbridge.core.clocks import LoopClock
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
 from callbridge.sip.access import parse_networks
-from callbridge.transports.audiosocket import AudioSocketConfig, AudioSocketServer
-from callbridge.transports.audiosocket_leg import AudioSocketLeg
-from callbridge.transports.fastagi import FastAgiConfig, FastAgiServer, audiosocket_target
+from callbridge.transports.asterisk.audiosocket import AudioSocketConfig, AudioSocketServer
+from callbridge.transports.asterisk.audiosocket_leg import AudioSocketLeg
+from callbridge.transports.asterisk.fastagi import FastAgiConfig, FastAgiServer, audiosocket_target
 
 HOST = "127.0.0.1"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callbridge.transports.sip import CallFailed
+from callbridge.transports.sip.transport import CallFailed
 
 
 @pytest.mark.parametrize(

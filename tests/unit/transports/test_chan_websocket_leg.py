@@ -17,9 +17,12 @@ from callbridge.core.clocks import FakeClock
 from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import AudioFrame
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
-from callbridge.transports.chan_websocket import ChanWebSocketTransport
-from callbridge.transports.chan_websocket_leg import ChanWebSocketLeg, ChanWebSocketLegConfig
-from callbridge.transports.twilio_leg import SocketClosed
+from callbridge.transports.asterisk.chan_websocket import ChanWebSocketTransport
+from callbridge.transports.asterisk.chan_websocket_leg import (
+    ChanWebSocketLeg,
+    ChanWebSocketLegConfig,
+)
+from callbridge.transports.websocket import SocketClosed
 
 
 def start(fmt: str = "ulaw", size: int | None = None) -> cws.MediaStart:

@@ -31,9 +31,9 @@ from callbridge.sip.message import parse as parse_sip
 from callbridge.sip.refer import TransferFailed, TransferSucceeded
 from callbridge.testing import FakeClock, drain
 from callbridge.transports.leg_base import TICK
-from callbridge.transports.sip import CallFailed, SipTransport, SipTransportConfig
-from callbridge.transports.sip_leg import Receiver, SipLeg
-from callbridge.transports.sip_media import Refuse, Reply, SipMedia, Unusable
+from callbridge.transports.sip.leg import Receiver, SipLeg
+from callbridge.transports.sip.media import Refuse, Reply, SipMedia, Unusable
+from callbridge.transports.sip.transport import CallFailed, SipTransport, SipTransportConfig
 
 Addr = tuple[str, int]
 FAR: Addr = ("192.0.2.10", 30000)

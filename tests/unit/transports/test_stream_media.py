@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callbridge.core.frames import FRAME_BYTES
-from callbridge.transports.stream_media import AgentStream, CallerStream
+from callbridge.transports.asterisk.stream_media import AgentStream, CallerStream
 
 
 def test_any_chunking_gives_whole_frames_of_the_same_audio() -> None:

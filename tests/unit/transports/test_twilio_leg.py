@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 
 from callbridge.audio.g711 import ulaw_encode
+from callbridge.audio.tones import dtmf_tone
 from callbridge.core.clocks import FakeClock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import AudioFrame
 from callbridge.core.ports import LegInfo
-from callbridge.mediastream.messages import Dtmf, Mark, Media, Start, Stop, dumps
-from callbridge.transports.twilio_leg import SocketClosed, TwilioLeg, TwilioLegConfig, dtmf_tone
+from callbridge.transports.twilio.leg import TwilioLeg, TwilioLegConfig
+from callbridge.transports.websocket import SocketClosed
+from callbridge.twilio_streams.messages import Dtmf, Mark, Media, Start, Stop, dumps
 
 SID = "MZ" + "0" * 32
 START = Start(1, SID, "AC" + "1" * 32, "CA" + "2" * 32)

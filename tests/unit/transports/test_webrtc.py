@@ -23,14 +23,14 @@ from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit
 from callbridge.core.frames import FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
-from callbridge.transports import webrtc
-from callbridge.transports.webrtc import (
+from callbridge.transports.webrtc import transport as webrtc
+from callbridge.transports.webrtc.leg import WebRtcLeg
+from callbridge.transports.webrtc.transport import (
     BadOffer,
     WebRtcConfig,
     WebRtcTransport,
     parse_ice_servers,
 )
-from callbridge.transports.webrtc_leg import WebRtcLeg
 
 
 @pytest.fixture(autouse=True)

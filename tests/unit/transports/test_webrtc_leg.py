@@ -20,7 +20,7 @@ from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import FRAME_BYTES, FRAME_SAMPLES, AudioFrame
 from callbridge.core.ports import LegInfo
 from callbridge.testing.fake_time import drain
-from callbridge.transports.webrtc_leg import (
+from callbridge.transports.webrtc.leg import (
     MAX_MESSAGE_CHARS,
     PeerClosed,
     PeerEvent,

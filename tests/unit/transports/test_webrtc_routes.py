@@ -15,7 +15,7 @@ from callbridge.api.app import ApiConfig, create_app
 from callbridge.api.softphone import STATIC_DIR, webrtc_routes
 from callbridge.core.clocks import LoopClock
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
-from callbridge.transports.webrtc import BadOffer, WebRtcConfig, WebRtcTransport
+from callbridge.transports.webrtc.transport import BadOffer, WebRtcConfig, WebRtcTransport
 
 OFFER = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 

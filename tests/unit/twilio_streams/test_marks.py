@@ -3,7 +3,7 @@ echo; after a clear, the echoes of outstanding marks do not count as played."""
 
 from __future__ import annotations
 
-from callbridge.mediastream.marks import MarkLedger
+from callbridge.twilio_streams.marks import MarkLedger
 
 
 def send(ledger: MarkLedger, utterance: int, frames: int, samples: int = 160) -> list[str]:

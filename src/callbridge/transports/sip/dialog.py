@@ -15,12 +15,12 @@ from callbridge.sdp.offer_answer import Codec, MediaPlan
 from callbridge.sip.endpoint import SipEndpoint
 from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
 from callbridge.sip.ua import UaError, UserAgent
-from callbridge.transports.sip_leg import SipDialogHandle, SipLeg
-from callbridge.transports.sip_media import Refuse, Reply, SipMedia, Unusable
+from callbridge.transports.sip.leg import SipDialogHandle, SipLeg
+from callbridge.transports.sip.media import Refuse, Reply, SipMedia, Unusable
 
 __all__ = ["SipDialog"]
 
-log = logging.getLogger("callbridge.transports.sip")
+log = logging.getLogger("callbridge.transports.sip.transport")
 
 
 class SipDialog:

@@ -19,7 +19,7 @@ from callbridge.sip.srv import SrvRecord, needs_srv, srv_order
 
 __all__ = ["SipResolver"]
 
-log = logging.getLogger("callbridge.transports.dns")
+log = logging.getLogger("callbridge.transports.sip.dns")
 
 DEFAULT_PORT = 5060
 

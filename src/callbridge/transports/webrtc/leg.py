@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from callbridge.audio.resample import Resampler
+from callbridge.audio.tones import dtmf_tone
 from callbridge.core.clock import Clock
 from callbridge.core.errors import TransportError
 from callbridge.core.events import DtmfDigit, TransferResult
@@ -35,7 +36,6 @@ from callbridge.core.frames import FRAME_BYTES, FRAME_MS, PIPELINE_RATE, AudioFr
 from callbridge.core.log import event
 from callbridge.core.ports import LegInfo, MediaTap
 from callbridge.transports.leg_base import TICK, LegBase, LegCore
-from callbridge.transports.twilio_leg import dtmf_tone
 
 __all__ = [
     "DTMF_KEYS",
@@ -50,7 +50,7 @@ __all__ = [
     "parse_message",
 ]
 
-log = logging.getLogger("callbridge.transports.webrtc")
+log = logging.getLogger("callbridge.transports.webrtc.transport")
 
 DTMF_KEYS = frozenset("0123456789*#ABCD")
 MAX_MESSAGE_CHARS = 512  # a data-channel message longer than this is not ours: dropped

@@ -47,11 +47,11 @@ from callbridge.core.log import call_context, event, event_fields
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.socket import NoFreePort, PortAllocator
-from callbridge.transports.ari_leg import AriLeg
+from callbridge.transports.asterisk.ari_leg import AriLeg
 
 __all__ = ["AriConfig", "AriController", "AriFailed"]
 
-log = logging.getLogger("callbridge.transports.ari")
+log = logging.getLogger("callbridge.transports.asterisk.ari")
 
 
 class AriFailed(TransportError):

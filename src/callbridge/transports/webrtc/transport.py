@@ -49,7 +49,7 @@ from callbridge.core.clock import Clock
 from callbridge.core.errors import TransportError
 from callbridge.core.log import event
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
-from callbridge.transports.webrtc_leg import (
+from callbridge.transports.webrtc.leg import (
     PeerClosed,
     PeerEvent,
     PeerMessage,
@@ -69,7 +69,7 @@ __all__ = [
     "parse_ice_servers",
 ]
 
-log = logging.getLogger("callbridge.transports.webrtc")
+log = logging.getLogger("callbridge.transports.webrtc.transport")
 
 MAX_OFFER_CHARS = 64 * 1024  # a browser's audio offer is a few kB
 _CODECS = ("audio/opus", "audio/PCMU", "audio/PCMA")  # our preference order

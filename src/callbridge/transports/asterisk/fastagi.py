@@ -30,12 +30,12 @@ from callbridge.asterisk.agi import (
 from callbridge.core.errors import TransportError
 from callbridge.core.log import event, event_fields
 from callbridge.sip.access import InboundPolicy, Network
-from callbridge.transports.audiosocket import AudioSocketServer
-from callbridge.transports.audiosocket_leg import ByteStream, StreamPair
+from callbridge.transports.asterisk.audiosocket import AudioSocketServer
+from callbridge.transports.asterisk.audiosocket_leg import ByteStream, StreamPair
 
 __all__ = ["FastAgiConfig", "FastAgiServer", "audiosocket_target"]
 
-log = logging.getLogger("callbridge.transports.fastagi")
+log = logging.getLogger("callbridge.transports.asterisk.fastagi")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from callbridge.sip.uri import UriParseError
 
 __all__ = ["REJECT_STATUS", "InboundGate", "Refused", "request_user"]
 
-log = logging.getLogger("callbridge.transports.sip")
+log = logging.getLogger("callbridge.transports.sip.transport")
 
 Addr = tuple[str, int]
 REJECT_STATUS = {Rejection.NOT_FOUND: 404, Rejection.BUSY: 486, Rejection.UNAVAILABLE: 503}

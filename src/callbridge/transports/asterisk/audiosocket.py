@@ -27,7 +27,7 @@ from callbridge.core.clock import Clock
 from callbridge.core.log import event
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
 from callbridge.sip.access import InboundPolicy, Network
-from callbridge.transports.audiosocket_leg import (
+from callbridge.transports.asterisk.audiosocket_leg import (
     AudioSocketLeg,
     AudioSocketLegConfig,
     ByteStream,
@@ -36,7 +36,7 @@ from callbridge.transports.audiosocket_leg import (
 
 __all__ = ["AudioSocketConfig", "AudioSocketServer"]
 
-log = logging.getLogger("callbridge.transports.audiosocket")
+log = logging.getLogger("callbridge.transports.asterisk.audiosocket")
 
 
 @dataclass(frozen=True, slots=True)

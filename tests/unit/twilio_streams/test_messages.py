@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbridge.mediastream.messages import (
+from callbridge.twilio_streams.messages import (
     Clear,
     Connected,
     Dtmf,

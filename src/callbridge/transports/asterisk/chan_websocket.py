@@ -19,17 +19,17 @@ from callbridge.asterisk import chan_websocket as cws
 from callbridge.core.clock import Clock
 from callbridge.core.log import event
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
-from callbridge.transports.chan_websocket_leg import (
+from callbridge.transports.asterisk.chan_websocket_leg import (
     ChanWebSocketLeg,
     ChanWebSocketLegConfig,
     MediaSocket,
     format_rate,
 )
-from callbridge.transports.twilio_leg import SocketClosed
+from callbridge.transports.websocket import SocketClosed
 
 __all__ = ["ChanWebSocketTransport", "read_media_start"]
 
-log = logging.getLogger("callbridge.transports.chan_websocket")
+log = logging.getLogger("callbridge.transports.asterisk.chan_websocket")
 
 _CLOSE_REFUSED = 1008  # RFC 6455 §7.4.1 policy violation
 _CLOSE_BUSY = 1013  # try again later

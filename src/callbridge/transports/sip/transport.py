@@ -40,20 +40,20 @@ from callbridge.sip.ua import (
 )
 from callbridge.sip.uri import SipUri, UriParseError
 from callbridge.transports.background import Background
-from callbridge.transports.dns import SipResolver
-from callbridge.transports.sip_config import (
+from callbridge.transports.sip.config import (
     CallFailed,
     SipTransportConfig,
     is_wildcard,
     local_address_towards,
 )
-from callbridge.transports.sip_dialog import SipDialog
-from callbridge.transports.sip_inbound import REJECT_STATUS, InboundGate, Refused, request_user
-from callbridge.transports.sip_leg import Receiver, RtpWire, SipDialogHandle, SipLeg
-from callbridge.transports.sip_media import Refuse, Reply, Unusable
-from callbridge.transports.sip_registrations import SipRegistrations
+from callbridge.transports.sip.dialog import SipDialog
+from callbridge.transports.sip.dns import SipResolver
+from callbridge.transports.sip.inbound import REJECT_STATUS, InboundGate, Refused, request_user
+from callbridge.transports.sip.leg import Receiver, RtpWire, SipDialogHandle, SipLeg
+from callbridge.transports.sip.media import Refuse, Reply, Unusable
+from callbridge.transports.sip.registrations import SipRegistrations
 
-log = logging.getLogger("callbridge.transports.sip")
+log = logging.getLogger("callbridge.transports.sip.transport")
 
 Addr = tuple[str, int]
 _CODECS = {"PCMU": Codec("PCMU", 0), "PCMA": Codec("PCMA", 8)}

@@ -19,24 +19,24 @@ from callbridge.core.clock import Clock
 from callbridge.core.errors import TransportError
 from callbridge.core.log import event
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
-from callbridge.mediastream.inbound import InboundGuard, Refusal
-from callbridge.mediastream.messages import (
+from callbridge.transports.twilio.leg import (
+    SocketClosed,
+    TextSocket,
+    TwilioLeg,
+    TwilioLegConfig,
+)
+from callbridge.twilio_streams.inbound import InboundGuard, Refusal
+from callbridge.twilio_streams.messages import (
     Connected,
     MessageError,
     Start,
     UnknownEvent,
     parse_from_twilio,
 )
-from callbridge.transports.twilio_leg import (
-    SocketClosed,
-    TextSocket,
-    TwilioLeg,
-    TwilioLegConfig,
-)
 
 __all__ = ["CLOSE_CODES", "StreamRefused", "TwilioTransport", "leg_info", "read_start"]
 
-log = logging.getLogger("callbridge.transports.twilio")
+log = logging.getLogger("callbridge.transports.twilio.transport")
 
 # WebSocket close codes (RFC 6455 §7.4.1) for a stream we do not take.
 CLOSE_CODES = {

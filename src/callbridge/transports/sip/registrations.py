@@ -27,11 +27,11 @@ from callbridge.sip.registration import (
     StatusChanged,
 )
 from callbridge.transports.background import Background
-from callbridge.transports.dns import SipResolver
+from callbridge.transports.sip.dns import SipResolver
 
 __all__ = ["SendRequest", "SipRegistrations"]
 
-log = logging.getLogger("callbridge.transports.sip")
+log = logging.getLogger("callbridge.transports.sip.transport")
 
 Addr = tuple[str, int]
 # Sends an out-of-dialog request in its own client transaction; returns the UA's handle.

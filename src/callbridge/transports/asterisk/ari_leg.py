@@ -28,7 +28,7 @@ from callbridge.transports.leg_base import LegBase, LegCore
 
 __all__ = ["CODECS", "AriControl", "AriLeg"]
 
-log = logging.getLogger("callbridge.transports.ari")
+log = logging.getLogger("callbridge.transports.asterisk.ari")
 
 # externalMedia `format` -> (RTP codec, static payload type, RFC 3551 §6)
 CODECS = {"ulaw": ("PCMU", 0), "alaw": ("PCMA", 8)}

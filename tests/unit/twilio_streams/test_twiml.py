@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse  # type: ignore[import-untyped]
 
-from callbridge.mediastream.twiml import connect_stream, dial_sip
+from callbridge.twilio_streams.twiml import connect_stream, dial_sip
 
 DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 

@@ -37,18 +37,18 @@ from callbridge.asterisk.audiosocket import (
     encode,
 )
 from callbridge.asterisk.errors import AudioSocketError
+from callbridge.audio.tones import dtmf_tone
 from callbridge.core.clock import Clock
 from callbridge.core.events import DtmfDigit, TransferResult
 from callbridge.core.frames import FRAME_BYTES, FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import LegInfo, MediaTap
+from callbridge.transports.asterisk.stream_media import AgentStream, CallerStream
 from callbridge.transports.leg_base import LegBase, LegCore
-from callbridge.transports.stream_media import AgentStream, CallerStream
-from callbridge.transports.twilio_leg import dtmf_tone
 
 __all__ = ["AudioSocketLeg", "AudioSocketLegConfig", "ByteStream", "StreamPair"]
 
-log = logging.getLogger("callbridge.transports.audiosocket")
+log = logging.getLogger("callbridge.transports.asterisk.audiosocket")
 
 _TAP_CALLER_LAG = 5
 

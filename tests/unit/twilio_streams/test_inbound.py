@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
 from callbridge.core.frames import AudioFrame
-from callbridge.mediastream import inbound
-from callbridge.mediastream.inbound import CallerAudio, InboundGuard, Refusal, message_size
+from callbridge.twilio_streams import inbound
+from callbridge.twilio_streams.inbound import CallerAudio, InboundGuard, Refusal, message_size
 
 T0 = 100.0
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
-from callbridge.mediastream.signature import (
+from callbridge.twilio_streams.signature import (
     body_sha256,
     compute_signature,
     url_variants,

@@ -47,11 +47,15 @@ from callbridge.sip.overload import GuardConfig
 from callbridge.sip.registration import SipAccount
 from callbridge.sip.timers import TimerSettings
 from callbridge.store.service import Store, StoreConfig, build_store
-from callbridge.transports.sip import SipTransport, SipTransportConfig, local_address_towards
-from callbridge.transports.twilio import TwilioTransport
-from callbridge.transports.twilio_leg import TwilioLegConfig
-from callbridge.transports.twilio_rest import TwilioCallFailed
-from callbridge.transports.webrtc import WebRtcConfig, WebRtcTransport, parse_ice_servers
+from callbridge.transports.sip.transport import (
+    SipTransport,
+    SipTransportConfig,
+    local_address_towards,
+)
+from callbridge.transports.twilio.leg import TwilioLegConfig
+from callbridge.transports.twilio.rest import TwilioCallFailed
+from callbridge.transports.twilio.transport import TwilioTransport
+from callbridge.transports.webrtc.transport import WebRtcConfig, WebRtcTransport, parse_ice_servers
 from callbridge.voice_setup import build_voice
 
 log = logging.getLogger("callbridge")

@@ -28,14 +28,15 @@ from typing import Protocol
 
 from callbridge.asterisk import chan_websocket as cws
 from callbridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from callbridge.audio.tones import dtmf_tone
 from callbridge.core.clock import Clock
 from callbridge.core.events import DtmfDigit, TransferResult
 from callbridge.core.frames import FRAME_BYTES, FRAME_SAMPLES, PIPELINE_RATE
 from callbridge.core.log import event
 from callbridge.core.ports import LegInfo, MediaTap
+from callbridge.transports.asterisk.stream_media import AgentStream, CallerStream
 from callbridge.transports.leg_base import LegBase, LegCore
-from callbridge.transports.stream_media import AgentStream, CallerStream
-from callbridge.transports.twilio_leg import SocketClosed, dtmf_tone
+from callbridge.transports.websocket import SocketClosed
 
 __all__ = [
     "FORMATS",
@@ -45,7 +46,7 @@ __all__ = [
     "format_rate",
 ]
 
-log = logging.getLogger("callbridge.transports.chan_websocket")
+log = logging.getLogger("callbridge.transports.asterisk.chan_websocket")
 
 _SLIN_RATES = {"slin": 8000, "slin12": 12000, "slin16": 16000, "slin24": 24000,
                "slin32": 32000, "slin44": 44100, "slin48": 48000, "slin96": 96000,

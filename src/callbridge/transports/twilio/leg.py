@@ -25,22 +25,20 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 from dataclasses import dataclass
-from typing import Protocol
-
-import numpy as np
 
 from callbridge.audio.g711 import ulaw_encode
+from callbridge.audio.tones import dtmf_tone
 from callbridge.core.clock import Clock
-from callbridge.core.errors import TransportError
 from callbridge.core.events import DtmfDigit, TransferResult
 from callbridge.core.frames import FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import LegInfo, MediaTap
-from callbridge.mediastream.inbound import MAX_MESSAGE_BYTES, CallerAudio, InboundGuard, Refusal
-from callbridge.mediastream.marks import MarkLedger
-from callbridge.mediastream.messages import (
+from callbridge.transports.leg_base import TICK, LegBase, LegCore
+from callbridge.transports.websocket import SocketClosed, TextSocket
+from callbridge.twilio_streams.inbound import MAX_MESSAGE_BYTES, CallerAudio, InboundGuard, Refusal
+from callbridge.twilio_streams.marks import MarkLedger
+from callbridge.twilio_streams.messages import (
     DTMF_DIGITS,
     Clear,
     Connected,
@@ -57,40 +55,13 @@ from callbridge.mediastream.messages import (
     dumps,
     parse_from_twilio,
 )
-from callbridge.transports.leg_base import TICK, LegBase, LegCore
 
 __all__ = ["SocketClosed", "TextSocket", "TwilioLeg", "TwilioLegConfig", "dtmf_tone"]
 
-log = logging.getLogger("callbridge.transports.twilio")
+log = logging.getLogger("callbridge.transports.twilio.transport")
 
 _FRAME_BYTES = 2 * FRAME_SAMPLES
 _TAP_CALLER_LAG = 5  # caller frames a tap may fall behind (a burst) before the oldest go
-
-
-class SocketClosed(TransportError):
-    """The WebSocket is closed (by either side); its close code and reason when known."""
-
-    def __init__(self, code: int | None = None, reason: str = "") -> None:
-        super().__init__(f"closed ({code}) {reason}".strip() if code is not None else "closed")
-        self.code = code
-        self.reason = reason
-
-
-class TextSocket(Protocol):
-    """The little of a WebSocket a leg needs: text frames both ways, and close."""
-
-    async def send_text(self, text: str) -> None:
-        """Raises SocketClosed once the socket is closed."""
-        ...
-
-    async def receive_text(self) -> str | bytes:
-        """The next frame (bytes if it was a binary one, which the protocol does not allow);
-        raises SocketClosed when the socket closes."""
-        ...
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Idempotent."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,24 +81,6 @@ class TwilioLegConfig:
             raise ValueError("lead must be >= one frame; mark_every_ms, playout limit > 0")
         if self.max_ahead < TICK:
             raise ValueError("max_ahead must be >= one frame")
-
-
-_KEYPAD = ("123A", "456B", "789C", "*0#D")  # rows 697..941 Hz, columns 1209..1633 Hz
-_DTMF_PAIRS = {
-    key: (low, high)
-    for low, row in zip((697, 770, 852, 941), _KEYPAD, strict=True)
-    for high, key in zip((1209, 1336, 1477, 1633), row, strict=True)
-}
-
-
-def dtmf_tone(digit: str, tone: float = 0.1, gap: float = 0.1, dbfs: float = -10.0) -> bytes:
-    """In-band DTMF (ITU-T Q.23 frequency pair) as PCM16 at the pipeline rate, then silence:
-    Media Streams has no DTMF message towards Twilio, so digits are played as audio."""
-    low, high = _DTMF_PAIRS[digit]
-    t = np.arange(round(tone * PIPELINE_RATE)) / PIPELINE_RATE
-    amp = 32767 * 10 ** (dbfs / 20) / 2  # each tone half: the pair peaks at `dbfs`
-    x = amp * (np.sin(2 * math.pi * low * t) + np.sin(2 * math.pi * high * t))
-    return x.astype("<i2").tobytes() + bytes(2 * round(gap * PIPELINE_RATE))
 
 
 class TwilioLeg(LegBase):

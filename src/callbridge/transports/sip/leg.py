@@ -31,7 +31,7 @@ from callbridge.transports.leg_base import LegBase, LegCore
 
 __all__ = ["RtpWire", "SipDialogHandle", "SipLeg", "WireFactory"]
 
-log = logging.getLogger("callbridge.transports.sip")
+log = logging.getLogger("callbridge.transports.sip.transport")
 
 Addr = tuple[str, int]
 Receiver = Callable[[bytes, Addr], None]
