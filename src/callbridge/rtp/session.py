@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from callbridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from callbridge.core.events import DtmfDigit
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
+from callbridge.core.net import Addr
 from callbridge.rtp.dtmf import DtmfReceiver
 from callbridge.rtp.jitter import JitterBuffer, JitterConfig
 from callbridge.rtp.packet import RtpPacket, RtpParseError, is_rtcp
@@ -29,7 +30,6 @@ from callbridge.rtp.sender import RtpSender
 RTCP_INTERVAL = 5.0  # RFC 3550 §6.2: the minimum interval for a two-party session
 MAX_SSRCS = 16  # reception statistics kept per session (a stream rarely has more than 2)
 
-Addr = tuple[str, int]
 
 _CODECS = {
     "PCMU": (ulaw_encode, ulaw_decode),

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from callbridge.core.errors import TransportError
+from callbridge.core.net import Addr
 
-Addr = tuple[str, int]
 Receiver = Callable[[bytes, Addr], None]
 
 

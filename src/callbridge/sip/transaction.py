@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from callbridge.core.net import Addr
 from callbridge.sip.message import Headers, SipMessage, SipRequest, SipResponse, Via, canonical_name
 
 if TYPE_CHECKING:
@@ -46,8 +47,6 @@ def __getattr__(name: str) -> Any:
 
     return getattr(importlib.import_module(module), name)
 
-
-Addr = tuple[str, int]
 
 # RFC 3261 §8.1.1.7: a branch starting with this cookie was built by an RFC 3261 element and is
 # unique per transaction, so it alone (plus sent-by and method) identifies a transaction.

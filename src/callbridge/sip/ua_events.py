@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callbridge.core.errors import TransportError
+from callbridge.core.net import Addr
 from callbridge.sip.message import SipRequest, SipResponse
 from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
 
-Addr = tuple[str, int]
 # The answer to an out-of-dialog OPTIONS: a status and extra headers (a 401's challenges).
 OptionsAnswer = tuple[int, list[tuple[str, str]]]
 

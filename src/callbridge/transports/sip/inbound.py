@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from callbridge.core.clock import Clock
 from callbridge.core.log import event
+from callbridge.core.net import Addr
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
 from callbridge.sip.access import InboundPolicy
 from callbridge.sip.digest_server import AuthOutcome, DigestServer
@@ -23,7 +24,6 @@ __all__ = ["REJECT_STATUS", "InboundGate", "Refused", "request_user"]
 
 log = logging.getLogger("callbridge.transports.sip.transport")
 
-Addr = tuple[str, int]
 REJECT_STATUS = {Rejection.NOT_FOUND: 404, Rejection.BUSY: 486, Rejection.UNAVAILABLE: 503}
 
 

@@ -21,6 +21,7 @@ from callbridge.core.clock import Clock
 from callbridge.core.events import DtmfDigit, LegHold, TransferResult
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
 from callbridge.core.log import event
+from callbridge.core.net import Addr
 from callbridge.core.ports import LegInfo
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.rtcp import ntp_from_unix
@@ -33,7 +34,6 @@ __all__ = ["RtpWire", "SipDialogHandle", "SipLeg", "WireFactory"]
 
 log = logging.getLogger("callbridge.transports.sip.transport")
 
-Addr = tuple[str, int]
 Receiver = Callable[[bytes, Addr], None]
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from callbridge.core.clock import Clock
 from callbridge.core.log import event
+from callbridge.core.net import Addr
 from callbridge.sip.account import SipAccount
 from callbridge.sip.message import SipRequest, SipResponse
 from callbridge.sip.registration import (
@@ -33,7 +34,6 @@ __all__ = ["SendRequest", "SipRegistrations"]
 
 log = logging.getLogger("callbridge.transports.sip.transport")
 
-Addr = tuple[str, int]
 # Sends an out-of-dialog request in its own client transaction; returns the UA's handle.
 SendRequest = Callable[[SipRequest, Addr], str]
 

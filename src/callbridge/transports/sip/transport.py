@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from callbridge.core.clock import Clock
 from callbridge.core.log import event
+from callbridge.core.net import Addr
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
 from callbridge.rtp.socket import NoFreePort, PortAllocator, RtpSocket
 from callbridge.sdp.offer_answer import Codec, MediaPlan
@@ -55,7 +56,6 @@ from callbridge.transports.sip.registrations import SipRegistrations
 
 log = logging.getLogger("callbridge.transports.sip.transport")
 
-Addr = tuple[str, int]
 _CODECS = {"PCMU": Codec("PCMU", 0), "PCMA": Codec("PCMA", 8)}
 
 
