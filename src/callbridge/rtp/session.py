@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from callbridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from callbridge.core.events import DtmfDigit
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
-from callbridge.core.net import Addr
+from callbridge.core.net import Addr, Datagram
 from callbridge.rtp.dtmf import DtmfReceiver
 from callbridge.rtp.jitter import JitterBuffer, JitterConfig
 from callbridge.rtp.packet import RtpPacket, RtpParseError, is_rtcp
@@ -66,12 +66,6 @@ class RtpCounters:
     remote_fraction_lost: float = 0.0
     remote_cumulative_lost: int = 0
     remote_jitter_ms: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    data: bytes
-    addr: Addr
 
 
 class RtpSession:
@@ -196,7 +190,7 @@ class RtpSession:
 
     # ---- send -----------------------------------------------------------------------------------
 
-    def send_frame(self, frame: AudioFrame | None, now: float) -> Outgoing | None:
+    def send_frame(self, frame: AudioFrame | None, now: float) -> Datagram | None:
         """Packetise one 20 ms frame; None means nothing to play (timestamps still advance)."""
         if frame is None or not self.params.send:
             self.sender.skip(FRAME_SAMPLES)
@@ -204,13 +198,13 @@ class RtpSession:
             return None
         return self._send(self._encode(frame.pcm), frame.samples, now)
 
-    def send_silence(self, now: float) -> Outgoing | None:
+    def send_silence(self, now: float) -> Datagram | None:
         """One 20 ms frame of silence (the line never goes quiet), encoded once per codec."""
         if not self.params.send:
             return self.send_frame(None, now)
         return self._send(_SILENCE[self.params.codec], FRAME_SAMPLES, now)
 
-    def _send(self, payload: bytes, samples: int, now: float) -> Outgoing:
+    def _send(self, payload: bytes, samples: int, now: float) -> Datagram:
         packet = self.sender.packet(payload, samples, talkspurt_start=not self._sending_talkspurt)
         self._sending_talkspurt = True
         self.sender_stats.on_sent(packet, now)
@@ -227,7 +221,7 @@ class RtpSession:
     def rtcp_due(self, now: float) -> bool:
         return now >= self._next_rtcp
 
-    def rtcp_report(self, now: float, ntp_time: float) -> Outgoing:
+    def rtcp_report(self, now: float, ntp_time: float) -> Datagram:
         """A compound SR/RR + SDES (§6.1) to the peer's RTCP address; schedules the next one."""
         self._next_rtcp = now + RTCP_INTERVAL
         self.counters.rtcp_out += 1
@@ -239,10 +233,10 @@ class RtpSession:
             sender=self.sender_stats,
             receptions=list(self.receptions.values()),
         )
-        return Outgoing(data, self.rtcp_remote)
+        return Datagram(data, self.rtcp_remote)
 
-    def rtcp_bye(self) -> Outgoing:
-        return Outgoing(build_bye(self.sender.ssrc, self.cname), self.rtcp_remote)
+    def rtcp_bye(self) -> Datagram:
+        return Datagram(build_bye(self.sender.ssrc, self.cname), self.rtcp_remote)
 
     @property
     def rtcp_remote(self) -> Addr:
@@ -252,10 +246,10 @@ class RtpSession:
         host, port = self.remote
         return (host, port + 1)
 
-    def _out(self, data: bytes) -> Outgoing:
+    def _out(self, data: bytes) -> Datagram:
         self.counters.packets_out += 1
         self.counters.bytes_out += len(data)
-        return Outgoing(data, self.remote)
+        return Datagram(data, self.remote)
 
     def stats(self) -> dict[str, int | float]:
         c = self.counters

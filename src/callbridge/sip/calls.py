@@ -25,7 +25,7 @@ from callbridge.sip.transaction import (
     ServerTransaction,
     TransactionLayer,
 )
-from callbridge.sip.ua_events import Addr, CallEnded, Output, SendDatagram
+from callbridge.sip.ua_events import Addr, CallEnded, Datagram, Output
 from callbridge.sip.uri import NameAddr, SipUri, UriParseError
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
@@ -201,8 +201,8 @@ def hop_addr(hop: SipUri, fallback: Addr) -> Addr:
     return (host, hop.port or 5060)
 
 
-def wire(send: SendMessage) -> SendDatagram:
-    return SendDatagram(bytes(send.message), send.addr)
+def wire(send: SendMessage) -> Datagram:
+    return Datagram(bytes(send.message), send.addr)
 
 
 __all__ = [

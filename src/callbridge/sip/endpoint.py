@@ -15,7 +15,7 @@ from typing import Any
 from callbridge.core.clock import Clock
 from callbridge.core.log import event
 from callbridge.sip.overload import Guard, Verdict
-from callbridge.sip.ua import Output, SendDatagram, UserAgent
+from callbridge.sip.ua import Datagram, Output, UserAgent
 
 log = logging.getLogger("callbridge.sip")
 
@@ -111,7 +111,7 @@ class SipEndpoint:
 
     def _dispatch(self, outputs: list[Output]) -> None:
         for out in outputs:
-            if isinstance(out, SendDatagram):
+            if isinstance(out, Datagram):
                 if self._transport is not None:
                     self._transport.sendto(out.data, out.addr)
             else:

@@ -38,8 +38,8 @@ from callbridge.sip.ua_events import (
     Addr,
     CallAnswered,
     CallProgress,
+    Datagram,
     Output,
-    SendDatagram,
 )
 from callbridge.sip.uri import NameAddr, SipUri, UriParseError
 
@@ -139,13 +139,13 @@ class InviteClient:
     def _on_2xx(self, call: Call, resp: SipResponse, now: float) -> list[Output]:
         # 2xx: dialog + ACK (§13.2.2.4); a second 2xx only needs the ACK again.
         if call.dialog is not None:
-            return [SendDatagram(bytes(call.ack), call.peer)] if call.ack else []
+            return [Datagram(bytes(call.ack), call.peer)] if call.ack else []
         dialog = Dialog.from_uac(call.invite, resp)
         self.table.set_dialog(call, dialog)
         ack, hop = dialog.create_ack(call.invite.cseq.number, Via.parse(self.table.via_value(call)))
         call.ack = ack
         call.peer = hop_addr(hop, call.peer)
-        out: list[Output] = [SendDatagram(bytes(ack), call.peer)]
+        out: list[Output] = [Datagram(bytes(ack), call.peer)]
         if call.attempt.cancel_pending or call.state is CallState.ENDED:
             # We wanted out before the answer: confirm then BYE (§15).
             call.state = CallState.CONFIRMED
@@ -185,7 +185,7 @@ class InviteClient:
             return []
         call = self.table.by_dialog.get(key)
         if call is not None and call.ack is not None and call.role is Role.UAC:
-            return [SendDatagram(bytes(call.ack), call.peer)]
+            return [Datagram(bytes(call.ack), call.peer)]
         return []
 
     def on_timeout(self, call: Call, tx: ClientTransaction) -> list[Output]:

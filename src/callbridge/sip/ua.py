@@ -53,12 +53,12 @@ from callbridge.sip.ua_events import (
     CallConfirmed,
     CallEnded,
     CallProgress,
+    Datagram,
     IncomingCall,
     OptionsAnswer,
     Output,
     ReInvite,
     RequestCompleted,
-    SendDatagram,
     UaError,
 )
 from callbridge.sip.uri import SipUri, UriParseError
@@ -132,7 +132,7 @@ class UserAgent:
             if reply is None:
                 return []
             # §18.2.2 + RFC 3581: symmetric response to where the request came from.
-            return [SendDatagram(bytes(reply), source)]
+            return [Datagram(bytes(reply), source)]
         if isinstance(message, SipRequest) and message.method != "ACK":
             stateless = self._unmatchable(message, source)
             if stateless is not None:
@@ -146,7 +146,7 @@ class UserAgent:
             out.extend(self._on_event(ev, now))
         return out
 
-    def _unmatchable(self, request: SipRequest, source: Addr) -> SendDatagram | None:
+    def _unmatchable(self, request: SipRequest, source: Addr) -> Datagram | None:
         """A request without the headers a transaction is keyed on gets a stateless 400
         (§8.2, RFC 4475 §3.3.1 'insuf') instead of being dropped by the transaction layer."""
         if all(name in request.headers for name in _TX_HEADERS):
@@ -413,7 +413,7 @@ def _to_tag(req: SipRequest) -> str | None:
         return None  # check_request answers 400
 
 
-def _stateless(request: SipRequest, source: Addr, response: SipResponse) -> SendDatagram | None:
+def _stateless(request: SipRequest, source: Addr, response: SipResponse) -> Datagram | None:
     try:
         stamped = stamp_via(request, source)
         addr = response_address(stamped.vias[0], source)
@@ -425,7 +425,7 @@ def _stateless(request: SipRequest, source: Addr, response: SipResponse) -> Send
         response.headers.set("Via", str(stamped.vias[0])),
         response.body,
     )
-    return SendDatagram(bytes(response), addr)
+    return Datagram(bytes(response), addr)
 
 
 __all__ = [
@@ -435,6 +435,7 @@ __all__ = [
     "CallConfirmed",
     "CallEnded",
     "CallProgress",
+    "Datagram",
     "IncomingCall",
     "LocalIdentity",
     "OptionsAnswer",
@@ -442,7 +443,6 @@ __all__ = [
     "ReInvite",
     "RequestCompleted",
     "Role",
-    "SendDatagram",
     "UaError",
     "UserAgent",
 ]

@@ -9,18 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callbridge.core.errors import TransportError
-from callbridge.core.net import Addr
+from callbridge.core.net import Addr, Datagram
 from callbridge.sip.message import SipRequest, SipResponse
 from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
 
 # The answer to an out-of-dialog OPTIONS: a status and extra headers (a 401's challenges).
 OptionsAnswer = tuple[int, list[tuple[str, str]]]
-
-
-@dataclass(frozen=True, slots=True)
-class SendDatagram:
-    data: bytes
-    addr: Addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +78,7 @@ class RequestCompleted:
 
 
 Output = (
-    SendDatagram
+    Datagram
     | IncomingCall
     | CallConfirmed
     | CallProgress
@@ -108,11 +102,11 @@ __all__ = [
     "CallConfirmed",
     "CallEnded",
     "CallProgress",
+    "Datagram",
     "IncomingCall",
     "OptionsAnswer",
     "Output",
     "ReInvite",
     "RequestCompleted",
-    "SendDatagram",
     "UaError",
 ]

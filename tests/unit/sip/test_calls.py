@@ -10,10 +10,10 @@ from callbridge.sip.message import SipRequest, SipResponse, make_response, parse
 from callbridge.sip.ua import ALLOW as UA_ALLOW
 from callbridge.sip.ua import (
     CallEnded,
+    Datagram,
     IncomingCall,
     LocalIdentity,
     Output,
-    SendDatagram,
     UserAgent,
 )
 from callbridge.sip.uri import SipUri
@@ -24,7 +24,7 @@ UAS_ADDR = ("127.0.0.1", 25070)
 
 
 def _sent(outs: list[Output]) -> list[SipRequest | SipResponse]:
-    return [parse(o.data) for o in outs if isinstance(o, SendDatagram)]
+    return [parse(o.data) for o in outs if isinstance(o, Datagram)]
 
 
 def _incoming(ua: UserAgent) -> str:

@@ -26,10 +26,10 @@ from callbridge.sip.message import SipRequest, SipResponse, make_response, parse
 from callbridge.sip.ua import (
     CallAnswered,
     CallEnded,
+    Datagram,
     LocalIdentity,
     Output,
     RequestCompleted,
-    SendDatagram,
     UserAgent,
 )
 from callbridge.sip.uri import SipUri
@@ -327,11 +327,11 @@ UAS = ("192.0.2.10", 5060)
 
 
 def _sent(outs: list[Output]) -> list[SipRequest | SipResponse]:
-    return [parse(o.data) for o in outs if isinstance(o, SendDatagram)]
+    return [parse(o.data) for o in outs if isinstance(o, Datagram)]
 
 
 def _events(outs: list[Output]) -> list[Output]:
-    return [o for o in outs if not isinstance(o, SendDatagram)]
+    return [o for o in outs if not isinstance(o, Datagram)]
 
 
 def _reply(request: SipRequest, status: int, *headers: tuple[str, str]) -> bytes:

@@ -21,7 +21,7 @@ from callbridge.sip.refer import (
     parse_subscription_state,
     refer_to_uri,
 )
-from callbridge.sip.ua import CallConfirmed, CallEnded, Output, SendDatagram, UaError, UserAgent
+from callbridge.sip.ua import CallConfirmed, CallEnded, Datagram, Output, UaError, UserAgent
 from callbridge.sip.uri import SipUri
 from tests.unit.sip.test_ua import (
     PEER,
@@ -46,7 +46,7 @@ def start_transfer(now: float = 1.0) -> tuple[UserAgent, str, str, SipRequest]:
     assert not events(outs)
     (refer,) = sent(outs)
     assert isinstance(refer, SipRequest)
-    assert [o.addr for o in outs if isinstance(o, SendDatagram)] == [PEER]
+    assert [o.addr for o in outs if isinstance(o, Datagram)] == [PEER]
     return ua, cid, to_tag, refer
 
 

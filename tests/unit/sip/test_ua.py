@@ -8,11 +8,11 @@ from callbridge.sip.ua import (
     CallConfirmed,
     CallEnded,
     CallProgress,
+    Datagram,
     IncomingCall,
     LocalIdentity,
     Output,
     ReInvite,
-    SendDatagram,
     UserAgent,
 )
 from callbridge.sip.uri import SipUri
@@ -55,7 +55,7 @@ def in_dialog(
 
 
 def sent(outs: list[Output]) -> list[SipRequest | SipResponse]:
-    return [parse(o.data) for o in outs if isinstance(o, SendDatagram)]
+    return [parse(o.data) for o in outs if isinstance(o, Datagram)]
 
 
 def statuses(outs: list[Output]) -> list[int]:
@@ -63,7 +63,7 @@ def statuses(outs: list[Output]) -> list[int]:
 
 
 def events(outs: list[Output]) -> list[Output]:
-    return [o for o in outs if not isinstance(o, SendDatagram)]
+    return [o for o in outs if not isinstance(o, Datagram)]
 
 
 def new_ua() -> UserAgent:
@@ -164,7 +164,7 @@ def test_malformed_request_gets_400_and_garbage_is_dropped() -> None:
     ua = new_ua()
     bad = invite().replace(b"CSeq: 1 INVITE", b"CSeq: x INVITE")
     (reply,) = ua.receive(bad, PEER, 0.0)
-    assert isinstance(reply, SendDatagram) and reply.data.startswith(b"SIP/2.0 400 ")
+    assert isinstance(reply, Datagram) and reply.data.startswith(b"SIP/2.0 400 ")
     assert reply.addr == PEER
     assert ua.receive(b"\x00\xff garbage", PEER, 0.0) == []
     assert ua.receive(b"\r\n\r\n", PEER, 0.0) == []  # keep-alive
@@ -204,7 +204,7 @@ def test_local_hangup_sends_bye_to_the_invite_source() -> None:
     call, tag = answered_call(ua)
     ua.receive(in_dialog("ACK", tag, 1, "z9hG4bK-ack"), PEER, 0.1)
     outs = ua.hangup(call, 2.0)
-    (bye,) = [o for o in outs if isinstance(o, SendDatagram)]
+    (bye,) = [o for o in outs if isinstance(o, Datagram)]
     assert bye.addr == PEER
     req = parse(bye.data)
     assert isinstance(req, SipRequest) and req.method == "BYE"
@@ -416,7 +416,7 @@ def test_a_proxy_that_record_routes_stays_in_the_dialog() -> None:
         assert resp.headers.get_all("Record-Route") == rr
     assert isinstance(ok, SipResponse) and ok.to.tag
     ua.receive(in_dialog("ACK", ok.to.tag, 1, "z9hG4bK-ack"), PEER, 0.1)
-    (bye,) = [o for o in ua.hangup(ev.call, 1.0) if isinstance(o, SendDatagram)]
+    (bye,) = [o for o in ua.hangup(ev.call, 1.0) if isinstance(o, Datagram)]
     assert bye.addr == ("10.0.0.1", 5060)
     req = parse(bye.data)
     assert isinstance(req, SipRequest)
