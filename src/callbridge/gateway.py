@@ -30,9 +30,9 @@ from callbridge.calls.routing import Router
 from callbridge.config.schema import http_required
 from callbridge.config.settings import AgentRoute, Settings, http_wanted
 from callbridge.config.validators import auth_users
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.bus import Bus, default_bus
 from callbridge.core.clock import Clock
-from callbridge.core.clocks import LoopClock
 from callbridge.core.errors import ConfigError
 from callbridge.core.log import event, event_fields
 from callbridge.core.ports import Agent

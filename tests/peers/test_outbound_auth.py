@@ -18,7 +18,7 @@ import pytest
 from callbridge.agents.echo import EchoAgent
 from callbridge.calls.manager import Call, CallManager
 from callbridge.calls.routing import Router
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.sip.digest import digest_response
 from callbridge.sip.registration import SipAccount
 from callbridge.transports.sip.transport import SipTransport, SipTransportConfig

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.sip.registration import RegState, SipAccount
 from callbridge.transports.sip.transport import SipTransport, SipTransportConfig
 

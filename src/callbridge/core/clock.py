@@ -1,6 +1,6 @@
 """The one clock. All time is monotonic seconds from a Clock; never wall time in the media path.
 
-This module is sans-IO: implementations that need the event loop live in `clocks.py`.
+This module is sans-IO: implementations that need the event loop live in `asyncio_clock.py`.
 """
 
 from __future__ import annotations

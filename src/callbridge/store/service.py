@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.bus import Bus, Unsubscribe, default_bus
 from callbridge.core.call_events import as_noted
 from callbridge.core.clock import Clock
-from callbridge.core.clocks import LoopClock
 from callbridge.core.errors import ConfigError
 from callbridge.core.log import event
 from callbridge.core.ports import LegInfo, MediaTap

@@ -20,7 +20,7 @@ behaves on a FakeLeg behaves on SIP and Twilio legs.
   `feed`, `put`, `end`); every tick (`run`, `pump`, `tick`) sends one frame of the agent's
   playout and records it in `sent` (`Sent(at, utterance, pcm)`); it also records flushes,
   taps, DTMF sent, transfers (answered with `transfer_result`) and hang-ups.
-- `FakeClock` (from core.clocks), `drive` (advance it in steps until something is done),
+- `FakeClock` (from core.asyncio_clock), `drive` (advance it in steps until something is done),
   `drain` (let every ready task run) and `FakeWorkers` (an executor whose jobs take fake time).
 """
 

@@ -11,8 +11,8 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.clock import Clock
-from callbridge.core.clocks import FakeClock
 
 __all__ = ["FakeClock", "FakeWorkers", "drain", "drive"]
 

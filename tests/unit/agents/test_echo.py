@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from callbridge.agents.echo import PLAYOUT_CUSHION_FRAMES, EchoAgent
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.frames import AudioFrame
 from callbridge.testing import FakeLeg
 

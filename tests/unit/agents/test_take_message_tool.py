@@ -16,7 +16,7 @@ import pytest
 from callbridge.agents.conversation import Conversation
 from callbridge.agents.vad_pool import VadPool
 from callbridge.agents.voice import VoiceAgent, VoiceAgentConfig
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.log import call_context
 from callbridge.core.ports import CallLeg
 from callbridge.llm.base import BrainOutput, Message, TextDelta, ToolCall

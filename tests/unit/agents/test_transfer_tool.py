@@ -5,7 +5,7 @@ call goes on."""
 from __future__ import annotations
 
 from callbridge.agents.voice import TRANSFER_FAILED, TRANSFERRING
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.events import TransferResult
 from callbridge.llm.base import Message, ToolCall
 from callbridge.testing import FakeLeg

@@ -29,7 +29,7 @@ from callbridge.agents.twilio_socket import (
 )
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
 from callbridge.config.settings import AgentRoute, Settings, load_settings
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.errors import ConfigError
 from callbridge.core.events import DtmfDigit, LegHold
 from callbridge.core.frames import FRAME_BYTES, FRAME_SAMPLES, AudioFrame

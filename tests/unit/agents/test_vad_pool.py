@@ -12,7 +12,7 @@ import pytest
 
 from callbridge.agents.vad_pool import VadClosed, VadPool
 from callbridge.audio.wav import read_wav
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.frames import AudioFrame
 from callbridge.media.vad import Floats, SileroVad, VadConfig, VadResult, VadStream
 

@@ -19,7 +19,7 @@ import pytest
 from callbridge.agents.conversation import Conversation, ConversationConfig, heard_text
 from callbridge.agents.vad_pool import VadPool
 from callbridge.agents.voice import APOLOGY, VoiceAgent, VoiceAgentConfig
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.frames import FRAME_SAMPLES
 from callbridge.core.ports import CallLeg
 from callbridge.llm.base import BrainError, BrainOutput, Message, TextDelta, ToolCall

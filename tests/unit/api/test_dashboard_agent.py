@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.bus import default_bus
 from callbridge.core.call_events import (
     BargeIn,
@@ -17,7 +18,6 @@ from callbridge.core.call_events import (
     TranscriptPartial,
     TranscriptRetracted,
 )
-from callbridge.core.clocks import FakeClock
 from callbridge.core.log import call_context
 from callbridge.stt.base import Transcript
 from callbridge.testing import FakeLeg

@@ -32,7 +32,7 @@ from callbridge.api.limits import MAX_JSON_DEPTH, BodyLimit, clip, json_depth
 from callbridge.api.server import HttpServer
 from callbridge.api.twilio import TwilioWebConfig
 from callbridge.config.settings import load_settings
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.errors import ConfigError
 from callbridge.core.ports import CallLeg, LegInfo
 from callbridge.gateway import Gateway, build_gateway

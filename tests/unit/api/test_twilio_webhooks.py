@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 
 from callbridge.api.app import ApiConfig, create_app
 from callbridge.api.twilio import TwilioWebConfig
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
 from callbridge.transports.twilio.leg import TwilioLeg
 from callbridge.transports.twilio.transport import TwilioTransport

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.frames import FRAME_SAMPLES
 from callbridge.core.ports import LegInfo
 from callbridge.store.db import SqliteCallDb, UnfinishedCall

@@ -20,7 +20,7 @@ from callbridge.agents.vad_pool import VadPool
 from callbridge.agents.voice import VoiceAgent, VoiceAgentConfig
 from callbridge.calls.manager import Call, CallManager
 from callbridge.calls.routing import Router
-from callbridge.core.clocks import FakeClock, LoopClock
+from callbridge.core.asyncio_clock import FakeClock, LoopClock
 from callbridge.core.events import DtmfDigit
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
 from callbridge.core.ports import CallLeg, LegInfo

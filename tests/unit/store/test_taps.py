@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.frames import FRAME_BYTES, FRAME_SAMPLES, AudioFrame
 from callbridge.core.ports import LegInfo
 from callbridge.rtp.jitter import JitterConfig

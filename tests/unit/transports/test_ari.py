@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.events import DtmfDigit
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
 from callbridge.rtp.socket import PortAllocator

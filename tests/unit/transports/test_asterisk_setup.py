@@ -9,7 +9,7 @@ import pytest
 from callbridge.asterisk_setup import build_asterisk
 from callbridge.config.schema import SECRET_SETTINGS, http_wanted
 from callbridge.config.settings import load_settings
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.errors import ConfigError
 from callbridge.core.ports import CallLeg, LegInfo
 from callbridge.rtp.socket import PortAllocator

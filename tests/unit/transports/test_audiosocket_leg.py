@@ -20,7 +20,7 @@ from callbridge.asterisk.audiosocket import (
     Kind,
     encode,
 )
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import FRAME_BYTES, AudioFrame
 from callbridge.core.ports import LegInfo

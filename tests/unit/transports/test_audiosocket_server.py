@@ -17,7 +17,7 @@ from callbridge.asterisk.audiosocket import (
     UuidFrame,
     encode,
 )
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
 from callbridge.sip.access import parse_networks
 from callbridge.transports.asterisk.audiosocket import AudioSocketConfig, AudioSocketServer

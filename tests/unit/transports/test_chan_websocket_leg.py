@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from callbridge.asterisk import chan_websocket as cws
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import AudioFrame
 from callbridge.core.ports import CallLeg, LegInfo, Rejection

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegInput, TransferResult
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame

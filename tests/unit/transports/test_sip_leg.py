@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.events import DtmfDigit, LegHold, LegInput
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
 from callbridge.core.ports import LegInfo, Rejection

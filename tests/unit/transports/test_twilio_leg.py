@@ -17,7 +17,7 @@ import pytest
 
 from callbridge.audio.g711 import ulaw_encode
 from callbridge.audio.tones import dtmf_tone
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import AudioFrame

@@ -18,7 +18,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit
 from callbridge.core.frames import FRAME_SAMPLES, PIPELINE_RATE, AudioFrame

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbridge.core.clocks import FakeClock
+from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import FRAME_BYTES, FRAME_SAMPLES, AudioFrame

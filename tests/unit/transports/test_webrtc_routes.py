@@ -13,7 +13,7 @@ import pytest
 
 from callbridge.api.app import ApiConfig, create_app
 from callbridge.api.softphone import STATIC_DIR, webrtc_routes
-from callbridge.core.clocks import LoopClock
+from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
 from callbridge.transports.webrtc.transport import BadOffer, WebRtcConfig, WebRtcTransport
 
