@@ -22,19 +22,24 @@ behaves on a FakeLeg behaves on SIP and Twilio legs.
   taps, DTMF sent, transfers (answered with `transfer_result`) and hang-ups.
 - `FakeClock` (from core.asyncio_clock), `drive` (advance it in steps until something is done),
   `drain` (let every ready task run) and `FakeWorkers` (an executor whose jobs take fake time).
+- `LegDriver`: runs a real transport leg on the FakeClock, collects its inputs and moves
+  time tick by tick (a new transport's unit tests start from it).
 """
 
 from callbridge.testing.fake_leg import AfterScript, FakeLeg, Sent, TransferRequest, caller_tone
 from callbridge.testing.fake_time import FakeClock, FakeWorkers, drain, drive
+from callbridge.testing.leg_driver import LegDriver, settle
 
 __all__ = [
     "AfterScript",
     "FakeClock",
     "FakeLeg",
     "FakeWorkers",
+    "LegDriver",
     "Sent",
     "TransferRequest",
     "caller_tone",
     "drain",
     "drive",
+    "settle",
 ]

@@ -20,10 +20,10 @@ from callbridge.asterisk.audiosocket import (
     Kind,
     encode,
 )
-from callbridge.core.asyncio_clock import FakeClock
-from callbridge.core.events import DtmfDigit, LegInput
+from callbridge.core.events import DtmfDigit
 from callbridge.core.frames import FRAME_BYTES, AudioFrame
 from callbridge.core.ports import LegInfo
+from callbridge.testing import FakeClock, LegDriver, settle
 from callbridge.transports.asterisk.audiosocket_leg import AudioSocketLeg, AudioSocketLegConfig
 
 UUID = uuid.UUID("40325ec2-5efd-4bd3-805f-53576e581d13")
@@ -67,59 +67,21 @@ def tone(i: int, rate: int = 8000, level: int = 3000) -> bytes:
     return (level * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
 
 
-class Harness:
+class Harness(LegDriver):
     def __init__(self, config: AudioSocketLegConfig | None = None) -> None:
-        self.clock = FakeClock()
+        clock = FakeClock()
         self.stream = FakeStream()
         info = LegInfo("audiosocket", "inbound", ids={"audiosocket_uuid": str(UUID)})
-        self.leg = AudioSocketLeg(self.stream, AudioSocketDecoder(), self.clock, info, config)
-        self.received: list[LegInput] = []
-        self.inputs_done = False
-        self.t0 = self.clock.now()
-        self.n = 0
-
-    async def __aenter__(self) -> Harness:
-        self.task = asyncio.create_task(self.leg.run())
-        self.reader = asyncio.create_task(self._read())
-        await settle()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if not self.leg.ended:
-            await self.leg.hangup("test_done")
-        await self.ticks(2)
-        await asyncio.wait_for(self.task, 1)
-        await asyncio.wait_for(self.reader, 1)
-
-    async def _read(self) -> None:
-        async for item in self.leg.inputs():
-            self.received.append(item)
-        self.inputs_done = True
-
-    def frames(self) -> list[AudioFrame]:
-        return [f for f in self.received if isinstance(f, AudioFrame)]
+        self.leg: AudioSocketLeg = AudioSocketLeg(
+            self.stream, AudioSocketDecoder(), clock, info, config
+        )
+        super().__init__(self.leg, clock)
 
     def send(self, data: bytes) -> None:
         self.stream.incoming.put_nowait(data)
 
-    async def ticks(self, n: int) -> None:
-        for _ in range(n):
-            self.n += 1
-            await self.clock.advance(self.t0 + 0.02 * self.n + 1e-6 - self.clock.now())
-
-    async def play(self, frames: int) -> asyncio.Task[None]:
-        async def player() -> None:
-            for i in range(frames):
-                await self.leg.play(AudioFrame(tone(i)), 1)
-
-        task = asyncio.create_task(player())
-        await settle()
-        return task
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
+    async def play_tones(self, frames: int) -> asyncio.Task[None]:
+        return await self.play([AudioFrame(tone(i)) for i in range(frames)])
 
 
 async def test_caller_audio_and_dtmf_reach_the_agent_at_once() -> None:
@@ -157,7 +119,7 @@ async def test_slin16_in_is_resampled_and_answered_in_slin16() -> None:
 
 async def test_one_frame_per_tick_agent_audio_then_silence() -> None:
     async with Harness() as h:
-        await h.play(3)
+        await h.play_tones(3)
         for n in range(1, 6):
             await h.ticks(1)
             assert len(h.stream.audio()) == n  # never ahead of real time: nothing to recall
@@ -170,7 +132,7 @@ async def test_one_frame_per_tick_agent_audio_then_silence() -> None:
 
 async def test_flush_stops_the_agent_on_the_next_tick() -> None:
     async with Harness() as h:
-        player = await h.play(15)
+        player = await h.play_tones(15)
         await h.ticks(2)
         dropped = h.leg.flush_playout()
         assert dropped > 0
@@ -183,7 +145,7 @@ async def test_flush_stops_the_agent_on_the_next_tick() -> None:
 
 async def test_a_backlogged_socket_gets_no_more_frames() -> None:
     async with Harness() as h:
-        await h.play(5)
+        await h.play_tones(5)
         h.stream.backlog = 10_000
         await h.ticks(3)
         assert h.stream.audio() == []
@@ -251,7 +213,7 @@ async def test_the_tap_sees_both_sides_once_per_tick() -> None:
     async with Harness() as h:
         tap = Tap()
         h.leg.set_tap(tap)
-        await h.play(2)
+        await h.play_tones(2)
         h.send(encode(Audio(tone(5))))
         await settle()
         await h.ticks(3)

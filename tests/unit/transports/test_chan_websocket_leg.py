@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from callbridge.asterisk import chan_websocket as cws
 from callbridge.audio.g711 import ulaw_decode, ulaw_encode
-from callbridge.core.asyncio_clock import FakeClock
-from callbridge.core.events import DtmfDigit, LegInput
+from callbridge.core.events import DtmfDigit
 from callbridge.core.frames import AudioFrame
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
+from callbridge.testing import FakeClock, LegDriver, settle
 from callbridge.transports.asterisk.chan_websocket import ChanWebSocketTransport
 from callbridge.transports.asterisk.chan_websocket_leg import (
     ChanWebSocketLeg,
@@ -64,53 +64,18 @@ def tone(i: int, level: int = 3000) -> bytes:
     return (level * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
 
 
-class Harness:
+class Harness(LegDriver):
     def __init__(self, st: cws.MediaStart | None = None) -> None:
-        self.clock = FakeClock()
+        clock = FakeClock()
         self.socket = FakeSocket()
-        self.leg = ChanWebSocketLeg(
-            self.socket, st or start(), self.clock, LegInfo("chan_websocket", "inbound"),
+        self.leg: ChanWebSocketLeg = ChanWebSocketLeg(
+            self.socket, st or start(), clock, LegInfo("chan_websocket", "inbound"),
             ChanWebSocketLegConfig(),
         )  # fmt: skip
-        self.received: list[LegInput] = []
-        self.t0 = self.clock.now()
-        self.n = 0
+        super().__init__(self.leg, clock)
 
-    async def __aenter__(self) -> Harness:
-        self.task = asyncio.create_task(self.leg.run())
-        self.reader = asyncio.create_task(self._read())
-        await settle()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if not self.leg.ended:
-            await self.leg.hangup("test_done")
-        await self.ticks(2)
-        await asyncio.wait_for(self.task, 1)
-        await asyncio.wait_for(self.reader, 1)
-
-    async def _read(self) -> None:
-        async for item in self.leg.inputs():
-            self.received.append(item)
-
-    async def ticks(self, n: int) -> None:
-        for _ in range(n):
-            self.n += 1
-            await self.clock.advance(self.t0 + 0.02 * self.n + 1e-6 - self.clock.now())
-
-    async def play(self, frames: int) -> asyncio.Task[None]:
-        async def player() -> None:
-            for i in range(frames):
-                await self.leg.play(AudioFrame(tone(i)), 1)
-
-        task = asyncio.create_task(player())
-        await settle()
-        return task
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
+    async def play_tones(self, frames: int) -> asyncio.Task[None]:
+        return await self.play([AudioFrame(tone(i)) for i in range(frames)])
 
 
 async def test_answer_first_then_caller_audio_and_dtmf() -> None:
@@ -126,7 +91,7 @@ async def test_answer_first_then_caller_audio_and_dtmf() -> None:
 
 async def test_agent_audio_goes_in_whole_optimal_frames_a_little_ahead() -> None:
     async with Harness() as h:
-        await h.play(30)
+        await h.play_tones(30)
         await h.ticks(1)
         assert len(h.socket.binary) == 3  # 60 ms lead: FLUSH_MEDIA has little to drop
         for n in range(2, 20):
@@ -138,7 +103,7 @@ async def test_agent_audio_goes_in_whole_optimal_frames_a_little_ahead() -> None
 
 async def test_barge_in_flushes_asterisk_queue_at_once() -> None:
     async with Harness() as h:
-        player = await h.play(30)
+        player = await h.play_tones(30)
         await h.ticks(5)
         sent = len(h.socket.binary)
         player.cancel()  # the agent stops producing the answer
@@ -159,7 +124,7 @@ async def test_passthrough_mode_gets_no_flush_media() -> None:
 
 async def test_xoff_stops_sending_and_xon_resumes() -> None:
     async with Harness() as h:
-        await h.play(30)
+        await h.play_tones(30)
         h.socket.incoming.put_nowait("MEDIA_XOFF")
         await settle()
         await h.ticks(5)
@@ -176,7 +141,7 @@ async def test_slin16_is_resampled_both_ways_in_640_byte_frames() -> None:
         h.socket.incoming.put_nowait(bytes(640) * 3)
         await settle()
         assert len([f for f in h.received if isinstance(f, AudioFrame)]) in (2, 3)
-        await h.play(5)
+        await h.play_tones(5)
         await h.ticks(5)
         assert h.socket.binary and all(len(b) == 640 for b in h.socket.binary)
 
@@ -261,7 +226,7 @@ def test_fuzzed_messages_never_crash_the_leg(messages: list[str | bytes]) -> Non
 
 async def test_a_hold_pauses_asterisk_playout_and_resumes_it() -> None:
     async with Harness() as h:
-        await h.play(10)
+        await h.play_tones(10)
         await h.ticks(2)
         h.leg.pause_playout(True)
         await settle()
@@ -278,7 +243,7 @@ async def test_a_hold_pauses_asterisk_playout_and_resumes_it() -> None:
 
 async def test_control_goes_before_audio_and_keeps_its_order() -> None:
     async with Harness() as h:
-        await h.play(10)
+        await h.play_tones(10)
         await h.ticks(1)  # audio queued for the writer, not yet written
         h.leg.pause_playout(True)
         h.leg.pause_playout(False)

@@ -17,11 +17,11 @@ import pytest
 
 from callbridge.audio.g711 import ulaw_encode
 from callbridge.audio.tones import dtmf_tone
-from callbridge.core.asyncio_clock import FakeClock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import AudioFrame
 from callbridge.core.ports import LegInfo
+from callbridge.testing import FakeClock, LegDriver, settle
 from callbridge.transports.twilio.leg import TwilioLeg, TwilioLegConfig
 from callbridge.transports.websocket import SocketClosed
 from callbridge.twilio_streams.messages import Dtmf, Mark, Media, Start, Stop, dumps
@@ -71,64 +71,23 @@ class FakeSocket:
         return [m["mark"]["name"] for m in self.sent if m["event"] == "mark"]
 
 
-class Harness:
+class Harness(LegDriver):
     def __init__(self, config: TwilioLegConfig | None = None) -> None:
-        self.clock = FakeClock()
+        clock = FakeClock()
         self.socket = FakeSocket()
-        self.leg = TwilioLeg(self.socket, START, self.clock, LegInfo("twilio", "inbound"), config)
-        self.received: list[LegInput] = []
-        self.inputs_done = False
-        self.t0 = self.clock.now()
-        self.ticks = 0
-
-    async def __aenter__(self) -> Harness:
-        self.task = asyncio.create_task(self.leg.run())
-        self.reader = asyncio.create_task(self._read())
-        await settle()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if not self.leg.ended:
-            await self.leg.hangup("test_done")
-        await ticks(self, 2)
-        await asyncio.wait_for(self.task, 1)
-        await asyncio.wait_for(self.reader, 1)
-
-    async def _read(self) -> None:
-        async for item in self.leg.inputs():
-            self.received.append(item)
-        self.inputs_done = True
-
-    def frames(self) -> list[AudioFrame]:
-        return [f for f in self.received if isinstance(f, AudioFrame)]
+        self.leg: TwilioLeg = TwilioLeg(
+            self.socket, START, clock, LegInfo("twilio", "inbound"), config
+        )
+        super().__init__(self.leg, clock)
 
     async def queue(self, frames: int, utterance: int = 1, level: int = 3000) -> asyncio.Task[None]:
         """A player task queueing `frames` frames of a tone (play() waits when full)."""
-
-        async def player() -> None:
-            for i in range(frames):
-                await self.leg.play(AudioFrame(tone_pcm(i, level)), utterance)
-
-        task = asyncio.create_task(player())
-        await settle()
-        return task
+        return await self.play([AudioFrame(tone_pcm(i, level)) for i in range(frames)], utterance)
 
 
 def tone_pcm(i: int, level: int = 3000) -> bytes:
     t = (np.arange(160) + 160 * i) / 8000
     return (level * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
-
-
-async def ticks(h: Harness, n: int) -> None:
-    """Advance `n` media ticks, to absolute times (repeated += 0.02 drifts below them)."""
-    for _ in range(n):
-        h.ticks += 1
-        await h.clock.advance(h.t0 + 0.02 * h.ticks + 1e-6 - h.clock.now())
 
 
 # ---- caller audio ---------------------------------------------------------------------------
@@ -148,7 +107,7 @@ async def test_a_stalled_socket_still_yields_one_frame_per_20ms() -> None:
     async with Harness(TwilioLegConfig(jitter_slack=0.04)) as h:
         h.socket.media(0)
         await settle()
-        await ticks(h, 10)  # 200 ms without media
+        await h.ticks(10)  # 200 ms without media
         frames = h.frames()
         assert 8 <= len(frames) <= 10
         assert all(f.concealed for f in frames[1:])
@@ -181,16 +140,16 @@ async def test_bad_and_unknown_messages_are_counted_not_fatal() -> None:
 async def test_agent_audio_is_paced_with_a_small_lead() -> None:
     async with Harness() as h:
         player = await h.queue(60)
-        await ticks(h, 1)
+        await h.ticks(1)
         assert len(h.socket.media_out()) == 5  # 100 ms ahead at once: quick first audio
         for n in range(2, 40):
-            await ticks(h, 1)
+            await h.ticks(1)
             sent = len(h.socket.media_out())
             # Never more than the lead (100 ms) ahead of real time.
             assert sent * 0.02 <= (n - 1) * 0.02 + 0.1 + 1e-9, (n, sent)
             assert sent == n + 4
         assert h.leg.samples_played == 43 * 160
-        await ticks(h, 30)
+        await h.ticks(30)
         await player
         assert h.socket.media_out()[0] == ulaw_encode(tone_pcm(0))
 
@@ -198,7 +157,7 @@ async def test_agent_audio_is_paced_with_a_small_lead() -> None:
 async def test_marks_every_100ms_and_at_the_end_of_the_utterance() -> None:
     async with Harness() as h:
         await h.queue(12, utterance=7)
-        await ticks(h, 20)
+        await h.ticks(20)
         events = h.socket.events()
         # media x5, mark, media x5, mark, media x2, mark (the end of the utterance)
         assert events == ["media"] * 5 + ["mark"] + ["media"] * 5 + ["mark"] + ["media"] * 2 + [
@@ -219,7 +178,7 @@ async def test_a_new_utterance_closes_the_previous_one_with_a_mark() -> None:
     async with Harness() as h:
         await h.queue(2, utterance=1)
         await h.queue(2, utterance=2)
-        await ticks(h, 3)
+        await h.ticks(3)
         assert h.socket.events() == ["media", "media", "mark", "media", "media", "mark"]
         first, _ = h.socket.marks()
         h.socket.echo(first)
@@ -231,7 +190,7 @@ async def test_play_waits_when_the_queue_is_full() -> None:
     async with Harness(TwilioLegConfig(playout_limit_frames=4)) as h:
         player = await h.queue(20)
         assert not player.done()
-        await ticks(h, 30)
+        await h.ticks(30)
         assert player.done()
         assert len(h.socket.media_out()) == 20
 
@@ -241,13 +200,13 @@ async def test_playing_covers_what_twilio_still_buffers() -> None:
         assert not h.leg.playing
         await h.queue(3)
         assert h.leg.playing
-        await ticks(h, 1)  # all 3 frames sent: 60 ms in Twilio's buffer
+        await h.ticks(1)  # all 3 frames sent: 60 ms in Twilio's buffer
         assert h.leg.playing
-        await ticks(h, 1)
+        await h.ticks(1)
         assert h.leg.playing
         (name,) = h.socket.marks()
         h.socket.echo(name)
-        await ticks(h, 3)
+        await h.ticks(3)
         assert not h.leg.playing
 
 
@@ -257,7 +216,7 @@ async def test_playing_covers_what_twilio_still_buffers() -> None:
 async def test_flush_sends_clear_at_once_and_cancels_outstanding_marks() -> None:
     async with Harness() as h:
         player = await h.queue(40, utterance=3)
-        await ticks(h, 7)  # 11 frames sent: marks after 5 and 10
+        await h.ticks(7)  # 11 frames sent: marks after 5 and 10
         first, second = h.socket.marks()
         h.socket.echo(first)
         await settle()
@@ -274,7 +233,7 @@ async def test_flush_sends_clear_at_once_and_cancels_outstanding_marks() -> None
         assert h.leg.played(3) == 800
         assert h.leg.stats()["marks_cancelled"] == 1
         assert h.leg.stats()["clears"] == 1
-        await ticks(h, 5)
+        await h.ticks(5)
         assert h.socket.events()[before:] == ["clear"]  # nothing of the dropped answer
         assert not h.leg.playing
 
@@ -290,7 +249,7 @@ async def test_flush_drops_audio_not_yet_written() -> None:
             await real_send(text)
 
         h.socket.send_text = slow_send  # type: ignore[method-assign]
-        await ticks(h, 1)  # 5 media messages queued behind a stuck socket
+        await h.ticks(1)  # 5 media messages queued behind a stuck socket
         h.leg.flush_playout()
         gate.set()
         await settle()
@@ -301,18 +260,18 @@ async def test_flush_drops_audio_not_yet_written() -> None:
 async def test_pause_withholds_media_and_resumes_where_it_stopped() -> None:
     async with Harness() as h:
         await h.queue(20)
-        await ticks(h, 2)
+        await h.ticks(2)
         sent = len(h.socket.media_out())
         h.leg.pause_playout(True)
         await settle()  # at once, not at the next tick
         # Twilio drops the <= 100 ms it holds: the caller hears silence now.
         assert h.socket.events()[-1] == "clear"
-        await ticks(h, 5)
+        await h.ticks(5)
         assert len(h.socket.media_out()) == sent  # nothing more while held
         assert h.socket.events().count("clear") == 1
         assert h.leg.playing  # the local queue is kept
         h.leg.pause_playout(False)
-        await ticks(h, 1)
+        await h.ticks(1)
         assert len(h.socket.media_out()) == 6 + sent - 1
         assert h.socket.media_out()[sent] == ulaw_encode(tone_pcm(sent))
 
@@ -321,7 +280,7 @@ async def test_pause_with_nothing_at_twilio_sends_no_clear() -> None:
     async with Harness() as h:
         await h.queue(3)
         h.leg.pause_playout(True)
-        await ticks(h, 3)
+        await h.ticks(3)
         assert h.socket.events() == []
 
 
@@ -331,7 +290,7 @@ async def test_flush_releases_a_pause() -> None:
         await h.queue(3)
         h.leg.flush_playout()
         await h.queue(2, utterance=2)
-        await ticks(h, 2)
+        await h.ticks(2)
         assert h.socket.events() == ["clear", "media", "media", "mark"]
 
 
@@ -342,7 +301,7 @@ async def test_send_dtmf_plays_tones_ahead_of_queued_audio() -> None:
     async with Harness() as h:
         await h.queue(5)
         await h.leg.send_dtmf("1#")
-        await ticks(h, 25)
+        await h.ticks(25)
         out = h.socket.media_out()
         tones = ulaw_encode(dtmf_tone("1") + dtmf_tone("#"))
         assert b"".join(out[:20]) == tones
@@ -374,7 +333,7 @@ async def test_stop_ends_the_leg() -> None:
     async with Harness() as h:
         h.socket.incoming.put_nowait(dumps(Stop(9, SID, START.account_sid, START.call_sid)))
         await settle()
-        await ticks(h, 1)
+        await h.ticks(1)
         assert h.leg.ended and h.leg.end_reason == "twilio_stop"
         assert h.inputs_done
         assert h.socket.closed == 1000
@@ -394,15 +353,15 @@ async def test_hangup_closes_the_socket() -> None:
         await h.leg.hangup("agent_done")
         assert h.socket.closed == 1000
         assert h.leg.end_reason == "agent_done"
-        await ticks(h, 2)
+        await h.ticks(2)
         assert h.task.done()
 
 
 async def test_media_timeout() -> None:
     async with Harness(TwilioLegConfig(media_timeout=1.0)) as h:
-        await ticks(h, 45)
+        await h.ticks(45)
         assert not h.leg.ended
-        await ticks(h, 10)
+        await h.ticks(10)
         assert h.leg.end_reason == "media_timeout"
 
 
@@ -437,7 +396,7 @@ async def test_a_message_over_the_size_limit_closes_with_1009(
         h.socket.incoming.put_nowait(big.encode() if binary else big)
         h.socket.media(2)  # never read: the stream is over
         await settle()
-        await ticks(h, 1)
+        await h.ticks(1)
         assert h.leg.end_reason == "message_too_big"
         assert h.socket.closed == 1009
         assert h.socket.close_reason == f"message too big: {len(big)} bytes, limit 4096"
@@ -471,7 +430,7 @@ async def test_more_than_500_messages_in_a_second_close_with_1008(
         for n in range(400):
             h.socket.media(n)
         await settle()
-        await ticks(h, 55)  # 1.1 s later the window has moved on: 400 more are fine
+        await h.ticks(55)  # 1.1 s later the window has moved on: 400 more are fine
         for n in range(400, 800):
             h.socket.media(n)
         await settle()
@@ -479,7 +438,7 @@ async def test_more_than_500_messages_in_a_second_close_with_1008(
         for n in range(800, 901):  # 501 within one second
             h.socket.media(n)
         await settle()
-        await ticks(h, 1)
+        await h.ticks(1)
         assert h.leg.end_reason == "rate_limit"
         assert (h.socket.closed, h.socket.close_reason) == (1008, "rate limit: over 500 messages/s")
     assert len(limit_lines(caplog)) == 1
@@ -501,7 +460,7 @@ async def test_stop_after_a_burst_of_media_acts_within_one_tick(
         h.socket.incoming.put_nowait(stop_message())
         await settle()
         spent = time.process_time() - before
-        await ticks(h, 1)
+        await h.ticks(1)
         assert h.leg.ended and h.leg.end_reason == "twilio_stop"
         assert h.socket.closed == 1000
         assert h.task.done()
@@ -525,7 +484,7 @@ async def test_a_flood_of_one_second_payloads_is_bounded() -> None:
         h.socket.incoming.put_nowait(stop_message())
         await settle()
         spent = time.process_time() - before
-        await ticks(h, 1)
+        await h.ticks(1)
         assert h.leg.end_reason == "twilio_stop"
         assert len(h.frames()) == 50
         assert h.leg.stats()["payloads_ahead"] == 59
@@ -549,7 +508,7 @@ async def test_caller_audio_keeps_flowing_in_real_time_after_a_flood() -> None:
         await settle()
         assert len(h.frames()) == 50
         for n in range(200, 300):  # then real time: every frame is delivered as it comes
-            await ticks(h, 1)
+            await h.ticks(1)
             h.socket.media(n)
             await settle()
         assert len(h.frames()) >= 148
