@@ -20,8 +20,9 @@ from callbridge.core.ports import LegInfo
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.socket import PortAllocator, RtpSocket
 from callbridge.sdp.offer_answer import PCMU, MediaPlan
+from callbridge.testing import settle
 from callbridge.transports.sip.leg import Receiver, SipLeg
-from tests.unit.transports.test_twilio_leg import Harness, settle, ticks, tone_pcm
+from tests.unit.transports.test_twilio_leg import Harness, tone_pcm
 
 Tick = tuple[bytes | None, bytes | None]
 
@@ -197,8 +198,8 @@ async def test_twilio_leg_taps_caller_frames_and_agent_audio_as_twilio_plays_it(
         for i, pcm in enumerate(said):
             h.socket.media(i, ulaw_encode(pcm))
             await settle()
-            await ticks(h, 1)
-        await ticks(h, 4)
+            await h.ticks(1)
+        await h.ticks(4)
         # the agent's audio went to Twilio up to 100 ms ahead; the tap plays it in real time
         assert len(h.socket.media_out()) >= 9
         agent = [a for _, a in tap.ticks]
@@ -207,6 +208,6 @@ async def test_twilio_leg_taps_caller_frames_and_agent_audio_as_twilio_plays_it(
         assert caller[:6] == [ulaw_decode(ulaw_encode(p)) for p in said]
         # a flush (barge-in): Twilio clears what it had not played; so does the tap
         h.leg.flush_playout()
-        await ticks(h, 3)
+        await h.ticks(3)
         assert [a for _, a in tap.ticks[10:]] == [None, None, None]
         assert all(len(c) == FRAME_BYTES for c, _ in tap.ticks if c is not None)
