@@ -37,7 +37,11 @@ class BargeInConfig:
     echo_return_db: float = -20.0  # worst echo of the agent's audio on the caller's stream
     echo_margin_db: float = 4.0  # caller must beat that echo by this much
     floor_dbfs: float = -50.0  # quieter frames are never an interruption
-    hold_release: float = 0.25  # the agent stays paused this long after the last counted frame
+    # The agent stays paused this long after the last counted frame: long enough to bridge the
+    # pause at a comma inside one interruption ("hold on, | I have a question": 300-400 ms), so
+    # the caller never hears the agent resume for a syllable between the two; after a cough it
+    # carries on half a second later.
+    hold_release: float = 0.5
 
     def __post_init__(self) -> None:
         if self.min_speech < 0 or self.max_gap < 0 or self.hold_release < 0:
