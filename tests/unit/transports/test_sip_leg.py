@@ -543,10 +543,10 @@ async def test_a_cancelled_outbound_call_cancels_and_gives_everything_back(
         transport.call(f"sip:callee@127.0.0.1:{callee.port}", on_leg=legs.append)
     )
     invite = await callee.recv("INVITE")
-    callee.reply(invite, 180)
-    await asyncio.sleep(0.05)
+    # The INVITE went out with the ports open and the leg registered, in one step.
     assert transport._legs and not all_ports_free(transport)
-    call.cancel()
+    callee.reply(invite, 180)
+    call.cancel()  # whether or not the 180 is in yet: the CANCEL waits for it (§9.1)
     with pytest.raises(asyncio.CancelledError):
         await call
     cancel = await callee.recv("CANCEL")  # RFC 3261 §9.1: after a provisional response
