@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 
 from callbridge.core.errors import CallEnded
-from callbridge.core.events import DtmfDigit
+from callbridge.core.events import DtmfDigit, LegInput
 from callbridge.core.frames import FRAME_MS, AudioFrame
 from callbridge.core.ports import CallLeg
 
@@ -28,19 +29,25 @@ class EchoAgent:
         self._line_frames = self.delay_frames - min(self.delay_frames, PLAYOUT_CUSHION_FRAMES)
 
     async def run(self, leg: CallLeg) -> None:
+        # The echo rides the leg's media tick (CallLeg.listen): no task wakes per frame, and
+        # the 20 ms pass that hears a frame also queues its echo. The cushion still starts the
+        # echo (a transport whose tick reads the caller after sending keeps the same delay).
         line: collections.deque[AudioFrame] = collections.deque()
         cushion = self.delay_frames - self._line_frames
-        try:
-            async for item in leg.inputs():
-                if isinstance(item, AudioFrame):
-                    line.append(item)
-                    if len(line) > self._line_frames:
-                        if cushion:
-                            for _ in range(cushion):
-                                await leg.play(AudioFrame.silence())
-                            cushion = 0
-                        await leg.play(line.popleft())
-                elif isinstance(item, DtmfDigit):
-                    log.debug("echo heard digit %s", item.digit)
-        except CallEnded:
-            return
+
+        def hear(item: LegInput) -> None:
+            nonlocal cushion
+            if isinstance(item, AudioFrame):
+                line.append(item)
+                if len(line) > self._line_frames:
+                    for _ in range(cushion):
+                        leg.offer(AudioFrame.silence())
+                    cushion = 0
+                    # Full only while playout is held: the echo drops rather than fall behind.
+                    leg.offer(line.popleft())
+            elif isinstance(item, DtmfDigit):
+                log.debug("echo heard digit %s", item.digit)
+
+        leg.listen(hear)
+        with contextlib.suppress(CallEnded):
+            await leg.wait_ended()

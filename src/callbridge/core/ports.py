@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,6 +45,17 @@ class CallLeg(Protocol):
         """Queue a frame of `utterance` for paced playout; waits while the queue is full."""
         ...
 
+    def listen(self, sink: Callable[[LegInput], None]) -> None:
+        """Instead of `inputs()`: get each input as it arrives, inside the leg's media tick
+        (one pass for every call: no task wakes per frame). `sink` must return at once and
+        may call `offer`; `inputs()` then only ends with the leg."""
+        ...
+
+    def offer(self, frame: AudioFrame, utterance: int = 0) -> bool:
+        """`play` without waiting (for a `listen` sink): False, and nothing queued, while the
+        queue is full. Raises CallEnded once the leg ended."""
+        ...
+
     def flush_playout(self) -> int:
         """Drop everything queued and not yet sent (barge-in). Returns the samples dropped."""
         ...
@@ -84,6 +95,8 @@ class CallLeg(Protocol):
 
     @property
     def ended(self) -> bool: ...
+
+    async def wait_ended(self) -> None: ...
 
     @property
     def end_reason(self) -> str:

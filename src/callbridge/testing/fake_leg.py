@@ -82,7 +82,7 @@ class FakeLeg(LegBase):
         self.transfer_result = transfer_result
         self.caller: collections.deque[LegInput] = collections.deque()  # the script
         self.sent: list[Sent] = []  # one per tick
-        self.agent_frames: list[AudioFrame] = []  # everything play() queued, in order
+        self.agent_frames: list[AudioFrame] = []  # everything play()/offer() queued, in order
         self.flushes: list[float] = []  # when flush_playout() was called
         self.taps: list[MediaTap | None] = []  # every set_tap(), in order
         self.dtmf_sent: list[str] = []
@@ -187,6 +187,12 @@ class FakeLeg(LegBase):
     async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
         await super().play(frame, utterance)
         self.agent_frames.append(frame)
+
+    def offer(self, frame: AudioFrame, utterance: int = 0) -> bool:
+        queued = super().offer(frame, utterance)
+        if queued:
+            self.agent_frames.append(frame)
+        return queued
 
     def flush_playout(self) -> int:
         self.flushes.append(self.clock.now())

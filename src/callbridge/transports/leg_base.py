@@ -2,7 +2,7 @@
 
 `LegCore` is the state and the schedule: the caller's inputs queue, the agent's bounded
 playout with per-utterance position (media.playout), the tap for recording, the end (reason,
-`wait_ended`) and the paced 20 ms loop on the injected clock. `LegBase` is the thin base that
+`wait_ended`) and the paced 20 ms ticks on the process's media clock (transports.media_clock). `LegBase` is the thin base that
 turns a core into the `core.ports.CallLeg` surface; a transport subclasses it, feeds
 `core.put()` from its receive path, calls `core.pop()` once per tick from `core.tick_loop()`,
 and adds its own control (DTMF, transfer, hang-up) and `run()`.
@@ -22,17 +22,15 @@ from typing import Any
 from callbridge.core.clock import Clock
 from callbridge.core.errors import CallEnded
 from callbridge.core.events import LegInput, TransferResult
-from callbridge.core.frames import FRAME_MS, AudioFrame
+from callbridge.core.frames import AudioFrame
 from callbridge.core.ports import LegInfo, MediaTap
 from callbridge.media.playout import LEVEL_WINDOW_FRAMES, PlayoutQueue, UtteranceId
+from callbridge.transports.media_clock import STALL, TICK, for_clock
 
 __all__ = ["PLAYOUT_LIMIT_FRAMES", "STALL", "TICK", "LegBase", "LegCore"]
 
-TICK = FRAME_MS / 1000
 # 400 ms: enough to ride out scheduling hiccups, small enough to flush fast.
 PLAYOUT_LIMIT_FRAMES = 20
-# A tick this late means the loop stalled (GC, overload): re-anchor rather than burst.
-STALL = 0.2
 
 _END = object()
 
@@ -58,6 +56,7 @@ class LegCore:
         self.end_reason = ""  # may be set before the end (a hang-up under way)
         self.samples_played = 0  # agent samples handed to the wire; the transport counts them
         self._inputs: asyncio.Queue[LegInput | object] = asyncio.Queue()
+        self._sink: Callable[[LegInput], None] | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._ended = asyncio.Event()
@@ -66,7 +65,23 @@ class LegCore:
 
     def put(self, item: LegInput) -> None:
         """Hand the agent a caller frame, digit or hold change (from any callback)."""
+        if self._sink is not None:
+            if not self._ended.is_set():
+                self._sink(item)
+            return
         self._inputs.put_nowait(item)
+
+    def listen(self, sink: Callable[[LegInput], None]) -> None:
+        """From now on hand inputs to `sink` as they arrive, in the media pass, instead of
+        queueing them for `inputs()` (which then only ends with the leg). What was queued
+        goes to the sink first, in order."""
+        self._sink = sink
+        while not self._inputs.empty():
+            item = self._inputs.get_nowait()
+            if item is _END:
+                self._inputs.put_nowait(_END)
+                return
+            sink(item)  # type: ignore[arg-type]
 
     async def inputs(self) -> AsyncIterator[LegInput]:
         while True:
@@ -92,6 +107,16 @@ class LegCore:
         if self.ended:
             raise CallEnded(self.info.ids.get("call_id", self.name))
         self.playout.push(frame, utterance)
+
+    def offer(self, frame: AudioFrame, utterance: UtteranceId = 0) -> bool:
+        """`play` without waiting: False (and nothing queued) while `limit` frames are queued;
+        raises CallEnded once the leg ended."""
+        if self.ended:
+            raise CallEnded(self.info.ids.get("call_id", self.name))
+        if len(self.playout) >= self.limit:
+            return False
+        self.playout.push(frame, utterance)
+        return True
 
     def pop(self) -> tuple[AudioFrame, UtteranceId] | None:
         """The agent's frame for this tick (None: idle or held). Once per tick."""
@@ -130,26 +155,11 @@ class LegCore:
     async def tick_loop(
         self, on_tick: Callable[[float, int], None], *, limit: int | None = None
     ) -> None:
-        """Call `on_tick(now, missed)` every 20 ms on an absolute schedule (start + n * TICK,
-        so sleeps never accumulate drift) until the leg ends or `limit` ticks ran. `missed`
-        counts the ticks a stall skipped (0 normally): a recording keeps wall time with them.
-        """
-        start = self.clock.now()
-        n = ran = 0
-        while not self.ended and (limit is None or ran < limit):
-            n += 1
-            deadline = start + n * TICK
-            # Ending is noticed at the next tick (<= 20 ms): cheaper than racing two futures.
-            await self.clock.sleep_until(deadline)
-            if self._ended.is_set():
-                return
-            now = self.clock.now()
-            missed = 0
-            if now - deadline > STALL:
-                missed = int((now - deadline) / TICK)
-                start, n = now, 0
-            ran += 1
-            on_tick(now, missed)
+        """Call `on_tick(now, missed)` every 20 ms until the leg ends or `limit` ticks ran, on
+        the process's one media clock (transports.media_clock: absolute deadlines, one pass
+        for every leg). `missed` counts the ticks a stall skipped (0 normally): a recording
+        keeps wall time with them."""
+        await for_clock(self.clock).ticks(on_tick, self._ended.is_set, limit=limit)
 
 
 class LegBase(abc.ABC):
@@ -177,6 +187,12 @@ class LegBase(abc.ABC):
 
     async def play(self, frame: AudioFrame, utterance: int = 0) -> None:
         await self.core.play(frame, utterance)
+
+    def listen(self, sink: Callable[[LegInput], None]) -> None:
+        self.core.listen(sink)
+
+    def offer(self, frame: AudioFrame, utterance: int = 0) -> bool:
+        return self.core.offer(frame, utterance)
 
     def flush_playout(self) -> int:
         # Takes effect at once: the next tick sends nothing of the dropped audio.

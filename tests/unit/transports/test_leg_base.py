@@ -160,3 +160,32 @@ async def test_the_base_maps_the_core_onto_the_call_leg_surface() -> None:
     await leg.hangup("agent_done")
     assert leg.ended and leg.end_reason == "agent_done"
     await asyncio.wait_for(leg.wait_ended(), 1)
+
+
+async def test_a_listener_gets_inputs_in_order_from_the_queue_then_as_they_arrive() -> None:
+    c = core()
+    first, second, third = (AudioFrame(bytes([i, 0]) * FRAME_SAMPLES) for i in (1, 2, 3))
+    c.put(first)
+    c.put(DtmfDigit("7", 80))
+    heard: list[LegInput] = []
+    c.listen(heard.append)
+    assert heard == [first, DtmfDigit("7", 80)]  # what was queued, first
+    c.put(second)
+    assert heard[-1] == second  # at once, inside put (the media pass)
+    c.finish("remote_bye")
+    c.put(third)  # after the end: nobody hears it
+    assert heard[-1] == second
+    assert [item async for item in c.inputs()] == []  # inputs() just ends
+
+
+async def test_offer_queues_without_waiting_and_says_when_full() -> None:
+    c = core(limit=2)
+    f = AudioFrame.silence()
+    assert c.offer(f) and c.offer(f)
+    assert not c.offer(f)  # full: nothing queued, nothing waited for
+    assert len(c.playout) == 2
+    c.pop()
+    assert c.offer(f)
+    c.finish("remote_bye")
+    with pytest.raises(CallEnded):
+        c.offer(f)
