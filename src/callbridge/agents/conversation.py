@@ -40,7 +40,7 @@ from callbridge.agents.vad_pool import VadHandle, VadPool
 from callbridge.core.bus import default_bus
 from callbridge.core.call_events import BargeIn, TranscriptPartial
 from callbridge.core.clock import Clock
-from callbridge.core.events import DtmfDigit, LegHold
+from callbridge.core.events import DtmfDigit, LegHold, LegInput
 from callbridge.core.frames import PIPELINE_RATE, AudioFrame
 from callbridge.core.log import event
 from callbridge.core.ports import CallLeg
@@ -201,18 +201,24 @@ class Conversation:
     # ---- listening: media.listening.Listener decides, this carries its actions out ----------
 
     async def _listen(self) -> None:
+        # Caller frames are heard inside the leg's media tick (CallLeg.listen): one pass for
+        # every call instead of a task wake per call per frame, and a suspected barge-in
+        # pauses the agent's audio in the very tick that heard it.
+        self.leg.listen(self._hear)
+        await self.leg.wait_ended()
+
+    def _hear(self, item: LegInput) -> None:
         assert self._vad is not None
-        async for item in self.leg.inputs():
-            match item:
-                case AudioFrame():
-                    now = self.clock.now()
-                    self._execute(self._listener.frame(item.pcm, now))
-                    self._vad.feed(item, now)
-                case DtmfDigit(digit=digit):
-                    self._events.put_nowait(Dtmf(digit))
-                case LegHold(on_hold=on_hold):
-                    self._listener.hold()
-                    self._events.put_nowait(Hold(on_hold))
+        match item:
+            case AudioFrame():
+                now = self.clock.now()
+                self._execute(self._listener.frame(item.pcm, now))
+                self._vad.feed(item, now)
+            case DtmfDigit(digit=digit):
+                self._events.put_nowait(Dtmf(digit))
+            case LegHold(on_hold=on_hold):
+                self._listener.hold()
+                self._events.put_nowait(Hold(on_hold))
 
     def _on_vad(self, result: VadResult) -> None:
         self._execute(

@@ -18,6 +18,7 @@ and is cancelled when the last subscriber leaves, so no task outlives its calls.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import weakref
 from collections.abc import Callable
 
@@ -34,7 +35,7 @@ OnTick = Callable[[float, int], None]
 
 
 class _Subscriber:
-    __slots__ = ("done", "ended", "left", "on_tick")
+    __slots__ = ("context", "done", "ended", "left", "on_tick")
 
     def __init__(
         self,
@@ -47,6 +48,9 @@ class _Subscriber:
         self.ended = ended
         self.left = limit  # ticks still to run (None: until ended)
         self.done = done
+        # The leg's own context (its call id for log lines, what tasks started from a tick
+        # inherit), as when each leg ticked in its own task.
+        self.context = contextvars.copy_context()
 
 
 class MediaClock:
@@ -111,7 +115,7 @@ class MediaClock:
                 sub.done.set_result(None)
                 continue
             try:
-                sub.on_tick(now, missed)
+                sub.context.run(sub.on_tick, now, missed)
             except Exception as exc:  # that leg's loop ends with it; the others tick on
                 sub.done.set_exception(exc)
                 continue

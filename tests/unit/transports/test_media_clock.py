@@ -122,3 +122,22 @@ async def test_one_media_clock_per_clock() -> None:
     a, b = FakeClock(), FakeClock()
     assert for_clock(a) is for_clock(a)
     assert for_clock(a) is not for_clock(b)
+
+
+async def test_each_leg_ticks_in_its_own_context() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("call", default="none")
+    clock = FakeClock()
+    media = MediaClock(clock)
+    seen: list[str] = []
+
+    async def leg(name: str) -> None:
+        var.set(name)
+        await media.ticks(lambda now, _m: seen.append(var.get()), lambda: False, limit=1)
+
+    tasks = [asyncio.create_task(leg(n)) for n in ("call-1", "call-2")]
+    await settle()
+    await clock.advance(TICK)
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)
+    assert seen == ["call-1", "call-2"]
