@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import contextlib
 import logging
 
 from callbridge.core.errors import CallEnded
@@ -20,6 +20,8 @@ log = logging.getLogger("callbridge.agents.echo")
 # the echo later for good. The echo starts with that many frames of silence queued; from then
 # on every frame heard is queued that many ticks before it is due, and goes out on time.
 PLAYOUT_CUSHION_FRAMES = 3
+# At most 15 s of echo waits for playout room; older frames give way.
+BACKLOG_LIMIT_FRAMES = 750
 
 
 class EchoAgent:
@@ -30,10 +32,21 @@ class EchoAgent:
 
     async def run(self, leg: CallLeg) -> None:
         # The echo rides the leg's media tick (CallLeg.listen): no task wakes per frame, and
-        # the 20 ms pass that hears a frame also queues its echo. The cushion still starts the
-        # echo (a transport whose tick reads the caller after sending keeps the same delay).
+        # the 20 ms pass that hears a frame also queues its echo. Only when playout is full
+        # (audio that arrives in bursts, as over Twilio's WebSocket; a held playout) do frames
+        # wait in a backlog that this task plays as room appears, in order: nothing dropped.
         line: collections.deque[AudioFrame] = collections.deque()
+        backlog: collections.deque[AudioFrame] = collections.deque()
+        waiting = asyncio.Event()
         cushion = self.delay_frames - self._line_frames
+        busy = False  # this task is handing a backlog frame to play(): newer frames queue behind
+
+        def emit(frame: AudioFrame) -> None:
+            if busy or backlog or not leg.offer(frame):
+                if len(backlog) >= BACKLOG_LIMIT_FRAMES:
+                    backlog.popleft()  # bounded: a playout held for minutes must not grow memory
+                backlog.append(frame)
+                waiting.set()
 
         def hear(item: LegInput) -> None:
             nonlocal cushion
@@ -41,13 +54,29 @@ class EchoAgent:
                 line.append(item)
                 if len(line) > self._line_frames:
                     for _ in range(cushion):
-                        leg.offer(AudioFrame.silence())
+                        emit(AudioFrame.silence())
                     cushion = 0
-                    # Full only while playout is held: the echo drops rather than fall behind.
-                    leg.offer(line.popleft())
+                    emit(line.popleft())
             elif isinstance(item, DtmfDigit):
                 log.debug("echo heard digit %s", item.digit)
 
         leg.listen(hear)
-        with contextlib.suppress(CallEnded):
-            await leg.wait_ended()
+        ended = asyncio.ensure_future(leg.wait_ended())
+        try:
+            while not ended.done():
+                woken = asyncio.ensure_future(waiting.wait())
+                try:
+                    await asyncio.wait({woken, ended}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+                waiting.clear()
+                while backlog:
+                    busy = True
+                    try:
+                        await leg.play(backlog.popleft())
+                    finally:
+                        busy = False
+        except CallEnded:
+            return
+        finally:
+            ended.cancel()

@@ -54,3 +54,24 @@ async def test_without_a_delay_there_is_no_cushion_to_queue() -> None:
     sent = await echo(0, stalled=set())
     assert sent[1:61] == [frame(i) for i in range(60)]
     assert sent[0] is None
+
+
+async def test_a_burst_bigger_than_the_playout_is_echoed_whole_and_in_order() -> None:
+    # Audio that arrives faster than real time (Twilio's WebSocket delivers in bursts): the
+    # playout holds 20 frames; the rest waits in the echo's backlog, nothing is dropped.
+    leg = FakeLeg(FakeClock(), after_script="nothing")
+    agent = EchoAgent(delay_ms=0)
+    frames = [frame(i) for i in range(100)]
+    async with asyncio.timeout(5):
+        task = asyncio.create_task(agent.run(leg))
+        await asyncio.sleep(0)
+        for f in frames:
+            leg.put(f)  # all at once, outside the ticks
+        for _ in range(120):
+            leg.tick()
+            for _ in range(5):
+                await asyncio.sleep(0)
+        leg.end()
+        await task
+    sent = [AudioFrame(s.pcm) for s in leg.sent if s.utterance is not None]
+    assert sent == frames
