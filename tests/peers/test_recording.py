@@ -105,7 +105,8 @@ def test_recording_is_stereo_time_aligned_and_as_long_as_the_call(
     print(f"speech vs left: {said} (pieces {said_p:.3f})\n"
           f"speech vs right: {echoed} (pieces {echoed_p:.3f})")  # fmt: skip
     assert said_p >= 0.9 and echoed_p >= 0.9, (said_p, echoed_p, said, echoed)
-    lag = echoed.offset_s - said.offset_s
+    # In whole samples: offsets are sample counts / 8000, and 0.42 - 0.02 is 0.39999... in floats.
+    lag = round(echoed.offset_s - said.offset_s, 4)
     assert ECHO_DELAY_MS / 1000 <= lag < ECHO_DELAY_MS / 1000 + 0.2, (
         f"right lags left by {lag:.3f} s"
     )

@@ -4,6 +4,10 @@ The manager is what transports hand new legs to (core.ports.LegAcceptor); it is 
 where a call's lifetime is logged, so every transport gets the same call events, and,
 when a store is set, recorded: the leg's media tap feeds the recording, the agent's
 transcript sink the transcript and turns, and the call's row is closed at the end.
+
+A call's record is never given up for being slow: while the store is saturated (its write
+queue past the high-water mark) new calls are refused with 503 instead, so the backlog stays
+bounded, and a save that takes long is logged and waited for.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from callbridge.core.call_events import (
     TranscriptReady,
 )
 from callbridge.core.clock import Clock
-from callbridge.core.log import call_context, event_fields
+from callbridge.core.log import call_context, event, event_fields
 from callbridge.core.ports import Agent, CallLeg, LegInfo, Rejection
 from callbridge.store.service import CallSession, Store
 
 log = logging.getLogger("callbridge.calls")
+
+SAVE_SLOW_S = 10.0  # a call's files taking longer than this to finish are logged (not dropped)
 
 
 @runtime_checkable
@@ -93,6 +99,10 @@ class CallManager:
             raise Rejection(Rejection.UNAVAILABLE, "shutting down")
         if len(self.calls) >= self.max_calls:
             raise Rejection(Rejection.BUSY, "too many calls")
+        if self.store is not None and self.store.saturated:
+            # Back-pressure: the records of calls we take must be written; the store logs
+            # when it saturates and drains (store.saturated / store.drained).
+            raise Rejection(Rejection.UNAVAILABLE, "call store saturated")
         self.router.resolve(info)
 
     def start(self, leg: CallLeg) -> None:
@@ -171,14 +181,27 @@ class CallManager:
             _notify(self.on_end, call)
 
     async def _save(self, call: Call, reason: str) -> None:
-        """Finalise the recording and transcript before anyone hears the call ended."""
+        """Finalise the recording and transcript before anyone hears the call ended.
+
+        `finish` queues every write before its first await, so nothing here can lose the
+        record: a slow disk only delays the end's announcement (logged after SAVE_SLOW_S;
+        admission is shut meanwhile if the queues are that far behind). If this task is
+        cancelled (shutdown), the finishing goes on in its own task."""
         assert call.record is not None and call.ended is not None
         call.leg.set_tap(None)
+        finishing = asyncio.ensure_future(call.record.finish(reason, call.ended))
+        slow = asyncio.ensure_future(self.clock.sleep_until(self.clock.now() + SAVE_SLOW_S))
         try:
-            async with asyncio.timeout(10):  # a stuck disk must not hold the call forever
-                await call.record.finish(reason, call.ended)
+            await asyncio.wait({finishing, slow}, return_when=asyncio.FIRST_COMPLETED)
+            if not finishing.done():
+                event(log, "call.save_slow", logging.WARNING, call_id=call.id,
+                      waited_s=SAVE_SLOW_S)  # fmt: skip
+                await asyncio.shield(finishing)
+            finishing.result()
         except Exception:
             log.exception("saving call %s failed", call.id)
+        finally:
+            slow.cancel()
 
     async def _agent(self, call: Call, agent: Agent, media: asyncio.Task[None]) -> None:
         try:

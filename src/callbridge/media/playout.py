@@ -8,7 +8,9 @@ tentative half of barge-in (silence at once on suspected caller speech, resume i
 cough). The level of the last ~200 ms sent is kept for the
 barge-in echo guard.
 
-Sans-IO and O(1) per frame (one 160-sample dot product for the level).
+Sans-IO and O(1) per frame: a frame's energy is computed once, at push (one 160-sample integer
+dot product); pop only moves running sums (energy, samples) and a monotonic deque for the
+window's loudest frame, so the 20 ms tick does no numpy and no pass over the window.
 """
 
 from __future__ import annotations
@@ -30,11 +32,20 @@ _FULL_SCALE_SQ = 32768.0 * 32768.0
 class PlayoutQueue:
     def __init__(self, level_window: int = LEVEL_WINDOW_FRAMES) -> None:
         self._frames: deque[tuple[AudioFrame, UtteranceId]] = deque()
+        self._energies: deque[int] = deque()  # sum of squares of each queued frame
         self._queued_samples = 0
         self._played: dict[UtteranceId, int] = {}
         self._dropped: dict[UtteranceId, int] = {}
-        # mean square (full scale = 1.0) and sample count of each recent tick; idle ticks are 0
-        self._levels: deque[tuple[float, int]] = deque(maxlen=level_window)
+        # The window: (sum of squares, samples) of each recent tick (idle ticks: 0 energy),
+        # with its running totals; integers, so the sums never drift.
+        self._window = level_window
+        self._ticks: deque[tuple[int, int]] = deque()
+        self._energy = 0
+        self._samples = 0
+        # The window's loudest ticks as (tick number, mean square), mean squares decreasing
+        # from the left: its head is the peak, each tick enters and leaves it once.
+        self._tick = 0
+        self._peaks: deque[tuple[int, float]] = deque()
         self._last: UtteranceId | None = None  # utterance of the frame the last pop sent
         self._held = False
 
@@ -43,6 +54,8 @@ class PlayoutQueue:
         return len(self._frames)
 
     def push(self, frame: AudioFrame, utterance: UtteranceId) -> None:
+        x = np.frombuffer(frame.pcm, dtype="<i2").astype(np.int64)
+        self._energies.append(int(np.dot(x, x)))
         self._frames.append((frame, utterance))
         self._queued_samples += frame.samples
         self._played.setdefault(utterance, 0)
@@ -51,18 +64,37 @@ class PlayoutQueue:
         """The next frame to send now (the caller sends it); None when idle or held. One call
         per tick."""
         if not self._frames or self._held:
-            self._levels.append((0.0, FRAME_SAMPLES))  # the wire carried silence
+            self._sent(0, FRAME_SAMPLES)  # the wire carried silence
             self._last = None
             return None
         frame, utterance = item = self._frames.popleft()
+        energy = self._energies.popleft()
         n = frame.samples
         self._queued_samples -= n
         self._played[utterance] = self._played.get(utterance, 0) + n
         if n:
-            x = np.frombuffer(frame.pcm, dtype="<i2").astype(np.float32)
-            self._levels.append((float(np.dot(x, x)) / (n * _FULL_SCALE_SQ), n))
+            self._sent(energy, n)
         self._last = utterance
         return item
+
+    def _sent(self, energy: int, n: int) -> None:
+        """One tick into the level window (O(1) amortised)."""
+        ticks = self._ticks
+        ticks.append((energy, n))
+        self._energy += energy
+        self._samples += n
+        if len(ticks) > self._window:
+            old_energy, old_n = ticks.popleft()
+            self._energy -= old_energy
+            self._samples -= old_n
+        self._tick += 1
+        mean_square = energy / (n * _FULL_SCALE_SQ)
+        peaks = self._peaks
+        while peaks and peaks[-1][1] <= mean_square:
+            peaks.pop()  # never the peak again: this louder one outlives it in the window
+        peaks.append((self._tick, mean_square))
+        if peaks[0][0] <= self._tick - self._window:
+            peaks.popleft()
 
     def hold(self, held: bool) -> None:
         """Pause (True) or resume (False) sending; queued frames and positions are kept."""
@@ -80,6 +112,7 @@ class PlayoutQueue:
         for frame, utterance in self._frames:
             self._dropped[utterance] = self._dropped.get(utterance, 0) + frame.samples
         self._frames.clear()
+        self._energies.clear()
         self._queued_samples = 0
         return dropped
 
@@ -113,14 +146,14 @@ class PlayoutQueue:
     @property
     def level_dbfs(self) -> float:
         """RMS level of what was sent over the window (idle ticks count as silence)."""
-        energy = sum(ms * n for ms, n in self._levels)
-        samples = sum(n for _, n in self._levels)
-        return _dbfs(energy / samples) if samples else -math.inf
+        if not self._samples:
+            return -math.inf
+        return _dbfs(self._energy / (self._samples * _FULL_SCALE_SQ))
 
     @property
     def peak_dbfs(self) -> float:
         """Level of the loudest frame sent over the window: the echo guard's reference."""
-        return _dbfs(max((ms for ms, _ in self._levels), default=0.0))
+        return _dbfs(self._peaks[0][1] if self._peaks else 0.0)
 
 
 def _dbfs(mean_square: float) -> float:

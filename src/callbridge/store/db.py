@@ -1,9 +1,11 @@
 """The call database: calls, their events and their turns, behind a small interface (`CallDb`).
 
 SQLite by default (the standard library's sqlite3), PostgreSQL in postgres.py: both are a
-`WorkerCallDb`, ONE worker thread that owns the connection: every statement runs there in
-submission order, the event loop never waits on the database. Writes are fire-and-forget
-(queued, errors logged, never raised into a call); reads are awaited. The SQL is portable
+`WorkerCallDb`, ONE writer thread that owns the connection (writer.py): every statement runs
+there in submission order, the event loop never waits on the database. Writes are
+fire-and-forget (queued, committed in batches, retried while the database fails, never
+raised into a call); reads are awaited and see every write queued before them. A backlog
+past the high-water mark makes `saturated` true: the calls layer then refuses new calls. The SQL is portable
 (TEXT, INTEGER, DOUBLE PRECISION, BOOLEAN; composite keys instead of autoincrement;
 `ON CONFLICT ... DO UPDATE`), so both backends run the same statements and migrations, written
 with `?` placeholders that a backend with another style (psycopg: `%s`) rewrites. The schema
@@ -19,22 +21,25 @@ import concurrent.futures
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from callbridge.core.log import event
+from callbridge.store.rows import CallRow, EventRow, TurnRow, UnfinishedCall
 from callbridge.store.schema import (
     MIGRATIONS,
+    SQLITE_LOCK,
     DbConnection,
     DbCursor,
     Migration,
+    MigrationLock,
     SchemaTooNew,
     migrate,
     placeholders,
     schema_version,
 )
+from callbridge.store.writer import BatchWriter, Write, WriterLimits
 
 __all__ = [
     "MIGRATIONS",
@@ -48,6 +53,7 @@ __all__ = [
     "TurnRow",
     "UnfinishedCall",
     "WorkerCallDb",
+    "WriterLimits",
     "migrate",
     "schema_version",
 ]
@@ -55,66 +61,6 @@ __all__ = [
 log = logging.getLogger("callbridge.store.db")
 
 T = TypeVar("T")
-
-
-# ---- rows -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CallRow:
-    id: str
-    transport: str  # "sip", "twilio"
-    direction: str  # "inbound" | "outbound"
-    from_uri: str
-    to_uri: str
-    agent: str
-    started: float
-    answered: float | None = None
-    ended: float | None = None
-    end_reason: str | None = None
-    recording_path: str | None = None
-    transcript_path: str | None = None
-    ids: Mapping[str, str] = field(default_factory=dict)  # the leg's correlation ids
-
-    @property
-    def live(self) -> bool:
-        return self.ended is None
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    call_id: str
-    seq: int  # order within the call
-    ts: float
-    name: str
-    data: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRow:
-    """One agent utterance and the caller turn it answered ("" for a greeting)."""
-
-    call_id: str
-    utterance: int
-    ts: float
-    user_text: str
-    agent_text: str  # what the caller heard
-    interrupted: bool
-    voice_to_voice_ms: int | None = None
-    stt_ms: int | None = None
-    brain_ms: int | None = None
-    tts_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UnfinishedCall:
-    """A call a previous run of this gateway left live: what is known of when it ended."""
-
-    id: str
-    started: float
-    answered: float | None
-    last_activity: float | None  # the latest heartbeat (None: it died before the first)
-    recording_path: str | None
 
 
 class CallDb(Protocol):
@@ -148,6 +94,16 @@ class CallDb(Protocol):
         """Until every write queued so far is done."""
         ...
 
+    @property
+    def saturated(self) -> bool:
+        """Too many writes queued: take no new calls until it drains (live calls go on)."""
+        ...
+
+    @property
+    def backlog(self) -> int:
+        """Writes queued and not committed yet."""
+        ...
+
     async def get_call(self, call_id: str) -> CallRow | None: ...
 
     async def list_calls(
@@ -162,7 +118,10 @@ class CallDb(Protocol):
 
     async def turns(self, call_id: str) -> list[TurnRow]: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self, deadline_s: float = ...) -> None:
+        """Write what is queued (for at most `deadline_s`; what is left is logged with its
+        call ids), then close."""
+        ...
 
 
 # ---- the backends' shared half --------------------------------------------------------------
@@ -203,30 +162,41 @@ def like_pattern(q: str) -> str:
 
 
 _TOUCH_BATCH = 500  # ids per heartbeat statement: within SQLite's smallest parameter limit
+# What the log holds too: under extreme backlog these are shed, never a call's row or turns.
+_SHEDDABLE = frozenset({"event", "heartbeat"})
 
 C = TypeVar("C", bound=DbConnection)
 
 
 class WorkerCallDb(Generic[C]):
-    """A `CallDb` whose connection lives on one worker thread. Opens, and migrates, on
-    construction. A backend says how to connect (`_connect`), its placeholder style and
-    which errors a failed write raises."""
+    """A `CallDb` whose connection lives on one writer thread. Opens, and migrates, on
+    construction. A backend says how to connect (`_connect`), its placeholder style, which
+    errors a failed write raises and which of them are the database's state (`_transient`:
+    retried) rather than the statement's (left out)."""
 
     param: ClassVar[str] = "?"
+    migration_lock: ClassVar[MigrationLock] = MigrationLock()
     errors: ClassVar[tuple[type[Exception], ...]] = ()
     location: str  # for logs: a file, or a URL without its password
     version: int
     gateway: str = ""  # which gateway writes (store.gateway_id): its calls carry it
 
-    def __init__(self, migrations: Sequence[Migration] = MIGRATIONS) -> None:
-        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-db")
+    def __init__(
+        self, migrations: Sequence[Migration] = MIGRATIONS, limits: WriterLimits | None = None
+    ) -> None:
         self._conn: C | None = None
-        self._last: concurrent.futures.Future[Any] | None = None
-        self._closing = False
+        self._writer = BatchWriter(
+            self._connection,
+            self._close_conn,
+            errors=self.errors,
+            transient=self._transient,
+            error_text=self._error_text,
+            limits=limits,
+        )
         try:
-            self.version = self._thread.submit(self._open, migrations).result()
+            self.version = self._writer.submit(lambda: self._open(migrations)).result()
         except BaseException:
-            self._thread.shutdown(wait=True)
+            self._writer.close(0.0)
             raise
 
     def _connect(self) -> C:
@@ -235,7 +205,7 @@ class WorkerCallDb(Generic[C]):
     def _open(self, migrations: Sequence[Migration]) -> int:
         conn = self._connect()
         try:
-            version = migrate(conn, migrations, param=self.param)
+            version = migrate(conn, migrations, param=self.param, lock=self.migration_lock)
         except BaseException:
             conn.close()
             raise
@@ -250,27 +220,32 @@ class WorkerCallDb(Generic[C]):
     def _error_text(self, exc: BaseException) -> str:
         return str(exc)
 
+    def _transient(self, exc: BaseException) -> bool:
+        """The database's state (retry the batch later), not the statement's fault."""
+        return False
+
     # ---- plumbing -----------------------------------------------------------------------
 
+    @property
+    def saturated(self) -> bool:
+        return self._writer.saturated
+
+    @property
+    def backlog(self) -> int:
+        return self._writer.backlog
+
+    @property
+    def commits(self) -> int:
+        """Transactions the writer committed."""
+        return self._writer.commits
+
     def _submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
-        fut = self._thread.submit(fn)
-        self._last = fut
-        return fut
+        return self._writer.submit(fn)
 
-    def _write(self, what: str, sql: str, params: Sequence[Any]) -> None:
+    def _write(self, what: str, sql: str, params: Sequence[Any], call_id: str = "") -> None:
+        """Queued; committed with the writes around it. Never raises."""
         sql = placeholders(sql, self.param)
-
-        def run() -> None:
-            try:
-                self._connection().execute(sql, params)
-            except self.errors as exc:
-                error = self._error_text(exc)
-                event(log, "store.write_failed", logging.ERROR, what=what, error=error)
-
-        try:
-            self._submit(run)
-        except RuntimeError:  # closed (shutting down): the write is lost, the call is not
-            event(log, "store.write_dropped", logging.WARNING, what=what)
+        self._writer.write(Write(what, sql, params, call_id, what in _SHEDDABLE))
 
     async def _read(self, sql: str, params: Sequence[Any], rows: Callable[[DbCursor], T]) -> T:
         sql = placeholders(sql, self.param)
@@ -290,6 +265,7 @@ class WorkerCallDb(Generic[C]):
                 row.started, row.answered, row.ended, row.end_reason, row.recording_path,
                 row.transcript_path, json.dumps(dict(row.ids)), self.gateway,
             ),
+            row.id,
         )  # fmt: skip
 
     def end_call(
@@ -306,6 +282,7 @@ class WorkerCallDb(Generic[C]):
             "UPDATE calls SET ended = ?, end_reason = ?, recording_path = ?, transcript_path = ? "
             "WHERE id = ?",
             (ended, end_reason, recording_path, transcript_path, call_id),
+            call_id,
         )
 
     def touch_calls(self, call_ids: Sequence[str], at: float) -> None:
@@ -347,6 +324,7 @@ class WorkerCallDb(Generic[C]):
             "unfinished",
             "UPDATE calls SET ended = ?, end_reason = ? WHERE id = ? AND ended IS NULL",
             (ended, end_reason, call_id),
+            call_id,
         )
 
     def add_event(self, row: EventRow) -> None:
@@ -354,6 +332,7 @@ class WorkerCallDb(Generic[C]):
             "event",
             "INSERT INTO events (call_id, seq, ts, name, data) VALUES (?, ?, ?, ?, ?)",
             (row.call_id, row.seq, row.ts, row.name, json.dumps(row.data, default=str)),
+            row.call_id,
         )
 
     def save_turn(self, row: TurnRow) -> None:
@@ -368,18 +347,17 @@ class WorkerCallDb(Generic[C]):
                 row.call_id, row.utterance, row.ts, row.user_text, row.agent_text,
                 row.interrupted, row.voice_to_voice_ms, row.stt_ms, row.brain_ms, row.tts_ms,
             ),
+            row.call_id,
         )  # fmt: skip
 
     async def flush(self) -> None:
-        last = self._last
-        if last is not None:
-            await asyncio.shield(asyncio.wrap_future(last))
+        """Until every write queued so far is committed (while the database fails: until it
+        is back, or the store closes)."""
+        await asyncio.shield(asyncio.wrap_future(self._writer.barrier()))
 
     def flush_blocking(self) -> None:
         """`flush` for code without a loop (start-up)."""
-        last = self._last
-        if last is not None:
-            concurrent.futures.wait([last])
+        self._writer.barrier().result()
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -429,32 +407,44 @@ class WorkerCallDb(Generic[C]):
             self._conn.close()
             self._conn = None
 
-    async def aclose(self) -> None:
-        """Finish the queued writes, close the connection and the thread. Idempotent."""
-        if self._closing:
-            return
-        self._closing = True
-        fut = self._thread.submit(self._close_conn)
-        self._thread.shutdown(wait=False)
-        await asyncio.shield(asyncio.wrap_future(fut))
+    async def aclose(self, deadline_s: float = 10.0) -> None:
+        """Write what is queued (retrying a failing database until `deadline_s`; what is
+        left is logged with its call ids), close the connection and the thread. Idempotent."""
+        await asyncio.shield(asyncio.to_thread(self._writer.close, deadline_s))
 
-    def close(self) -> None:
+    def close(self, deadline_s: float = 10.0) -> None:
         """`aclose` for code without a loop (blocks until the queued writes are done)."""
-        if self._closing:
-            return
-        self._closing = True
-        self._thread.submit(self._close_conn).result()
-        self._thread.shutdown(wait=True)
+        self._writer.close(deadline_s)
+
+    @property
+    def unsaved(self) -> list[str]:
+        """After close: the calls with writes that could not be made (logged too)."""
+        return self._writer.unsaved
+
+
+# Result codes (the primary, low byte) that are the database's state, not a statement's
+# fault: BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
+_SQLITE_TRANSIENT = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 
 
 class SqliteCallDb(WorkerCallDb[sqlite3.Connection]):
     """`CallDb` on a SQLite file (or ":memory:")."""
 
     errors = (sqlite3.Error,)
+    migration_lock = SQLITE_LOCK
 
-    def __init__(self, path: Path | str, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        limits: WriterLimits | None = None,
+    ) -> None:
         self.path = self.location = str(path)
-        super().__init__(migrations)
+        super().__init__(migrations, limits)
+
+    def _transient(self, exc: BaseException) -> bool:
+        code = getattr(exc, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF in _SQLITE_TRANSIENT
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None)

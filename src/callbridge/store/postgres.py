@@ -4,9 +4,11 @@ The same `WorkerCallDb` as SQLite (one worker thread owning the connection, the 
 statements and migrations) over psycopg 3 in autocommit mode: each write is its own
 statement, each migration its own explicit transaction (PostgreSQL's DDL is transactional).
 
-A lost connection fails the statement that found it (a write is logged, the call goes on);
-the next statement reconnects, at most every `_RETRY_S` while the server stays away. The
-password never reaches a log line, an error message or a repr.
+Writes are committed in batches, each batch one explicit transaction (writer.py). A lost
+connection fails the batch that found it: the batch stays queued and is retried with
+backoff (an `OperationalError` is the server's state: down, restarting, disk full), the
+next attempt reconnects, at most every `_RETRY_S` while the server stays away, so reads
+meanwhile fail fast. The password never reaches a log line, an error message or a repr.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from psycopg.rows import TupleRow
 from callbridge.core.errors import ConfigError
 from callbridge.core.log import event
 from callbridge.store.db import MIGRATIONS, Migration, WorkerCallDb
+from callbridge.store.schema import POSTGRES_LOCK
+from callbridge.store.writer import WriterLimits
 
 __all__ = ["PostgresCallDb"]
 
@@ -42,8 +46,14 @@ class PostgresCallDb(WorkerCallDb[Connection]):
 
     param = "%s"
     errors = (psycopg.Error,)
+    migration_lock = POSTGRES_LOCK  # several workers may start at once on a new database
 
-    def __init__(self, url: str, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    def __init__(
+        self,
+        url: str,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        limits: WriterLimits | None = None,
+    ) -> None:
         self._secrets = _secrets(url)
         try:
             params = conninfo_to_dict(url)
@@ -57,7 +67,7 @@ class PostgresCallDb(WorkerCallDb[Connection]):
         self.location = _location(params)
         self._retry_at = 0.0
         try:
-            super().__init__(migrations)
+            super().__init__(migrations, limits)
         except psycopg.Error as exc:
             raise ConfigError(
                 "store.url", f"cannot open {self.location}: {self._error_text(exc)}"
@@ -82,6 +92,12 @@ class PostgresCallDb(WorkerCallDb[Connection]):
             raise
         event(log, "store.reconnected", db=self.location)
         return self._conn
+
+    def _transient(self, exc: BaseException) -> bool:
+        # Connection lost or refused, server shutting down, disk full, a deadlock or
+        # serialization failure: all OperationalError. A refused statement (a duplicate
+        # key, bad data) is an IntegrityError/DataError/ProgrammingError: not retried.
+        return isinstance(exc, psycopg.OperationalError)
 
     def _error_text(self, exc: BaseException) -> str:
         text = " ".join(str(exc).split())  # libpq's messages span lines

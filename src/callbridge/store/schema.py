@@ -1,7 +1,10 @@
 """The call database's schema: versioned migrations, the same on SQLite and PostgreSQL.
 
 Each migration runs once, in its own transaction, and is recorded in `schema_version`; a
-database migrated by a newer callbridge is refused. The SQL is portable (TEXT, INTEGER,
+database migrated by a newer callbridge is refused. Several gateways may start at once on
+one new database (`--workers N` on PostgreSQL): each transaction first takes the backend's
+lock (`lock`: PostgreSQL's advisory lock; SQLite's `BEGIN IMMEDIATE`) and reads the version
+again, so each migration runs once whoever gets there first. The SQL is portable (TEXT, INTEGER,
 DOUBLE PRECISION, BOOLEAN; composite keys instead of autoincrement), written with `?`
 placeholders that a driver with another style (psycopg: `%s`) rewrites.
 """
@@ -9,18 +12,21 @@ placeholders that a driver with another style (psycopg: `%s`) rewrites.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from callbridge.core.errors import StoreError
 from callbridge.core.log import event
 
 __all__ = [
     "MIGRATIONS",
+    "POSTGRES_LOCK",
+    "SQLITE_LOCK",
     "DbConnection",
     "DbCursor",
     "Migration",
+    "MigrationLock",
     "SchemaTooNew",
     "migrate",
     "placeholders",
@@ -28,6 +34,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("callbridge.store.db")  # with the rest of the database's lines
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,30 +139,64 @@ def schema_version(conn: DbConnection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+@dataclass(frozen=True, slots=True)
+class MigrationLock:
+    """How a backend keeps two processes from migrating at once: the statement that opens a
+    migration's transaction, and one run first inside it (a lock held until its end)."""
+
+    begin: str = "BEGIN"
+    lock: str = ""
+
+
+# A constant key of this application's advisory lock ("cbmg").
+POSTGRES_LOCK = MigrationLock("BEGIN", "SELECT pg_advisory_xact_lock(1667394919)")
+SQLITE_LOCK = MigrationLock("BEGIN IMMEDIATE")  # the write lock from the start
+
+
 def migrate(
-    conn: DbConnection, migrations: Sequence[Migration] = MIGRATIONS, *, param: str = "?"
+    conn: DbConnection,
+    migrations: Sequence[Migration] = MIGRATIONS,
+    *,
+    param: str = "?",
+    lock: MigrationLock = MigrationLock(),
 ) -> int:
     """Apply, in order and each in its own transaction, the migrations newer than the
     database. Returns the resulting version. `conn` must be in autocommit mode (sqlite3:
     isolation_level=None, psycopg: autocommit=True) so that the explicit transactions hold
     the DDL too. `param` is the driver's placeholder ("?" or "%s")."""
-    current = schema_version(conn)
     latest = max((m.version for m in migrations), default=0)
+    record = placeholders("INSERT INTO schema_version (version, name) VALUES (?, ?)", param)
+    current = _locked(conn, lock, lambda: schema_version(conn))
     if current > latest:
         raise SchemaTooNew(f"database schema v{current} is newer than this callbridge (v{latest})")
-    record = placeholders("INSERT INTO schema_version (version, name) VALUES (?, ?)", param)
     for m in sorted(migrations, key=lambda m: m.version):
         if m.version <= current:
             continue
-        conn.execute("BEGIN")
-        try:
+
+        def apply(m: Migration = m) -> bool:
+            # Another process may have run it since we looked: read again, under the lock.
+            if schema_version(conn) >= m.version:
+                return False
             for statement in m.statements:
                 conn.execute(statement)
             conn.execute(record, (m.version, m.name))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        event(log, "store.migrated", version=m.version, name=m.name)
+            return True
+
+        if _locked(conn, lock, apply):
+            event(log, "store.migrated", version=m.version, name=m.name)
         current = m.version
     return current
+
+
+def _locked(conn: DbConnection, lock: MigrationLock, body: Callable[[], T]) -> T:
+    """`body` in one transaction holding the migration lock."""
+    conn.execute(lock.begin)
+    try:
+        if lock.lock:
+            conn.execute(lock.lock)
+        result = body()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result

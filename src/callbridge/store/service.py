@@ -14,7 +14,15 @@ a live session). `url` chooses the database: `sqlite:///FILE` (default
 `<data_dir>/callbridge.db`) or `postgresql://user:password@host:port/db` (`postgres://` too).
 
 Everything a call does here is a memory operation on the event loop or work queued to a
-thread: disk or database trouble is logged and never ends a call.
+thread: disk or database trouble is logged and never ends a call. The database's writes go
+through one bounded queue, committed in batches by one thread (writer.py); a call's records
+are never dropped for overload: when the database queue (or the file queue) is past its
+high-water mark, `saturated` is true and the calls layer refuses new calls (503) until it
+drains; live calls go on. `aclose` writes what is queued, for at most its deadline, and
+logs the ids of the calls it could not save.
+
+A transcript file appears with the call's first entry or at its end, not empty at its start:
+the empty file was one more fsynced write per call setup that nobody reads.
 
 While calls are live, the store stamps them all (`calls.last_activity`, in one statement) every
 `HEARTBEAT_S`; after a crash, the next start-up closes them as "lost" at their last sign of
@@ -29,12 +37,13 @@ import contextlib
 import itertools
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from contextvars import Context
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.bus import Bus, Unsubscribe, default_bus
@@ -47,6 +56,7 @@ from callbridge.store.db import CallDb, CallRow, EventRow, SqliteCallDb, TurnRow
 from callbridge.store.lost import HEARTBEAT_S, close_lost_calls
 from callbridge.store.recording import CHECKPOINT_TICKS, WavRecorder
 from callbridge.store.transcript import Transcript
+from callbridge.store.writer import WriterLimits
 
 if TYPE_CHECKING:
     from callbridge.store.postgres import PostgresCallDb
@@ -56,6 +66,8 @@ __all__ = ["CallSession", "Store", "StoreConfig", "build_store", "open_db", "sql
 log = logging.getLogger("callbridge.store")
 
 _TICK_S = 0.02
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +80,10 @@ class StoreConfig:
     checkpoint_s: float = CHECKPOINT_TICKS * _TICK_S  # recording: what a crash may lose
     fsync: bool = True  # off only for tests on tmpfs-like speed
     gateway_id: str = ""  # this gateway's name in a shared database ("" = the only one)
+    # the database queue: batching, high/low-water marks (also used for the file queue),
+    # retry backoff
+    writer: WriterLimits = field(default_factory=WriterLimits)
+    close_deadline_s: float = 10.0  # shutdown: how long queued writes may take
 
     def __post_init__(self) -> None:
         if self.checkpoint_s < _TICK_S:
@@ -88,6 +104,45 @@ def sqlite_path(url: str, data_dir: Path) -> Path | str:
         return rest
     path = Path(rest)
     return path if path.is_absolute() else data_dir / path
+
+
+class CountedIo(concurrent.futures.Executor):
+    """The file thread's executor, counting its backlog (recording checkpoints, transcript
+    rewrites): a disk that falls behind saturates the store like a slow database."""
+
+    def __init__(self, inner: concurrent.futures.Executor, high: int, low: int) -> None:
+        self.inner, self.high, self.low = inner, high, low
+        self.pending = 0
+        self.saturated = False
+        self._lock = threading.Lock()
+
+    def submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[R]:
+        self._count(1)
+        try:
+            fut = self.inner.submit(fn, *args, **kwargs)
+        except BaseException:
+            self._count(-1)
+            raise
+        fut.add_done_callback(lambda _: self._count(-1))
+        return fut
+
+    def _count(self, delta: int) -> None:
+        with self._lock:
+            self.pending += delta
+            n = self.pending
+            flip = (not self.saturated and n >= self.high) or (self.saturated and n <= self.low)
+            if flip:
+                self.saturated = not self.saturated
+        if flip:
+            # An empty context: this is the store's line, not the call that crossed the mark.
+            name = "store.io_saturated" if self.saturated else "store.io_drained"
+            level = logging.WARNING if self.saturated else logging.INFO
+            Context().run(event, log, name, level, backlog=n)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.inner.shutdown(wait, cancel_futures=cancel_futures)
 
 
 class CallSession:
@@ -245,13 +300,24 @@ class Store:
                 d.mkdir(parents=True, exist_ok=True)
         self._own_io = io is None
         # File work (checkpoints, transcript rewrites) on one thread: it is disk-bound.
-        self.io = io or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-io")
+        self.io = CountedIo(
+            io or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-io"),
+            config.writer.high,
+            config.writer.low,
+        )
         self.sessions: dict[str, CallSession] = {}
         self._unsubscribe: Unsubscribe | None = None
         if config.events:
             bus = bus if bus is not None else default_bus()
             self._unsubscribe = bus.subscribe(None, self.on_event)
         self._closed = False
+
+    @property
+    def saturated(self) -> bool:
+        """The database's queue or the files' is past its high-water mark (until back at the
+        low one): the calls layer takes no new calls meanwhile, so records are never dropped
+        for overload."""
+        return self.db.saturated or self.io.saturated
 
     def on_event(self, ev: object) -> None:
         """File an event of a live session's call: the ones with a log line, INFO and up, from
@@ -286,6 +352,7 @@ class Store:
                 started=session.started,
                 io=self.io,
                 fsync=c.fsync,
+                write_empty=False,
             )
         local, remote = info.local_user, info.remote_uri
         inbound = info.direction == "inbound"
@@ -344,11 +411,15 @@ class Store:
     def transcript_path(self, call_id: str) -> Path:
         return self.transcripts_dir / f"{call_id}.json"
 
-    async def aclose(self) -> None:
-        """Finish live sessions (as "shutdown"), then the database and the io thread."""
+    async def aclose(self, deadline_s: float | None = None) -> None:
+        """Finish live sessions (as "shutdown"), then write what is queued and close the
+        database and the io thread. Within `deadline_s` (default: config.close_deadline_s)
+        for the database: the calls whose writes are still queued then are logged
+        (`store.unsaved`, with their ids)."""
         if self._closed:
             return
         self._closed = True
+        deadline_s = self.config.close_deadline_s if deadline_s is None else deadline_s
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         for session in list(self.sessions.values()):
@@ -356,20 +427,22 @@ class Store:
                 await session.finish("shutdown", session.t0 + (time.time() - session.started))
         if self._unsubscribe is not None:
             self._unsubscribe()
-        await self.db.aclose()
+        await self.db.aclose(deadline_s)
         if self._own_io:
             # Nothing is queued any more (the sessions finished): this returns at once.
             self.io.shutdown(wait=False)
 
 
-def open_db(url: str, data_dir: Path) -> SqliteCallDb | PostgresCallDb:
+def open_db(
+    url: str, data_dir: Path, limits: WriterLimits | None = None
+) -> SqliteCallDb | PostgresCallDb:
     """The database of a `store.url`, opened and migrated. Blocking."""
     if url.startswith(("postgresql://", "postgres://")):
         # Imported here: libpq is loaded only by the gateways that use it.
         from callbridge.store.postgres import PostgresCallDb
 
-        return PostgresCallDb(url)
-    return SqliteCallDb(sqlite_path(url, data_dir))
+        return PostgresCallDb(url, limits=limits)
+    return SqliteCallDb(sqlite_path(url, data_dir), limits=limits)
 
 
 def build_store(config: StoreConfig) -> Store:
@@ -377,7 +450,7 @@ def build_store(config: StoreConfig) -> Store:
     previous process are closed as "lost" at their last sign of life (lost.py), their
     recordings' headers fixed. Blocking: call it at start-up."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_db(config.url, config.data_dir)
+    db = open_db(config.url, config.data_dir, config.writer)
     db.gateway = config.gateway_id
     lost = close_lost_calls(db, time.time(), "lost")
     store = Store(config, db)

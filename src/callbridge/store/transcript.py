@@ -49,7 +49,10 @@ class Transcript:
         started: float,
         io: concurrent.futures.Executor,
         fsync: bool = True,
+        write_empty: bool = True,
     ) -> None:
+        """`write_empty=False`: no file until the first entry or the close (an empty
+        transcript is one more write per call setup, and tells nothing)."""
         self.path = path
         self.call_id = call_id
         self.t0 = t0  # the call's start on the agent's clock
@@ -66,7 +69,8 @@ class Transcript:
         self._lock = threading.Lock()  # writes of one transcript never overlap
         self._pending: concurrent.futures.Future[None] | None = None
         self._closed = False
-        self._changed()  # the file exists (empty) from the start of the call
+        if write_empty:
+            self._changed()  # the file exists (empty) from the start of the call
 
     # ---- the agent's sink ---------------------------------------------------------------
 

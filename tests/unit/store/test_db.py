@@ -4,9 +4,11 @@ migrations, refusal of a newer schema, portable SQL, writes never raising, and t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,26 @@ def test_a_failing_migration_is_rolled_back_whole(backend: Backend) -> None:
     assert schema_version(conn) == LATEST
     assert "legs" not in backend.columns()  # the statement before the failure too
     conn.close()
+
+
+async def test_gateways_starting_at_once_on_a_new_database_migrate_it_once(
+    backend: Backend,
+) -> None:
+    """`--workers N` on one new database: N processes migrate at the same moment (before the
+    migration lock, the second CREATE TABLE failed and its gateway did not start)."""
+    barrier = threading.Barrier(6)
+
+    def start() -> WorkerCallDb[Any]:
+        barrier.wait(10)
+        return backend.open()
+
+    opened = await asyncio.gather(*(asyncio.to_thread(start) for _ in range(6)))
+    assert {d.version for d in opened} == {LATEST}
+    assert sorted(v for (v,) in backend.query("SELECT version FROM schema_version")) == [
+        m.version for m in MIGRATIONS
+    ]
+    for d in opened:
+        await d.aclose()
 
 
 def test_a_database_from_a_newer_callbridge_is_refused(backend: Backend) -> None:

@@ -4,7 +4,9 @@ appears in no error, log line or repr."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
 
 import psycopg
@@ -15,8 +17,11 @@ from callbridge.core.ports import LegInfo
 from callbridge.store.db import MIGRATIONS, SqliteCallDb
 from callbridge.store.postgres import PostgresCallDb
 from callbridge.store.service import StoreConfig, build_store, open_db
+from callbridge.store.writer import WriterLimits
 from tests.unit.store.conftest import PASSWORD, PgServer
 from tests.unit.store.test_db import call
+
+FAST = WriterLimits(batch_s=0.0, retry_s=0.01, retry_max_s=0.05)
 
 
 def test_the_test_server_is_there(postgres: PgServer) -> None:
@@ -103,11 +108,27 @@ def test_a_url_libpq_cannot_parse_does_not_echo_the_password() -> None:
     assert "pa%zzword" not in str(err.value) and "***" in str(err.value)
 
 
-async def test_a_lost_connection_loses_a_write_not_the_call_and_reconnects(
+class Seen(logging.Handler):
+    """Sets `ready` once `count` records named `msg` were logged (from any thread)."""
+
+    def __init__(self, msg: str, count: int) -> None:
+        super().__init__()
+        self.msg, self.count, self.ready = msg, count, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == self.msg:
+            self.count -= 1
+            if self.count <= 0:
+                self.ready.set()
+
+
+async def test_a_lost_connection_delays_a_write_never_loses_it_and_reconnects(
     postgres: PgServer, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """(Before batching, the write that found the connection gone was lost: now its batch
+    is retried on a new connection.)"""
     caplog.set_level(logging.INFO, "callbridge.store.db")
-    db = PostgresCallDb(postgres_url)
+    db = PostgresCallDb(postgres_url, limits=FAST)
     db.insert_call(call(1, 100.0))
     await db.flush()
     with psycopg.connect(postgres.url(), autocommit=True) as admin:
@@ -116,28 +137,42 @@ async def test_a_lost_connection_loses_a_write_not_the_call_and_reconnects(
             "WHERE application_name = 'callbridge' AND datname = %s",
             (postgres_url.rsplit("/", 1)[1],),
         )
-    db.insert_call(call(2, 200.0))  # finds the connection gone: logged, never raised
-    db.insert_call(call(3, 300.0))  # reconnects
+    db.insert_call(call(2, 200.0))  # finds the connection gone: retried, never raised
+    db.insert_call(call(3, 300.0))
     await db.flush()
-    assert [r.msg for r in caplog.records if r.levelno >= logging.WARNING] == ["store.write_failed"]
-    assert "store.reconnected" in [r.msg for r in caplog.records]
-    assert [c.id for c in await db.list_calls()] == ["call-3", "call-1"]
+    assert [r.msg for r in caplog.records if r.levelno >= logging.WARNING] == ["store.write_retry"]
+    assert {"store.reconnected", "store.db_recovered"} <= {r.msg for r in caplog.records}
+    assert [c.id for c in await db.list_calls()] == ["call-3", "call-2", "call-1"]
     await db.aclose()
     assert PASSWORD not in caplog.text
 
 
-async def test_while_the_server_stays_away_writes_fail_fast_and_quietly(
-    postgres_url: str, caplog: pytest.LogCaptureFixture
+async def test_while_the_server_stays_away_writes_wait_and_reads_fail_fast(
+    postgres_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = PostgresCallDb(postgres_url)
+    """(Before, each write was lost while the server was away: now they stay queued and
+    land when it is back.)"""
+    monkeypatch.setattr("callbridge.store.postgres._RETRY_S", 0.05)
+    db = PostgresCallDb(postgres_url, limits=FAST)
     assert db._conn is not None
+    port = db._params.get("port")
     db._conn.close()  # as if lost ...
     db._params["port"] = 1  # ... and nothing listens where it was
-    for n in range(5):
-        db.insert_call(call(n, 100.0 + n))
-    await db.flush()
-    failed = [r for r in caplog.records if r.msg == "store.write_failed"]
-    assert len(failed) == 5
-    assert "refused" in failed[0].fields["error"].lower()  # type: ignore[attr-defined]
-    assert "last reconnect failed" in failed[1].fields["error"]  # type: ignore[attr-defined]
+    seen = Seen("store.write_retry", 3)
+    logging.getLogger("callbridge.store.db").addHandler(seen)
+    try:
+        for n in range(5):
+            db.insert_call(call(n, 100.0 + n))
+        assert await asyncio.to_thread(seen.ready.wait, 10)
+        with pytest.raises(psycopg.OperationalError):
+            await db.list_calls()  # out of turn: a read does not wait for the outage
+        assert db.backlog == 5
+        db._params["port"] = port  # the server is back
+        await db.flush()
+    finally:
+        logging.getLogger("callbridge.store.db").removeHandler(seen)
+    retries = [r for r in caplog.records if r.msg == "store.write_retry"]
+    assert "refused" in retries[0].fields["error"].lower()  # type: ignore[attr-defined]
+    assert all(r.fields["writes"] == 5 for r in retries)  # type: ignore[attr-defined]
+    assert len(await db.list_calls()) == 5 and db.backlog == 0
     await db.aclose()

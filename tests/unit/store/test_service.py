@@ -118,6 +118,30 @@ async def test_without_recording_no_tap_is_set_and_no_wav_written(tmp_path: Path
     await st.aclose()
 
 
+async def test_a_call_setup_writes_no_file_when_recording_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: the transcript (on: documented, one per call) is written once there is
+    something in it or at the end, not empty at the setup; no WAV at all."""
+    st = store(tmp_path, recording=False)
+    submitted: list[object] = []
+    real = st.io.inner.submit
+
+    def spy(fn: Any, *args: Any, **kw: Any) -> Any:
+        submitted.append(fn)
+        return real(fn, *args, **kw)
+
+    monkeypatch.setattr(st.io.inner, "submit", spy)
+    session = st.begin(call_id="call-q", info=LegInfo("sip", "inbound"), agent="echo", t0=0.0)
+    assert submitted == [] and session.recorder is None
+    assert not (tmp_path / "transcripts" / "call-q.json").exists()
+    await session.finish("remote_bye", 1.0)
+    assert len(submitted) == 1  # the transcript, complete, once
+    doc = json.loads((tmp_path / "transcripts" / "call-q.json").read_text())
+    assert doc["complete"] and doc["entries"] == []
+    await st.aclose()
+
+
 async def test_a_store_that_fails_leaves_the_call_unrecorded_but_running(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -162,3 +162,22 @@ async def test_readers_never_see_a_partial_file(
     assert not errors, errors[:3]
     assert seen and seen == sorted(seen)  # only ever growing, complete versions
     assert len(load(tr.path)["entries"]) == 150
+
+
+async def test_without_write_empty_the_file_appears_with_the_first_entry_or_the_close(
+    tmp_path: Path, io: concurrent.futures.Executor
+) -> None:
+    quiet = Transcript(tmp_path / "quiet.json", call_id="q", t0=T0, started=1.0, io=io,
+                       write_empty=False)  # fmt: skip
+    talking = Transcript(tmp_path / "talking.json", call_id="t", t0=T0, started=1.0, io=io,
+                         write_empty=False)  # fmt: skip
+    await quiet.drain()
+    assert not quiet.path.exists() and not talking.path.exists()  # no write at the call's setup
+    talking.caller_said("hello", T0 + 1.0, T0 + 1.5)
+    await talking.drain()
+    assert [e["text"] for e in load(talking.path)["entries"]] == ["hello"]
+    await quiet.close(1.0 + 30.0, "remote_bye")
+    assert load(quiet.path) == {
+        "call_id": "q", "started": 1.0, "ended": 31.0, "end_reason": "remote_bye",
+        "complete": True, "entries": [],
+    }  # fmt: skip
