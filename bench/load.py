@@ -3,6 +3,7 @@
     .venv/bin/python bench/load.py [--route echo|agent] [--media speech|noise|silence]
                                    [--calls 50,100,200] [--hold 30] [--ramp 10]
                                    [--cps 50,100,200] [--cps-secs 10] [--out DIR]
+                                   [--workers N]
     .venv/bin/python bench/load.py --smoke    # 5 echo calls for 5 s, 20 cps for 3 s
 
 Runs as root: it re-runs itself inside `unshare --net` (loopback only, nothing leaves the
@@ -47,6 +48,8 @@ from tests.peers.peerlib import audio  # noqa: E402
 from tests.peers.peerlib.callbridge import (  # noqa: E402
     CallbridgeProcess,
     GatewayConfig,
+    JsonLog,
+    serve_argv,
     start_gateway,
 )
 from tests.peers.peerlib.process import ManagedProcess, ProcessRegistry, free_port  # noqa: E402
@@ -208,16 +211,26 @@ def gateway_env(route: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def gateway(
-    reg: ProcessRegistry, work: Path, name: str, route: str, rtp_ports: int
+    reg: ProcessRegistry, work: Path, name: str, route: str, rtp_ports: int, *, workers: int = 1
 ) -> Iterator[CallbridgeProcess]:
+    """`workers` > 1: `serve --workers N` (the supervisor's descendants are the workers: their
+    CPU and RSS are in the kids_* columns); each worker gets a whole `rtp_ports` range, as
+    the hash over Call-IDs does not split the calls exactly in N."""
     cfg = GatewayConfig(
         sip_port=5060,
         http_port=free_port(),
-        rtp_range=(10000, 10000 + rtp_ports),
+        rtp_range=(10000, 10000 + rtp_ports * workers),
         data_dir=work / f"{name}-data",
         extra_env=gateway_env(route),
     )
-    gw = start_gateway(reg, cfg, name=name, timeout=180)
+    if workers > 1:
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [*serve_argv(), "--workers", str(workers)]
+        proc = reg.start(name, argv, env=cfg.env(), stop_signal=signal.SIGINT)
+        gw = CallbridgeProcess(proc=proc, config=cfg, log=JsonLog(proc.stderr_path))
+        gw.wait_for("cluster.ready", timeout=180)
+    else:
+        gw = start_gateway(reg, cfg, name=name, timeout=180)
     try:
         yield gw
     finally:
@@ -318,7 +331,7 @@ def calls_step(a: argparse.Namespace, work: Path, n: int, media: Path) -> dict[s
     reg = ProcessRegistry(step)
     load1 = os.getloadavg()[0]  # other work on the machine skews every figure: say so
     try:
-        with gateway(reg, step, "gateway", a.route, 4 * n + 100) as gw:
+        with gateway(reg, step, "gateway", a.route, 4 * n + 100, workers=a.workers) as gw:
             mon = ProcMon(gw.proc.pid)
             mon.start()
             sample = (UAC_MEDIA_PORT, UAC_MEDIA_PORT + 4 * SAMPLE_CALLS - 1)
@@ -356,7 +369,7 @@ def setup_step(a: argparse.Namespace, work: Path, cps: int) -> dict[str, Any]:
     calls = int(cps * a.cps_secs)
     load1 = os.getloadavg()[0]
     try:
-        with gateway(reg, step, "gateway", "echo", 4 * cps * 3 + 100) as gw:
+        with gateway(reg, step, "gateway", "echo", 4 * cps * 3 + 100, workers=a.workers) as gw:
             mon = ProcMon(gw.proc.pid)
             mon.start()
             t0 = time.time()
@@ -464,6 +477,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cps-secs", type=float, default=10.0)
     ap.add_argument("--out", type=Path, default=None, help="keep raw files here")
     ap.add_argument("--smoke", action="store_true", help="N=5 echo for 5 s, 20 cps for 3 s")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="gateway processes: `serve --workers N` (default 1)"
+    )
     a = ap.parse_args(argv)
     if a.smoke:
         a.route, a.calls, a.hold, a.ramp, a.cps, a.cps_secs = "echo", "5", 5.0, 1.0, "20", 3.0

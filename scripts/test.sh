@@ -5,9 +5,9 @@
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
-PEERS="sip-tester baresip baresip-core sox libsox-fmt-all espeak-ng tshark iproute2 xxd util-linux procps postgresql libportaudio2 kamailio chromium"
+PEERS="sip-tester baresip baresip-core sox libsox-fmt-all espeak-ng tshark iproute2 xxd util-linux procps postgresql libportaudio2 kamailio chromium openssl"
 missing=0
-for bin in sipp baresip sox espeak-ng tshark ip xxd unshare kamailio chromium; do command -v "$bin" >/dev/null || missing=1; done
+for bin in sipp baresip sox espeak-ng tshark ip xxd unshare kamailio chromium openssl; do command -v "$bin" >/dev/null || missing=1; done
 # the store's tests start a throwaway PostgreSQL server (initdb, pg_ctl are not on PATH)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1
 # `callbridge call --listen` is tested through PortAudio (sounddevice loads it at run time)

@@ -4,6 +4,7 @@ calls through Twilio). The CLI's use cases (serve, call) live in cli/, above thi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -22,6 +23,7 @@ from callbridge.api.dashboard import EventHub, dashboard_routes, event_hub
 from callbridge.api.observers import connect_observers
 from callbridge.api.openapi import openapi_routes
 from callbridge.api.server import HttpServer
+from callbridge.api.sip_ws import sip_ws_routes
 from callbridge.api.softphone import webrtc_routes
 from callbridge.api.twilio import TwilioWebConfig
 from callbridge.asterisk_setup import AsteriskTransports, build_asterisk
@@ -35,7 +37,7 @@ from callbridge.core.bus import Bus, default_bus
 from callbridge.core.clock import Clock
 from callbridge.core.errors import ConfigError
 from callbridge.core.log import event, event_fields
-from callbridge.core.ports import Agent
+from callbridge.core.ports import Agent, LegInfo
 from callbridge.observability.logging import print_events
 from callbridge.observability.metrics import Metrics
 from callbridge.observability.webhooks import WebhookConfig, WebhookSender
@@ -121,9 +123,12 @@ class Gateway:
             "data": self.settings.data_dir,  # recordings, transcripts and the call database
         }
         if self.http is not None:
-            fields["api"] = f"http://{self.settings.http.host}:{self.http.port}"
+            scheme = "https" if self.http.tls else "http"
+            fields["api"] = f"{scheme}://{self.settings.http.host}:{self.http.port}"
             if self.webrtc is not None:  # the softphone page
-                fields["web"] = f"http://{self.settings.http.host}:{self.http.port}/"
+                fields["web"] = f"{scheme}://{self.settings.http.host}:{self.http.port}/"
+            ws = "wss" if self.http.tls else "ws"  # web phones: SIP over WebSocket
+            fields["sip_ws"] = f"{ws}://{self.settings.http.host}:{self.http.port}/sip"
         event_fields(log, "gateway.ready", fields)
 
     def _refuse_new_calls(self) -> None:
@@ -267,6 +272,7 @@ def build_http(
             *webrtc_routes(webrtc, ["agent", "echo", *settings.agents]),
             *(asterisk.web_routes() if asterisk is not None else []),
             *dashboard_routes(events),
+            *sip_ws_routes(sip),
         ],
     )
     return HttpServer(
@@ -274,6 +280,7 @@ def build_http(
         settings.http.host,
         settings.http.port,
         ws_max_size=settings.twilio.max_message_bytes,
+        tls=(settings.http.tls_cert, settings.http.tls_key) if settings.http.tls_cert else None,
     )
 
 
@@ -383,6 +390,8 @@ def build_gateway(
     connect_observers(calls, sip, webhooks)
     serve_http = http_wanted(settings) if http is None else http
     webrtc = build_webrtc(settings, clock, calls) if serve_http else None
+    if webrtc is not None:  # web phones' calls over SIP over WebSocket get WebRTC legs
+        sip.ws.media = WebRtcForSip(webrtc)
     asterisk = build_asterisk(settings, clock, calls, sip.ports)
     events = event_hub(calls) if serve_http else None
     server = (
@@ -405,6 +414,40 @@ def build_gateway(
     gateway.asterisk = asterisk
     gateway.events = events
     return gateway
+
+
+class _WebRtcSession:
+    """A SIP-signalled WebRTC session (transports.sip.webrtc_calls.BrowserSession)."""
+
+    def __init__(self, webrtc: WebRtcTransport, session_id: str, answer: str) -> None:
+        self.webrtc = webrtc
+        self.session_id = session_id
+        self.answer_sdp = answer
+        self._session = webrtc.sessions.get(session_id)
+
+    async def wait_ended(self) -> str:
+        session = self._session
+        if session is None or session.task is None:
+            return ""
+        await asyncio.wait([session.task])  # never cancels the session from here
+        return session.leg.end_reason if session.leg is not None else ""
+
+    async def hang_up(self, reason: str) -> None:
+        await self.webrtc.hangup(self.session_id, reason)
+
+
+class WebRtcForSip:
+    """The WebRTC transport as the SIP transport's media for web phones
+    (transports.sip.webrtc_calls.BrowserMedia): transports never import each other, so the
+    composition root joins them."""
+
+    def __init__(self, webrtc: WebRtcTransport) -> None:
+        self.webrtc = webrtc
+
+    async def answer(self, offer_sdp: str, info: LegInfo) -> _WebRtcSession:
+        remote = info.ids.get("remote_addr", "")
+        session_id, answer = await self.webrtc.offer(offer_sdp, info.local_user, remote, info)
+        return _WebRtcSession(self.webrtc, session_id, answer)
 
 
 def build_webrtc(settings: Settings, clock: Clock, calls: CallManager) -> WebRtcTransport | None:

@@ -29,8 +29,9 @@ from callbridge.transports.twilio.transport import TwilioTransport
 __all__ = ["ApiConfig", "BearerTokenGuard", "create_app"]
 
 # The softphone and dashboard pages and their assets hold no data; what they do (/webrtc/*,
-# /events, the API) needs the token.
-OPEN_PATHS = ("/healthz", "/", "/dashboard")
+# /events, the API) needs the token. SIP over WebSocket (/sip) is authenticated by SIP digest
+# and the SIP ACLs, as UDP SIP is (a browser's WebSocket cannot send a bearer token).
+OPEN_PATHS = ("/healthz", "/", "/dashboard", "/sip")
 TWILIO_PREFIX = "/twilio/"
 ASTERISK_PREFIX = "/asterisk/"  # chan_websocket authenticates with Basic (api/asterisk.py)
 ASSETS_PREFIX = "/app/"

@@ -57,12 +57,15 @@ class HttpServer:
         port: int,
         shutdown_timeout: int = 3,
         ws_max_size: int = MAX_MESSAGE_BYTES,
+        *,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.shutdown_timeout = shutdown_timeout
         self.ws_max_size = ws_max_size
+        self.tls = tls  # (certificate, key) PEM paths: https:// and wss://
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -78,6 +81,8 @@ class HttpServer:
             lifespan="off",
             timeout_graceful_shutdown=self.shutdown_timeout,
             ws_max_size=self.ws_max_size,
+            ssl_certfile=self.tls[0] if self.tls else None,
+            ssl_keyfile=self.tls[1] if self.tls else None,
         )
         server = self._server = _EmbeddedServer(config)
         self._task = asyncio.get_running_loop().create_task(
@@ -93,7 +98,7 @@ class HttpServer:
             if loop.time() > deadline:
                 raise OSError(f"HTTP server on {self.host}:{self.port} did not start in time")
             await asyncio.sleep(0.005)
-        event(log, "http.listening", host=self.host, port=self.port)
+        event(log, "http.listening", host=self.host, port=self.port, tls=self.tls is not None)
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:

@@ -27,7 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"callbridge {__version__}")
     p.add_argument("--config", "-c", help="TOML settings file (env CALLBRIDGE_CONFIG)")
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the gateway (default)")
+    serve = sub.add_parser("serve", help="run the gateway (default)")
+    serve.add_argument(
+        "--workers",
+        default=None,
+        metavar="N",
+        help='gateway processes behind a built-in SIP dispatcher on the SIP port; "auto" or 0 '
+        "= one per core (default: the workers setting, else 1)",
+    )
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--advertise", default=None, help=argparse.SUPPRESS)
     call = sub.add_parser("call", help="place one outbound call with an agent attached")
     call.add_argument(
         "target", help="SIP URI, e.g. sip:alice@192.0.2.10:5060 (--via twilio: +15551234567)"
@@ -95,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _list_calls(settings, ended=args.all, limit=args.limit)
     # Imported here: the other commands answer without importing the whole gateway.
     from callbridge.cli.place_call import place_call
-    from callbridge.cli.serve import serve
+    from callbridge.cli.workers import run_serve
 
     try:
         if command == "call":
@@ -111,7 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     answer_timeout=args.ring_timeout,
                 )
             )
-        asyncio.run(serve(settings))
+        return run_serve(
+            settings,
+            args.config,
+            getattr(args, "workers", None),
+            getattr(args, "worker_index", None),
+            getattr(args, "advertise", None),
+        )
     except ConfigError as exc:
         print(f"callbridge: bad setting {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,14 @@ from callbridge.sip.uri import SipUri
 __all__ = ["check_relations", "coerce"]
 
 
+def _workers(value: str) -> str:
+    """Gateway processes: "" (1), "auto" (one per core) or a count; 0 = auto."""
+    low = value.strip().lower()
+    if low in ("", "auto") or (low.isascii() and low.isdigit() and int(low) <= 256):
+        return low
+    raise ValueError('must be "auto" or a number of worker processes (0 = auto), e.g. 4')
+
+
 def _transfer_target(value: str) -> str:
     """A sip:/sips: URI (or tel:) for blind transfers (REFER, RFC 3515 §2.1); "" = none."""
     if not value or (value.lower().startswith("tel:+") and value[5:].isdigit()):
@@ -89,6 +97,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "llm.timeout": v.positive,
     "shutdown_grace": v.non_negative,
     "drain_timeout": v.non_negative,
+    "workers": _workers,
     "twilio.account_sid": v.account_sid,
     "twilio.from_number": v.phone,
     "twilio.max_message_bytes": v.positive,
@@ -214,6 +223,12 @@ def check_relations(s: Settings) -> None:
             f"set {env_name('webhooks.secret')}",
         )
     _check_asterisk(s)
+    if bool(s.http.tls_cert) != bool(s.http.tls_key):
+        raise ConfigError(
+            "http.tls_key",
+            "TLS needs both the certificate and its key: set "
+            f"{env_name('http.tls_cert')} and {env_name('http.tls_key')}, or neither",
+        )
     if not _is_loopback(s.http.host) and not s.api_token:
         raise ConfigError(
             "api_token",

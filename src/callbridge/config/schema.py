@@ -79,6 +79,10 @@ class HttpSettings:
     # elsewhere when something needs it (public_url, api_token or Twilio credentials)
     enabled: str = "auto"
     max_body_bytes: int = 1 << 20  # a bigger request body is refused with 413 (api/limits.py)
+    # PEM files: with both set the server speaks TLS (https://, and wss://HOST:PORT/sip for
+    # SIP over WebSocket, RFC 7118 §5.3)
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +301,9 @@ class Settings:
     # marks this worker inactive) and let live calls finish for up to this many seconds
     # before the shutdown above; 0 = hang up at once. A second signal ends the wait.
     drain_timeout: float = 0.0
+    # gateway processes behind the built-in SIP dispatcher (`serve --workers`): a number,
+    # "auto" (or 0) = one per core; "" = 1 (README "Using every core" says why)
+    workers: str = ""
     sip: SipSettings = SipSettings()
     http: HttpSettings = HttpSettings()
     rtp: RtpSettings = RtpSettings()

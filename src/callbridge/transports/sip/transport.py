@@ -53,6 +53,8 @@ from callbridge.transports.sip.inbound import REJECT_STATUS, InboundGate, Refuse
 from callbridge.transports.sip.leg import Receiver, RtpWire, SipDialogHandle, SipLeg
 from callbridge.transports.sip.media import Refuse, Reply, Unusable
 from callbridge.transports.sip.registrations import SipRegistrations
+from callbridge.transports.sip.ws_flow import FlowEndpoint, Flows
+from callbridge.transports.sip.ws_sip import SipOverWebSocket
 
 log = logging.getLogger("callbridge.transports.sip.transport")
 
@@ -79,7 +81,9 @@ class SipTransport:
             options_status=self._options_status,
             admission=self._admission,
         )
-        self.endpoint = SipEndpoint(self.ua, clock, self._on_event, self.guard)
+        # SIP over WebSocket (RFC 7118): each connection is a flow the UA sees as an address.
+        endpoint = FlowEndpoint(self.ua, clock, self._on_event, self.guard, Flows())
+        self.endpoint: SipEndpoint = endpoint
         self.gate = InboundGate(
             policy=config.inbound,
             auth=config.auth,
@@ -87,6 +91,16 @@ class SipTransport:
             guard=self.guard,
             clock=clock,
             report_bans=self.endpoint.report_bans,
+        )
+        self._background = Background(log, "sip.task_failed")
+        # Web phones (RFC 7118): api/sip_ws.py hands each connection to `ws`.
+        self.ws = SipOverWebSocket(
+            self.ua,
+            endpoint,
+            self.gate,
+            clock,
+            background=self._background,
+            local_host_for=self._local_host_for,
         )
         self.resolver = SipResolver(config.dns_servers)
         self.accounts = {a.name: a for a in config.accounts}
@@ -96,7 +110,6 @@ class SipTransport:
         # Inbound calls not yet confirmed by an ACK: what an INVITE flood leaves behind.
         self._unconfirmed: set[str] = set()
         self._pending_answer: dict[str, asyncio.Future[CallAnswered]] = {}
-        self._background = Background(log, "sip.task_failed")
         self._registrations = SipRegistrations(
             config.accounts,
             clock=clock,
@@ -138,10 +151,12 @@ class SipTransport:
             self.guard.loop_lag_sample(self.clock.now() - due)
 
     def _options_status(self, req: SipRequest, source: Addr) -> OptionsAnswer:
-        return self.gate.options_status(req, source)
+        return self.gate.options_status(req, self.ws.flows.real(source))
 
     def _admission(self, source: str, now: float) -> Refusal | None:
-        return self.gate.admission(source, now, len(self._legs), len(self._unconfirmed))
+        source = self.ws.real_host(source)  # rates count the peer, not its connection
+        calls = len(self._legs) + len(self.ws.calls)
+        return self.gate.admission(source, now, calls, len(self._unconfirmed))
 
     def stop_accepting(self) -> None:
         self.ua.accepting = False
@@ -156,6 +171,7 @@ class SipTransport:
         await asyncio.gather(
             self._registrations.shutdown(min(grace, self.config.unregister_wait)),
             _bounded([leg.wait_ended() for leg in legs], grace),
+            self.ws.shutdown(grace),
         )
         self._background.cancel()
         self.endpoint.close()
@@ -228,6 +244,8 @@ class SipTransport:
     # ---- events from the UA -------------------------------------------------------------------
 
     def _on_event(self, out: Output) -> None:
+        if self.ws.calls.handle(out):
+            return
         match out:
             case IncomingCall():
                 self._background.spawn(self._incoming(out))

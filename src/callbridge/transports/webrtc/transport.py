@@ -413,17 +413,21 @@ class WebRtcTransport:
     def stop_accepting(self) -> None:
         self.accepting = False
 
-    async def offer(self, sdp: str, route: str, remote: str = "") -> tuple[str, str]:
+    async def offer(
+        self, sdp: str, route: str, remote: str = "", info: LegInfo | None = None
+    ) -> tuple[str, str]:
         """Answer an offer for `route`: (session id, answer SDP). The leg reaches the calls
-        layer once connected. Raises Rejection (no such route, busy) or BadOffer."""
+        layer once connected. Raises Rejection (no such route, busy) or BadOffer. `info`:
+        the leg's identity when another signalling carries the offer (SIP over WebSocket)."""
         session_id = secrets.token_urlsafe(12)
-        info = LegInfo(
+        info = info or LegInfo(
             transport="webrtc",
             direction="inbound",
             local_user=route,
             remote_uri=f"webrtc:{remote}" if remote else "webrtc:",
-            ids={"webrtc_session": session_id, **({"remote_addr": remote} if remote else {})},
+            ids={**({"remote_addr": remote} if remote else {})},
         )
+        info.ids["webrtc_session"] = session_id
         if not self.accepting:
             raise Rejection(Rejection.UNAVAILABLE, "shutting down")
         self.acceptor.admit(info)  # before the costly part: ICE gathering, DTLS
@@ -467,13 +471,13 @@ class WebRtcTransport:
             else:
                 await peer.close()
 
-    async def hangup(self, session_id: str) -> bool:
+    async def hangup(self, session_id: str, reason: str = "remote_bye") -> bool:
         """The page hung up: end its call (`remote_bye`). False: no such session."""
         session = self.sessions.get(session_id)
         if session is None:
             return False
         if session.leg is not None:
-            session.leg.core.finish("remote_bye")
+            session.leg.core.finish(reason)
             await session.leg.aclose()
         else:
             await session.peer.close()

@@ -1,0 +1,214 @@
+"""Issue 12 §3-4: `callbridge serve --workers 2` - one command, a supervisor with the built-in
+SIP dispatcher on the public port and two gateway workers sharing one PostgreSQL database.
+40 SIPp echo calls to the public port spread over both workers (each takes at least 10,
+by the hash over the Call-ID) and all succeed, every dialog staying on its worker through the
+dispatcher's Record-Route; GET /calls on the one public HTTP endpoint lists the calls of both.
+SIGTERM to the supervisor while calls are up drains: the live calls finish normally, new calls
+get 503, the supervisor exits 0 once both workers have."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import signal
+import socket
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from ..unit.store.conftest import postgres, postgres_url  # noqa: F401  (fixtures)
+from .conftest import require_tools
+from .peerlib.callbridge import (
+    CallbridgeProcess,
+    GatewayConfig,
+    JsonLog,
+    serve_argv,
+)
+from .peerlib.process import (
+    LOOPBACK,
+    PORT_BLOCKS,
+    ProcessRegistry,
+    free_port,
+    udp_port_bound,
+    wait_until,
+)
+from .peerlib.sipp import start_uac
+
+pytestmark = pytest.mark.peer
+
+CALLS = 40
+MIN_PER_WORKER = 10
+
+
+def three_free_ports() -> int:
+    """p with p, p+1, p+2 free: the dispatcher and the two workers' SIP ports."""
+    for _ in range(100):
+        port = free_port()
+        if port + 2 < 65536 and not any(udp_port_bound(port + i) for i in (1, 2)):
+            return port
+    raise RuntimeError("no three free ports in a row")
+
+
+def start_cluster(
+    registry: ProcessRegistry, tmp_path: Path, db_url: str, rtp_ports: int
+) -> CallbridgeProcess:
+    config = GatewayConfig(
+        sip_port=three_free_ports(),
+        http_port=free_port(),
+        rtp_range=PORT_BLOCKS.take(rtp_ports),
+        data_dir=tmp_path / "data",
+        extra_env={
+            "CALLBRIDGE_DEFAULT_AGENT": "echo",
+            "CALLBRIDGE_STORE_URL": db_url,
+            "CALLBRIDGE_RECORDING_ENABLED": "false",
+            "CALLBRIDGE_DRAIN_TIMEOUT": "60",
+            "CALLBRIDGE_STORE_GATEWAY_ID": "box",
+        },
+    )
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    proc = registry.start(
+        "callbridge-workers",
+        [*serve_argv(), "--workers", "2"],
+        env=config.env(),
+        stop_signal=signal.SIGINT,
+    )
+    gw = CallbridgeProcess(proc=proc, config=config, log=JsonLog(proc.stderr_path))
+    gw.wait_for("cluster.ready", timeout=60)  # both workers answer the dispatcher's probes
+    return gw
+
+
+def worker_of(port: int, gw: CallbridgeProcess) -> str:
+    return {gw.config.sip_port + 1: "w0", gw.config.sip_port + 2: "w1"}[port]
+
+
+def stored_calls(db_url: str) -> list[tuple[str, str]]:
+    """(gateway id, SIP Call-ID) of every ended call in the shared database."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT gateway, ids FROM calls WHERE ended IS NOT NULL").fetchall()
+    return [(g, json.loads(i).get("sip_call_id", "")) for g, i in rows]
+
+
+def test_serve_workers_spreads_40_calls_over_two_workers(
+    registry: ProcessRegistry,
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    require_tools("sipp")
+    gw = start_cluster(registry, tmp_path, postgres_url, rtp_ports=4 * CALLS + 40)
+    uac_mp, _ = PORT_BLOCKS.take(4 * CALLS + 8)
+    uac = start_uac(
+        registry, "uac", "uac_via_proxy.xml", target=(LOOPBACK, gw.config.sip_port),
+        service="echo", sip_port=free_port(), media_port=uac_mp, calls=CALLS, rate=10,
+        limit=CALLS, hold_ms=3000, timeout_s=60,
+        extra=["-trace_logs", "-log_file", "answers.log"],
+    )  # fmt: skip
+    assert uac.wait(75) == 0, uac.describe()
+    stats = uac.stats()
+    assert stats.counter("SuccessfulCall(C)") == CALLS, stats.summary()
+    assert stats.counter("FailedCall(C)") == 0, stats.summary()
+
+    # Which worker answered (the port in the 200's Contact), and the dispatcher's
+    # Record-Route on every 200: ACK and BYE went through the public port.
+    answered: dict[str, str] = {}
+    for line in (uac.workdir / "answers.log").read_text().splitlines():
+        m = re.match(r"(\S+@\S+) (\d+) \S+ ?(;lr)?", line)
+        if m:
+            answered[m.group(1)] = worker_of(int(m.group(2)), gw)
+            assert m.group(3) == ";lr", line
+    assert len(answered) == CALLS
+    spread = collections.Counter(answered.values())
+    print(f"spread: {dict(spread)}")
+    assert all(spread[w] >= MIN_PER_WORKER for w in ("w0", "w1")), spread
+
+    # The shared database: every call under the worker that answered it, ended by the
+    # caller's BYE (which therefore reached the right worker).
+    rows = wait_until(
+        lambda: r if len(r := stored_calls(postgres_url)) >= CALLS else None,
+        15.0,
+        f"{CALLS} ended calls in the shared database",
+    )
+    assert {sip: g for g, sip in rows} == {sip: f"box/{w}" for sip, w in answered.items()}
+    ended = gw.events("call.ended")
+    assert len(ended) == CALLS
+    assert {ev.get("reason") for ev in ended} == {"remote_bye"}
+    # the workers' own logs (one stream, each line tagged) tell the same spread
+    assert collections.Counter(f"w{ev.get('worker')}" for ev in ended) == spread
+    assert all(int(ev.get("rtp_in", 0)) > 0 and int(ev.get("rtp_out", 0)) > 0 for ev in ended)
+
+    # One public HTTP endpoint (worker 0) lists the calls of both workers.
+    listed = httpx.get(
+        f"http://{LOOPBACK}:{gw.config.http_port}/calls", params={"limit": "100"}, timeout=10
+    ).json()["calls"]
+    assert {c["ids"]["sip_call_id"] for c in listed} == set(answered)
+    gw.assert_no_crash()
+
+
+def invite(port: int, call_id: str, sip_port: int) -> bytes:
+    return (
+        f"INVITE sip:echo@{LOOPBACK}:{sip_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {LOOPBACK}:{port};branch=z9hG4bK{call_id};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@{LOOPBACK}>;tag=t{call_id}\r\n"
+        f"To: <sip:echo@{LOOPBACK}>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:probe@{LOOPBACK}:{port}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_sigterm_drains_both_workers_live_calls_finish_new_calls_get_503(
+    registry: ProcessRegistry,
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    require_tools("sipp")
+    gw = start_cluster(registry, tmp_path, postgres_url, rtp_ports=120)
+    mp, _ = PORT_BLOCKS.take(4 * 12 + 8)
+    live = start_uac(
+        registry, "uac-live", "uac_via_proxy.xml", target=(LOOPBACK, gw.config.sip_port),
+        service="echo", sip_port=free_port(), media_port=mp, calls=12, rate=20, limit=12,
+        hold_ms=6000, timeout_s=60, extra=["-trace_logs", "-log_file", "answers.log"],
+    )  # fmt: skip
+    gw.wait_for("call.started", timeout=15, count=12)  # all 12 up, on both workers
+
+    # The public HTTP endpoint (worker 0) lists the live calls of both workers.
+    def live_listed() -> list[dict[str, object]] | None:
+        calls = httpx.get(
+            f"http://{LOOPBACK}:{gw.config.http_port}/calls",
+            params={"live": "true", "limit": "100"},
+            timeout=10,
+        ).json()["calls"]
+        return calls if len(calls) >= 12 else None
+
+    assert len(wait_until(live_listed, 10.0, "12 live calls in GET /calls")) == 12
+    gw.proc.signal(signal.SIGTERM)
+    gw.wait_for("cluster.stopping", timeout=5)
+    gw.wait_for("gateway.draining", timeout=5, count=2)
+
+    # New calls: 503 with Retry-After, from the dispatcher (no worker takes new calls).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOPBACK, 0))
+        s.settimeout(5)
+        for i in range(5):
+            s.sendto(invite(s.getsockname()[1], f"late{i}", gw.config.sip_port),
+                     (LOOPBACK, gw.config.sip_port))  # fmt: skip
+            answer = s.recv(65535).decode()
+            assert answer.startswith("SIP/2.0 503 "), answer
+            assert "Retry-After:" in answer
+
+    # The live calls were not cut off: the callers hung up, the workers drained and exited,
+    # then the supervisor, with 0.
+    assert live.wait(60) == 0, live.describe()
+    assert live.stats().counter("SuccessfulCall(C)") == 12, live.stats().summary()
+    assert gw.wait_exit(30) == 0
+    ended = gw.events("call.ended")
+    assert len(ended) == 12 and {ev.get("reason") for ev in ended} == {"remote_bye"}
+    assert [ev.get("live_calls") for ev in gw.events("gateway.drained")] == [0, 0]
+    exits = gw.events("cluster.worker_exited")
+    assert sorted((ev.get("worker"), ev.get("status")) for ev in exits) == [(0, 0), (1, 0)]
+    workers = collections.Counter(g for g, _ in stored_calls(postgres_url))
+    assert set(workers) == {"box/w0", "box/w1"}, workers  # both had calls to drain
+    gw.assert_no_crash()
