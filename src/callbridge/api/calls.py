@@ -313,8 +313,7 @@ class CallsApi:
             return await self._originate_twilio(to, agent, account)
         if self.sip is None:
             raise ApiError(503, "SIP is not running")
-        if not self.calls.accepting:
-            raise ApiError(503, "shutting down")
+        self._room_for_a_call()
         if account is not None and account not in self.sip.accounts:
             raise ApiError(422, f"unknown account {clip(account)!r}", "account")
         speakers: LocalAudioAgent | None = None
@@ -356,12 +355,17 @@ class CallsApi:
             raise ApiError(422, "accounts are SIP trunks: not used with via twilio", "account")
         if self.twilio_originate is None:
             raise ApiError(503, "Twilio calling is not available in this gateway")
-        if not self.calls.accepting:
-            raise ApiError(503, "shutting down")
+        self._room_for_a_call()
         call_id = await self.twilio_originate(
             to, agent or self.calls.router.default, self.answer_timeout
         )
         return JSONResponse({"id": call_id, "status": "answered"}, status_code=202)
+
+    def _room_for_a_call(self) -> None:
+        """The same admission as calls coming in: draining, the call limit, a saturated store."""
+        refused = self.calls.refusal()
+        if refused is not None:
+            raise ApiError(503, refused.detail)
 
     async def hangup(self, request: Request) -> Response:
         """End a live call (BYE); answers 202 at once."""

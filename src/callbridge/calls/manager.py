@@ -94,15 +94,23 @@ class CallManager:
         self.on_start: list[Callable[[Call], None]] = []
         self.on_end: list[Callable[[Call], None]] = []
 
-    def admit(self, info: LegInfo) -> None:
+    def refusal(self) -> Rejection | None:
+        """Why a new call (coming in, or placed through the API) would be refused now; None
+        when it would be taken."""
         if not self.accepting:
-            raise Rejection(Rejection.UNAVAILABLE, "shutting down")
+            return Rejection(Rejection.UNAVAILABLE, "shutting down")
         if len(self.calls) >= self.max_calls:
-            raise Rejection(Rejection.BUSY, "too many calls")
+            return Rejection(Rejection.BUSY, "too many calls")
         if self.store is not None and self.store.saturated:
             # Back-pressure: the records of calls we take must be written; the store logs
             # when it saturates and drains (store.saturated / store.drained).
-            raise Rejection(Rejection.UNAVAILABLE, "call store saturated")
+            return Rejection(Rejection.UNAVAILABLE, "call store saturated")
+        return None
+
+    def admit(self, info: LegInfo) -> None:
+        refused = self.refusal()
+        if refused is not None:
+            raise refused
         self.router.resolve(info)
 
     def start(self, leg: CallLeg) -> None:

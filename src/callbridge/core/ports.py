@@ -145,6 +145,7 @@ class Rejection(CallbridgeError):
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
+        self.detail = detail or kind
 
 
 class LegAcceptor(Protocol):

@@ -293,3 +293,23 @@ def test_webhook_settings_need_a_secret_which_is_never_shown() -> None:
         load_settings(
             environ={"CALLBRIDGE_WEBHOOKS_URL": "ftp://x", "CALLBRIDGE_WEBHOOKS_SECRET": "s"}
         )
+
+
+async def test_placing_a_call_is_refused_like_an_incoming_one(
+    pair: tuple[Gateway, Gateway],
+) -> None:
+    """The API's calls go through the same admission: a saturated store (its writes behind)
+    or a draining gateway answers 503 and dials nothing."""
+    api, _ = pair
+    store = api.calls.store
+    assert store is not None
+    async with client(api) as c:
+        store.io.saturated = True
+        try:
+            r = await c.post("/calls", json={"to": "sip:echo@127.0.0.1:9"})
+            assert (r.status_code, r.json()["error"]) == (503, "call store saturated"), r.text
+        finally:
+            store.io.saturated = False
+        api.calls.accepting = False
+        r = await c.post("/calls", json={"to": "sip:echo@127.0.0.1:9"})
+        assert (r.status_code, r.json()["error"]) == (503, "shutting down"), r.text
