@@ -31,6 +31,7 @@ from callbridge.calls.manager import CallManager
 from callbridge.calls.routing import Router
 from callbridge.config.schema import http_required
 from callbridge.config.settings import AgentRoute, Settings, http_wanted
+from callbridge.config.sip_admission import guard_config, inbound_policy
 from callbridge.config.validators import auth_users
 from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.bus import Bus, default_bus
@@ -43,9 +44,7 @@ from callbridge.observability.metrics import Metrics
 from callbridge.observability.webhooks import WebhookConfig, WebhookSender
 from callbridge.originate import check_twilio_call_settings, twilio_originate
 from callbridge.rtp.jitter import JitterConfig
-from callbridge.sip.access import InboundPolicy, parse_networks
 from callbridge.sip.digest_server import DigestServer
-from callbridge.sip.overload import GuardConfig
 from callbridge.sip.registration import SipAccount
 from callbridge.sip.timers import TimerSettings
 from callbridge.store.service import Store, StoreConfig, build_store
@@ -170,42 +169,6 @@ class Gateway:
         if self.metrics is not None:
             self.metrics.uninstall()
         event(log, "gateway.stopped")
-
-
-def guard_config(settings: Settings) -> GuardConfig:
-    """[limits] -> the SIP port's admission control. Provider accounts' own networks
-    (`allow_from`) are trusted like `limits.trusted`: a trunk's call rate is its business."""
-    lim = settings.limits
-    trusted = parse_networks(lim.trusted) + tuple(
-        net for a in settings.accounts.values() for net in parse_networks(a.allow_from)
-    )
-    return GuardConfig(
-        max_calls=lim.max_calls,
-        max_unconfirmed=lim.max_unconfirmed,
-        calls_per_second=lim.calls_per_second,
-        calls_per_second_per_source=lim.calls_per_second_per_source,
-        pike_rate=lim.requests_per_second_per_source,
-        ban_time=lim.ban_seconds,
-        auth_failures=lim.auth_failures,
-        auth_user_failures=lim.auth_user_failures,
-        auth_window=lim.auth_window,
-        retry_after=lim.retry_after,
-        max_loop_lag=lim.max_loop_lag_ms / 1000,
-        trusted=trusted,
-    )
-
-
-def inbound_policy(settings: Settings) -> InboundPolicy:
-    """sip.allow_from, each account's allow_from (for INVITEs to its username), auth_routes."""
-    return InboundPolicy(
-        allow_from=parse_networks(settings.sip.allow_from),
-        trunk_allow={
-            a.username: parse_networks(a.allow_from)
-            for a in settings.accounts.values()
-            if a.allow_from
-        },
-        auth_routes=frozenset(r.strip() for r in settings.sip.auth_routes.split(",") if r.strip()),
-    )
 
 
 def _sip_public_host(settings: Settings) -> str:

@@ -9,7 +9,6 @@ import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from callbridge.cli.serve import serve
 from callbridge.cluster.plan import cpu_count, plan, resolve_count, worker_settings
 from callbridge.cluster.supervisor import supervise, watch_parent
 from callbridge.config.settings import Settings
@@ -47,6 +46,14 @@ def run_serve(
 def _run(main: Coroutine[Any, Any, T]) -> T:
     """The one place that picks the event loop for every way of serving."""
     return asyncio.run(main)
+
+
+async def serve(settings: Settings) -> None:
+    """One gateway until a signal; imported on first use, so the supervisor (which only
+    dispatches) never loads the gateway, its models and its ~100 MB."""
+    from callbridge.cli.serve import serve as run_gateway
+
+    await run_gateway(settings)
 
 
 async def _worker(settings: Settings) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 from callbridge.cluster.health import Liveness
 from callbridge.cluster.plan import ClusterPlan
 from callbridge.config.schema import Settings
+from callbridge.config.sip_admission import guard_config, inbound_policy
 from callbridge.core.log import event
-from callbridge.gateway import guard_config, inbound_policy
 from callbridge.sip.access import parse_networks
 from callbridge.sip.message import SipRequest
 from callbridge.sip.overload import Guard, Verdict
