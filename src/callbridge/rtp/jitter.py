@@ -128,6 +128,12 @@ class JitterBuffer:
         self._pitch_max = rate * 15 // 1000
         self._hard_skip = 8 * self._frame  # beyond this surplus, jump rather than drain
         self._quiet_abs = (32768.0 * 10 ** (_QUIET_DBFS / 20)) ** 2
+        # Per-packet constants, looked up once.
+        self._rate = rate
+        self._deep = self._frame + self._frame // 4  # "too deep" threshold of pop()
+        self._seq_jump = cfg.resync_seq_jump
+        self._ts_jump = cfg.resync_ts_jump * cfg.clock_rate
+        self._stall_timeout = cfg.stall_timeout
         self._clock = PlayoutClock(
             rate,
             cfg.min_delay,
@@ -155,6 +161,7 @@ class JitterBuffer:
         self._last_arrival = 0.0
         self._grid = 0  # start timestamp and length of the newest packet: the packet grid
         self._ptime = cfg.frame_samples
+        self._grid_step = math.gcd(self._frame, self._ptime)  # kept equal to gcd(frame, ptime)
         self._late_streak = 0
         self._cooldown = 0
         self._level = 0.0  # sampled, decaying peak frame energy
@@ -194,23 +201,16 @@ class JitterBuffer:
     ) -> None:
         """Accept one decoded payload (PCM16 LE at clock_rate, any length)."""
         self._stats.received += 1
-        if len(pcm) < 2:
+        n = len(pcm)
+        if n < 2:
             return
-        if len(pcm) % 2:
+        if n & 1:
             pcm = pcm[:-1]
         sequence &= 0xFFFF
         timestamp &= 0xFFFF_FFFF
-        cfg = self._cfg
-        if self._ssrc is None:
-            self._begin(ssrc, sequence, timestamp, now, resync=False)
-        elif ssrc != self._ssrc:
-            if ssrc == self._old_ssrc and now - self._resync_at < cfg.ssrc_holdoff:
-                self._stats.late += 1  # a straggler of the stream we just switched away from
-                return
-            self._begin(ssrc, sequence, timestamp, now, resync=True)
-        else:
-            dseq = _wrap16(sequence - self._max_seq16)
-            if abs(dseq) > cfg.resync_seq_jump:
+        if ssrc == self._ssrc:  # the common case first: the stream we are playing
+            dseq = ((sequence - self._max_seq16 + 0x8000) & 0xFFFF) - 0x8000  # _wrap16
+            if dseq > self._seq_jump or dseq < -self._seq_jump:
                 # RFC 3550 A.1: believe a big sequence jump only once the next packet
                 # follows it; a lone stray packet is dropped.
                 pending = self._pending
@@ -223,8 +223,15 @@ class JitterBuffer:
             else:
                 self._pending = None
                 dts = _wrap32(timestamp - self._ref_ts32)
-                if abs(dts) > cfg.resync_ts_jump * cfg.clock_rate:
+                if abs(dts) > self._ts_jump:
                     self._begin(ssrc, sequence, timestamp, now, resync=True)
+        elif self._ssrc is None:
+            self._begin(ssrc, sequence, timestamp, now, resync=False)
+        else:
+            if ssrc == self._old_ssrc and now - self._resync_at < self._cfg.ssrc_holdoff:
+                self._stats.late += 1  # a straggler of the stream we just switched away from
+                return
+            self._begin(ssrc, sequence, timestamp, now, resync=True)
         self._accept(sequence, timestamp, pcm, marker, now)
 
     def _begin(self, ssrc: int, sequence: int, timestamp: int, now: float, resync: bool) -> None:
@@ -260,53 +267,66 @@ class JitterBuffer:
 
     def _accept(self, sequence: int, timestamp: int, pcm: bytes, marker: bool, now: float) -> None:
         st = self._stats
-        dseq = _wrap16(sequence - self._max_seq16)
+        dseq = ((sequence - self._max_seq16 + 0x8000) & 0xFFFF) - 0x8000  # _wrap16
         ext_seq = self._max_ext_seq + dseq
-        if ext_seq in self._seen:
+        seen = self._seen
+        if ext_seq in seen:
             st.duplicates += 1
             return
-        self._seen.add(ext_seq)
-        self._seen_order.append(ext_seq)
-        if len(self._seen_order) > _SEEN_MEMORY:
-            self._seen.discard(self._seen_order.popleft())
+        seen.add(ext_seq)
+        order = self._seen_order
+        order.append(ext_seq)
+        if len(order) > _SEEN_MEMORY:
+            seen.discard(order.popleft())
         if dseq < 0:
             st.reordered += 1
         else:
-            self._max_seq16, self._max_ext_seq = sequence, ext_seq
-        dts = _wrap32(timestamp - self._ref_ts32)
+            self._max_seq16 = sequence
+            self._max_ext_seq = ext_seq
+        dts = ((timestamp - self._ref_ts32 + 0x8000_0000) & 0xFFFF_FFFF) - 0x8000_0000  # _wrap32
         ts = self._ref_ext_ts + dts
-        if dts > 0:
-            self._ref_ts32, self._ref_ext_ts = timestamp, ts
         if dts >= 0:
-            self._grid, self._ptime = ts, len(pcm) // 2
+            if dts:
+                self._ref_ts32 = timestamp
+                self._ref_ext_ts = ts
+            self._grid = ts
+            ptime = len(pcm) // 2
+            if ptime != self._ptime:
+                self._ptime = ptime
+                self._grid_step = math.gcd(self._frame, ptime)
         self._last_arrival = now
 
-        if self._state is _State.STALLED:
+        state = self._state
+        clock = self._clock
+        if state is _State.STALLED:
             # The source resumed (hold, DTX): its timestamps may have moved on arbitrarily.
-            self._clock.reanchor()
+            clock.reanchor()
             self._prime(ts, audible=False)
-        self._clock.observe(now, ts)
+            state = _State.PRIMING
+        clock.observe(now, ts)
 
         tl = self._tl
-        if self._state is _State.PRIMING:
-            tl.pos = min(tl.pos, ts)
-        elif ts < tl.pos:  # PLAYING: (some of) these samples were already due
+        pos = tl.pos
+        if state is _State.PRIMING:
+            if ts < pos:
+                tl.pos = ts
+        elif ts < pos:  # PLAYING: (some of) these samples were already due
             st.late += 1
             self._late_streak += 1
             if self._late_streak >= self._cfg.max_late:
                 # Persistently late: the path got slower than the window minimum admits.
                 # Re-anchor on this packet and re-prime (concealing meanwhile).
                 self._late_streak = 0
-                self._clock.reanchor(path_changed=True)
-                self._clock.observe(now, ts)
+                clock.reanchor(path_changed=True)
+                clock.observe(now, ts)
                 self._state = _State.PRIMING
                 tl.pos = ts
             else:
-                usable = ts + len(pcm) // 2 - tl.pos
+                usable = ts + len(pcm) // 2 - pos
                 if usable <= 0:
                     return
                 pcm = pcm[-2 * usable :]
-                ts = tl.pos
+                ts = pos
         else:
             self._late_streak = 0
         tl.insert(ts, pcm, marker)
@@ -316,8 +336,8 @@ class JitterBuffer:
     def pop(self, now: float) -> AudioFrame | None:
         """The next frame_samples samples, or None when there is nothing to play."""
         match self._state:
-            case _State.IDLE | _State.STALLED:
-                return None
+            case _State.PLAYING:  # the common case first
+                pass
             case _State.PRIMING:
                 if self._clock.position(now) < self._tl.pos + self._lead():
                     if not self._audible:
@@ -326,28 +346,35 @@ class JitterBuffer:
                     return self._emit(self._plc.conceal(self._frame), concealed=True)
                 self._state = _State.PLAYING
                 self._audible = True
-            case _State.PLAYING:
-                pass
-        if now - self._last_arrival > self._cfg.stall_timeout and self._depth() <= 0:
+            case _State.IDLE | _State.STALLED:
+                return None
+        if now - self._last_arrival > self._stall_timeout and self._depth() <= 0:
             self._state = _State.STALLED
             self._audible = False
             return None
-        err = self._clock.position(now) - self._tl.pos - self._lead()
-        self._stats.delay = (err + self._clock.target) / self._cfg.clock_rate
-        pcm, concealed, lost = self._adjust_and_render(err)
+        clock = self._clock
+        err = clock.position(now) - self._tl.pos - self._lead()
+        self._stats.delay = (err + clock.target) / self._rate
+        if 0 <= err <= self._deep:
+            # Within the band _adjust_and_render leaves alone: just play the next frame.
+            if self._cooldown:
+                self._cooldown -= 1
+            pcm, concealed, lost = self._render(self._frame)
+        else:
+            pcm, concealed, lost = self._adjust_and_render(err)
         if lost:
             self._stats.lost += 1
         return self._emit(pcm, concealed)
 
     def _emit(self, pcm: bytes, concealed: bool) -> AudioFrame:
         st = self._stats
-        st.frames_out += 1
+        frames_out = st.frames_out = st.frames_out + 1
         self._last_pcm = pcm
         self._last_was_quiet = None
-        if st.frames_out % _LEVEL_EVERY == 0:  # a sampled peak level is plenty, and cheap
+        if frames_out % _LEVEL_EVERY == 0:  # a sampled peak level is plenty, and cheap
             e = _energy(np.frombuffer(pcm, dtype="<i2"))
             self._level = max(e, self._level * _LEVEL_DECAY**_LEVEL_EVERY)
-        return AudioFrame(pcm, self._cfg.clock_rate, concealed)
+        return AudioFrame(pcm, self._rate, concealed)
 
     def _quiet(self, energy: float) -> bool:
         return energy < max(self._quiet_abs, _QUIET_REL * self._level)
@@ -466,8 +493,7 @@ class JitterBuffer:
         packets).
         """
         f = self._frame
-        d = math.gcd(f, self._ptime)
-        return f - 1 - (self._tl.pos + f - 1 - self._grid) % d
+        return f - 1 - (self._tl.pos + f - 1 - self._grid) % self._grid_step
 
     def _depth(self) -> int:
         return self._tl.depth if self._state is _State.PLAYING else 0

@@ -43,20 +43,29 @@ class WindowExtremum:
         self._value = None
 
     def add(self, now: float, value: float) -> None:
+        # Called twice per packet: min()/max() are spelled out as comparisons (same results,
+        # ties keep the older value) to save the builtin calls.
         b = self._buckets
         expired = False
-        while b and b[0][0] + self._bucket <= now - self._window:
-            b.popleft()
-            expired = True
-        better = min if self._is_min else max
+        if b:
+            limit = now - self._window
+            bucket = self._bucket
+            while b and b[0][0] + bucket <= limit:
+                b.popleft()
+                expired = True
+        is_min = self._is_min
         if b and now - b[-1][0] < self._bucket:
-            b[-1][1] = better(b[-1][1], value)
+            last = b[-1]
+            if value < last[1] if is_min else value > last[1]:
+                last[1] = value
         else:
             b.append([now, value])
-        if expired or self._value is None:
+        current = self._value
+        if expired or current is None:
+            better = min if is_min else max
             self._value = better(x[1] for x in b)
-        else:
-            self._value = better(self._value, value)
+        elif value < current if is_min else value > current:
+            self._value = value
 
 
 class PlayoutClock:
@@ -135,19 +144,28 @@ class PlayoutClock:
     def observe(self, now: float, timestamp: int) -> float:
         """Account one arrival; returns its extra delay over the base (samples, >= 0)."""
         transit = float(now) * self._rate - timestamp
-        if self._last_transit is not None:
+        last = self._last_transit
+        if last is not None:
             # RFC 3550 §6.4.1 / A.8: J += (|D| - J) / 16, in arrival order.
-            d = abs(transit - self._last_transit)
+            d = abs(transit - last)
             self._jitter += (d - self._jitter) / 16.0
         self._last_transit = transit
-        self._base.add(now, transit)
-        extra = transit - self.base
-        self._spike.add(now, extra)
-        spike = self._spike.value or 0.0
-        want = max(self._jitter_factor * self._jitter, spike)
-        self._target = min(max(want, self._min), self._max)
+        base = self._base
+        base.add(now, transit)
+        v = base._value
+        extra = transit - (0.0 if v is None else v)
+        spike = self._spike
+        spike.add(now, extra)
+        peak = spike._value or 0.0
+        want = self._jitter_factor * self._jitter
+        if peak > want:  # noqa: PLR1730 - max(want, peak) without the builtin call per packet
+            want = peak
+        if self._min > want:  # noqa: PLR1730 - then min(max(want, min), max), likewise
+            want = self._min
+        self._target = self._max if self._max < want else want
         return extra
 
     def position(self, now: float) -> float:
         """Timestamp that should be playing at `now` to honour the target delay."""
-        return now * self._rate - self.base - self.target
+        base = self._base._value
+        return now * self._rate - (0.0 if base is None else base) - self._target

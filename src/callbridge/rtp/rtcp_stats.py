@@ -107,7 +107,18 @@ class ReceptionStats:
 
     def update(self, sequence: int, rtp_timestamp: int, arrival: float) -> bool:
         """Account one packet; arrival is monotonic seconds. False if §A.1 rejects it."""
-        if not self._started:
+        if self._started and not self._probation:
+            # The per-packet case of _update_seq inlined: in order, or a small gap.
+            max_seq = self._max_seq
+            if (sequence - max_seq) % self.SEQ_MOD < self.MAX_DROPOUT:
+                if sequence < max_seq:
+                    self._cycles += self.SEQ_MOD  # wrapped
+                self._max_seq = sequence
+                self.received += 1
+                valid = True
+            else:
+                valid = self._update_seq(sequence)
+        elif not self._started:
             self._started = True
             if self._min_sequential <= 0:
                 self._init_seq(sequence)
@@ -124,8 +135,9 @@ class ReceptionStats:
         self._heard = True
         # §A.8: transit-time differences in timestamp units, smoothed with gain 1/16.
         transit = arrival * self.clock_rate - rtp_timestamp
-        if self._transit is not None:
-            d = transit - self._transit
+        last = self._transit
+        if last is not None:
+            d = transit - last
             d = (d + 2**31) % 2**32 - 2**31  # the RTP timestamp wrapped, not the network
             self.jitter += (abs(d) - self.jitter) / 16
         self._transit = transit
@@ -193,6 +205,14 @@ class SenderStats:
         self.packet_count += 1
         self.octet_count += len(packet.payload)  # payload only, §6.4.1
         self._last_rtp = packet.timestamp
+        self._last_sent_at = now
+        self._sent_since_report = True
+
+    def on_sent_payload(self, octets: int, timestamp: int, now: float) -> None:
+        """on_sent() for a packet given by its payload length and RTP timestamp."""
+        self.packet_count += 1
+        self.octet_count += octets  # payload only, §6.4.1
+        self._last_rtp = timestamp
         self._last_sent_at = now
         self._sent_since_report = True
 

@@ -71,6 +71,12 @@ class SampleTimeline:
         """Add audio; samples already buffered win over a later overlapping arrival."""
         end = start + len(pcm) // 2
         chunks = self._chunks
+        if not chunks or chunks[-1].end <= start:
+            # In-order arrival (the usual case): it goes last and overlaps nothing.
+            if end > start and len(chunks) < _MAX_CHUNKS:
+                chunks.append(_Chunk(start, end, pcm, marker))
+                self._starts.append(start)
+            return
         i = bisect.bisect_right(self._starts, start)
         if i > 0 and chunks[i - 1].end > start:
             prev_end = chunks[i - 1].end
@@ -106,6 +112,16 @@ class SampleTimeline:
         """Consume the next n samples: audio slices and gap lengths, in order."""
         chunks = self._chunks
         cur, end = self.pos, self.pos + n
+        if chunks and n > 0:
+            # The steady state: the first chunk holds all n samples (one packet per frame).
+            c = chunks[0]
+            start = c.start
+            if start <= cur and c.end >= end:
+                if c.end == end:
+                    del chunks[0]
+                    del self._starts[0]
+                self.pos = end
+                return [c.pcm[2 * (cur - start) : 2 * (end - start)]]
         out: list[Part] = []
         done = 0
         for c in chunks:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import random
+import struct
 
 from callbridge.rtp.dtmf import dtmf_packets
-from callbridge.rtp.packet import RtpPacket
+from callbridge.rtp.packet import RTP_VERSION, RtpPacket
+
+_HEADER = struct.Struct("!BBHII")  # RFC 3550 §5.1 fixed header, no CSRCs
+_B0 = RTP_VERSION << 6
 
 __all__ = ["RtpSender"]
 
@@ -75,6 +79,22 @@ class RtpSender:
         self._advance(1, len(payload))
         self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
         return packet
+
+    def packet_bytes(self, payload: bytes, samples: int, talkspurt_start: bool = False) -> bytes:
+        """bytes(self.packet(...)) without the RtpPacket: the per-frame send path."""
+        if samples < 0:
+            raise ValueError("samples must not be negative")
+        # RFC 3551 §4.1: marker on the first packet after silence.
+        marker = 0x80 if talkspurt_start or self._marker_pending else 0
+        data = _HEADER.pack(
+            _B0, marker | (self.payload_type & 0x7F), self._sequence, self._timestamp, self._ssrc
+        )
+        self._marker_pending = False
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self._packets += 1
+        self._octets += len(payload)
+        self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
+        return data + payload
 
     def skip(self, samples: int) -> None:
         """Time passed with nothing sent (silence suppression, hold): timestamp only.

@@ -6,6 +6,7 @@ absolute schedule; everything here is driven by `now`.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from callbridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
@@ -14,7 +15,7 @@ from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
 from callbridge.core.net import Addr, Datagram
 from callbridge.rtp.dtmf import DtmfReceiver
 from callbridge.rtp.jitter import JitterBuffer, JitterConfig
-from callbridge.rtp.packet import RtpPacket, RtpParseError, is_rtcp
+from callbridge.rtp.packet import RtpPacket, RtpParseError
 from callbridge.rtp.rtcp import (
     ReceiverReport,
     ReceptionStats,
@@ -26,6 +27,11 @@ from callbridge.rtp.rtcp import (
     parse_compound,
 )
 from callbridge.rtp.sender import RtpSender
+
+# The plain fixed header (RFC 3550 §5.1) the receive hot path unpacks without RtpPacket.
+_FIELDS = struct.Struct("!xBHII")  # marker/PT octet, sequence, timestamp, SSRC
+_FIXED = 12
+_PLAIN_B0 = 0x80  # version 2, P=0, X=0, CC=0
 
 RTCP_INTERVAL = 5.0  # RFC 3550 §6.2: the minimum interval for a two-party session
 MAX_SSRCS = 16  # reception statistics kept per session (a stream rarely has more than 2)
@@ -93,6 +99,7 @@ class RtpSession:
         self._remote = params.remote
         self.last_rx = now  # for the inactivity timeout
         self._sending_talkspurt = False
+        self._dtmf_heard = False
 
     # ---- configuration changes (re-INVITE) ----------------------------------------------------
 
@@ -136,57 +143,67 @@ class RtpSession:
                         c.remote_jitter_ms = 1000 * block.jitter / 8000
 
     def receive(self, data: bytes, source: Addr, now: float) -> list[DtmfDigit]:
-        if is_rtcp(data):  # RFC 5761 multiplexing on the RTP port
+        # The hot path (one call per packet): fields are unpacked straight from the header
+        # when it is the plain 12-byte one, so no RtpPacket is built for audio.
+        n = len(data)
+        if n >= 2 and 192 <= data[1] <= 223:  # RFC 5761 multiplexing on the RTP port
             self.receive_rtcp(data, source, now)
             return []
-        try:
-            packet = RtpPacket.parse(data)
-        except RtpParseError:
-            self.counters.ignored += 1
-            return []
-        pt = packet.payload_type
-        if pt not in (self.params.payload_type, self.params.dtmf_payload_type):
-            self.counters.ignored += 1
-            return []
-        if not self._source_ok(source):
-            self.counters.ignored += 1
-            return []
-        if self._latch and self._latched is None:
-            # Symmetric RTP / comedia: answer to where the media really comes from (NAT).
-            self._latched = source
-        self.last_rx = now
+        if n >= _FIXED and data[0] == _PLAIN_B0:  # V=2, no padding, extension or CSRC
+            b1, sequence, timestamp, ssrc = _FIELDS.unpack_from(data)
+            pt = b1 & 0x7F
+            packet = None
+        else:
+            try:
+                packet = RtpPacket.parse(data)
+            except RtpParseError:
+                self.counters.ignored += 1
+                return []
+            pt, sequence, timestamp, ssrc = (
+                packet.payload_type,
+                packet.sequence,
+                packet.timestamp,
+                packet.ssrc,
+            )
+            b1 = 0x80 if packet.marker else 0
+        params = self.params
         c = self.counters
+        if pt not in (params.payload_type, params.dtmf_payload_type):
+            c.ignored += 1
+            return []
+        latched = self._latched
+        if latched is None:
+            if self._latch:
+                # Symmetric RTP / comedia: answer to where the media really comes from (NAT).
+                self._latched = source
+        elif source != latched:
+            c.ignored += 1
+            return []
+        self.last_rx = now
         c.packets_in += 1
-        c.bytes_in += len(data)
-        rx = self.receptions.get(packet.ssrc)
+        c.bytes_in += n
+        rx = self.receptions.get(ssrc)
         if rx is None:
             # Bounded: a peer that changes SSRC on every packet must not grow memory.
             if len(self.receptions) >= MAX_SSRCS:
                 del self.receptions[next(iter(self.receptions))]
-            rx = self.receptions[packet.ssrc] = ReceptionStats(packet.ssrc, min_sequential=0)
+            rx = self.receptions[ssrc] = ReceptionStats(ssrc, min_sequential=0)
             if len(c.ssrcs_in) < MAX_SSRCS:
-                c.ssrcs_in.add(packet.ssrc)
-        rx.update(packet.sequence, packet.timestamp, now)
-        if not self.params.receive:
+                c.ssrcs_in.add(ssrc)
+        rx.update(sequence, timestamp, now)
+        if not params.receive:
             return []
-        if pt == self.params.dtmf_payload_type:
-            return self.dtmf_rx.receive(packet, now)
-        self.jitter.push(
-            packet.ssrc,
-            packet.sequence,
-            packet.timestamp,
-            self._decode(packet.payload),
-            now,
-            packet.marker,
-        )
+        if pt == params.dtmf_payload_type:
+            self._dtmf_heard = True
+            return self.dtmf_rx.receive(packet or RtpPacket.parse(data), now)
+        payload = data[_FIXED:] if packet is None else packet.payload
+        self.jitter.push(ssrc, sequence, timestamp, self._decode(payload), now, b1 > 0x7F)
         return []
-
-    def _source_ok(self, source: Addr) -> bool:
-        return self._latched is None or source == self._latched
 
     def tick(self, now: float) -> tuple[AudioFrame | None, list[DtmfDigit]]:
         """The caller's next 20 ms (None while no stream is playing) and DTMF whose end was lost."""
-        return self.jitter.pop(now), self.dtmf_rx.poll(now)
+        # poll() can only report events receive() started: skip it until DTMF was heard.
+        return self.jitter.pop(now), self.dtmf_rx.poll(now) if self._dtmf_heard else []
 
     # ---- send -----------------------------------------------------------------------------------
 
@@ -196,7 +213,8 @@ class RtpSession:
             self.sender.skip(FRAME_SAMPLES)
             self._sending_talkspurt = False
             return None
-        return self._send(self._encode(frame.pcm), frame.samples, now)
+        pcm = frame.pcm
+        return self._send(self._encode(pcm), len(pcm) // 2, now)
 
     def send_silence(self, now: float) -> Datagram | None:
         """One 20 ms frame of silence (the line never goes quiet), encoded once per codec."""
@@ -205,10 +223,15 @@ class RtpSession:
         return self._send(_SILENCE[self.params.codec], FRAME_SAMPLES, now)
 
     def _send(self, payload: bytes, samples: int, now: float) -> Datagram:
-        packet = self.sender.packet(payload, samples, talkspurt_start=not self._sending_talkspurt)
+        sender = self.sender
+        timestamp = sender.next_timestamp
+        data = sender.packet_bytes(payload, samples, not self._sending_talkspurt)
         self._sending_talkspurt = True
-        self.sender_stats.on_sent(packet, now)
-        return self._out(bytes(packet))
+        self.sender_stats.on_sent_payload(len(payload), timestamp, now)
+        c = self.counters
+        c.packets_out += 1
+        c.bytes_out += len(data)
+        return Datagram(data, self._latched or self._remote)
 
     def dtmf(self, digit: str, duration_ms: int = 160) -> list[tuple[float, bytes]]:
         """RFC 4733 packets for one digit as (offset seconds, datagram); [] if not negotiated."""
@@ -245,11 +268,6 @@ class RtpSession:
             return self._rtcp_latched
         host, port = self.remote
         return (host, port + 1)
-
-    def _out(self, data: bytes) -> Datagram:
-        self.counters.packets_out += 1
-        self.counters.bytes_out += len(data)
-        return Datagram(data, self.remote)
 
     def stats(self) -> dict[str, int | float]:
         c = self.counters

@@ -143,3 +143,29 @@ def test_wideband_clock_rate() -> None:
 def test_payload_type_range(pt: int) -> None:
     with pytest.raises(ValueError):
         RtpSender(pt)
+
+
+def test_packet_bytes_is_the_serialised_packet_and_advances_the_same() -> None:
+    """The send hot path skips the RtpPacket; the wire bytes and the counters must not change."""
+    a, b = sender(seq=0xFFFE, ts=0xFFFF_FF00), sender(seq=0xFFFE, ts=0xFFFF_FF00)
+    steps: list[tuple[str, bool]] = [("send", False)] * 3 + [("skip", False), ("send", False)]
+    steps += [("send", True), ("dtmf", False), ("send", False), ("send", False)]
+    for op, talkspurt in steps:
+        match op:
+            case "send":
+                payload = bytes(range(160))
+                want = bytes(a.packet(payload, 160, talkspurt_start=talkspurt))
+                assert b.packet_bytes(payload, 160, talkspurt) == want
+            case "skip":
+                a.skip(320)
+                b.skip(320)
+            case _:
+                assert a.dtmf("1", 101) == b.dtmf("1", 101)
+        assert (a.next_sequence, a.next_timestamp, a.packets_sent, a.octets_sent) == (
+            b.next_sequence,
+            b.next_timestamp,
+            b.packets_sent,
+            b.octets_sent,
+        )
+    with pytest.raises(ValueError, match="negative"):
+        b.packet_bytes(b"", -1)

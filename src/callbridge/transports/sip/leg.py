@@ -291,24 +291,28 @@ class SipLeg(LegBase):
         await self.core.tick_loop(self._tick)
 
     def _tick(self, now: float, missed: int) -> None:
-        tap = self.core.tap
-        if missed and tap is not None and self.session is not None:
+        core = self.core
+        tap = core.tap
+        session = self.session
+        if missed and tap is not None and session is not None:
             # The recording keeps wall time: the ticks that never ran are silence.
             for _ in range(missed):
                 tap.on_tick(None, None)
-        session = self.session
         if session is None:  # late offer not yet answered by the ACK
             return
         frame, late_digits = session.tick(now)
         for digit in late_digits:
             self._digit(digit)
         if frame is not None:
-            self.core.put(frame)
-        if self._dtmf_step(session, now):
+            core.put(frame)
+        # _dtmf_step only when an event is queued, sending or in its gap (it is False otherwise).
+        if (self._dtmf_out or self._dtmf_digits or now < self._dtmf_until) and self._dtmf_step(
+            session, now
+        ):
             session.send_frame(None, now)  # audio is muted during the event; its clock runs on
             self._tap_tick(frame, None)
             return
-        item = self.core.pop()
+        item = core.pop()
         out_frame = item[0] if item is not None else None
         # The line never goes quiet: with nothing to play we send silence, because carriers,
         # SBCs and PBXs end calls on media inactivity (Asterisk rtp_timeout, FreeSWITCH
@@ -320,8 +324,9 @@ class SipLeg(LegBase):
         if pkt is not None:
             self.socket.send(pkt.data, pkt.addr)
             if out_frame is not None:
-                self.core.samples_played += FRAME_SAMPLES
-        self._tap_tick(frame, out_frame if pkt is not None else None)
+                core.samples_played += FRAME_SAMPLES
+        if core.tap is not None:
+            self._tap_tick(frame, out_frame if pkt is not None else None)
         if session.rtcp_due(now):
             report = session.rtcp_report(now, ntp_from_unix(time.time()))
             self.socket.send_rtcp(report.data, report.addr)
