@@ -240,7 +240,7 @@ def gateway(
 def capture(
     reg: ProcessRegistry, work: Path, name: str, ports: tuple[int, int]
 ) -> tuple[ManagedProcess, Path]:
-    """tshark on lo for the RTP the gateway sends to the sampled callers' ports."""
+    """tshark on lo for the sampled callers' RTP, both ways (to and from their ports)."""
     out = work / f"{name}.pcapng"
     proc = reg.start(
         name,
@@ -249,7 +249,7 @@ def capture(
             "-i",
             "lo",
             "-f",
-            f"udp and dst portrange {ports[0]}-{ports[1]}",
+            f"udp and portrange {ports[0]}-{ports[1]}",
             "-w",
             str(out),
         ],
@@ -262,25 +262,31 @@ def capture(
     return proc, out
 
 
-def send_jitter(pcap: Path) -> dict[str, float | int | None]:
-    """Per stream, |arrival delta - 20 ms| between consecutive packets: p99 and max (ms)."""
+def send_jitter(pcap: Path, ports: tuple[int, int]) -> dict[str, float | int | None]:
+    """Per stream, |arrival delta - 20 ms| between consecutive packets: p99 and max (ms), for
+    the gateway's RTP to the sampled callers and, apart, the callers' RTP to the gateway (SIPp's
+    own pacing: when it is late, the gateway conceals through no fault of its own)."""
     done = subprocess.run(
-        ["tshark", "-r", str(pcap), "-T", "fields", "-e", "frame.time_epoch", "-e", "udp.dstport"],
+        ["tshark", "-r", str(pcap), "-T", "fields", "-e", "frame.time_epoch",
+         "-e", "udp.srcport", "-e", "udp.dstport"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    streams: dict[str, list[float]] = {}
+    streams: dict[tuple[str, str], list[float]] = {}
     for line in done.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 2 and int(parts[1]) % 2 == 0:  # RTP; RTCP is on the odd port
-            streams.setdefault(parts[1], []).append(float(parts[0]))
-    dev: list[float] = []
-    for times in streams.values():
-        dev += [abs((b - a) * 1000 - 20.0) for a, b in itertools.pairwise(times)]
+        if len(parts) == 3 and int(parts[1]) % 2 == 0 and int(parts[2]) % 2 == 0:  # not RTCP
+            streams.setdefault((parts[1], parts[2]), []).append(float(parts[0]))
+    dev: dict[bool, list[float]] = {True: [], False: []}  # True: sent by the gateway
+    for (_, dst), times in streams.items():
+        to_caller = ports[0] <= int(dst) <= ports[1]
+        dev[to_caller] += [abs((b - a) * 1000 - 20.0) for a, b in itertools.pairwise(times)]
+    sent, heard = dev[True], dev[False]
     return {
         "sampled_streams": len(streams),
         "sampled_packets": sum(len(t) for t in streams.values()),
-        "send_jitter_p99_ms": pct(dev, 0.99),
-        "send_jitter_max_ms": max(dev) if dev else None,
+        "send_jitter_p99_ms": pct(sent, 0.99),
+        "send_jitter_max_ms": max(sent) if sent else None,
+        "caller_jitter_p99_ms": pct(heard, 0.99),
     }
 
 
@@ -356,7 +362,7 @@ def calls_step(a: argparse.Namespace, work: Path, n: int, media: Path) -> dict[s
             row.update(sipp_summary(uac))
             row.update(mon.summary(t0 + a.ramp + 1, t0 + a.ramp + a.hold - 1))
             row.update(ended_stats(gw))
-        row.update(send_jitter(pcap))
+        row.update(send_jitter(pcap, sample))
         return row
     finally:
         reg.stop_all()
@@ -423,13 +429,14 @@ def print_table(rows: list[dict[str, Any]], a: argparse.Namespace) -> None:
         f"\n== concurrent calls: route {a.route}, media {a.media}, hold {a.hold:g} s, ramp {a.ramp:g} s"
     )
     print(f"{'N':>5} {'ok':>5} {'failed':>6} {'gw_cpu%':>7} {'kids%':>6} {cores} {'rss_MB':>7} "
-          f"{'kidsMB':>7} {'jit_p99ms':>9} {'jit_max':>7} {'rtp_in':>8} {'conceal':>7} {'conc%':>6} {'lost':>5} {'load1':>5}")  # fmt: skip
+          f"{'kidsMB':>7} {'jit_p99ms':>9} {'jit_max':>7} {'sipp_p99':>8} {'rtp_in':>8} {'conceal':>7} {'conc%':>6} {'lost':>5} {'load1':>5}")  # fmt: skip
     for r in calls:
         per_core = " ".join(f"{fmt(r.get(f'cpu{i}')):>6}" for i in range(ncores))
         print(f"{r['n']:>5} {fmt(r.get('ok')):>5} {fmt(r.get('failed')):>6} {fmt(r.get('gw_cpu')):>7} "
               f"{fmt(r.get('kids_cpu')):>6} {per_core} {fmt(r.get('gw_rss_mb')):>7} "
               f"{fmt(r.get('kids_rss_mb')):>7} {fmt(r.get('send_jitter_p99_ms'), '.2f'):>9} "
-              f"{fmt(r.get('send_jitter_max_ms'), '.1f'):>7} {fmt(r.get('rtp_in')):>8} "
+              f"{fmt(r.get('send_jitter_max_ms'), '.1f'):>7} "
+              f"{fmt(r.get('caller_jitter_p99_ms'), '.2f'):>8} {fmt(r.get('rtp_in')):>8} "
               f"{fmt(r.get('concealed')):>7} {fmt(r.get('concealed_pct'), '.3f'):>6} {fmt(r.get('lost')):>5} "
               f"{fmt(r.get('load1_before'), '.2f'):>5}")  # fmt: skip
     print("\n== call setup rate: INVITE -> 200 -> ACK -> 1 s -> BYE, no media")

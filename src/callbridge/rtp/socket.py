@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,13 @@ Receiver = Callable[[bytes, Addr], None]
 
 class NoFreePort(TransportError):
     pass
+
+
+# Bigger than any RTP packet of a voice call over UDP (an MTU is ~1,500 bytes); a longer
+# datagram is cut here and then ignored as a malformed packet.
+MAX_DATAGRAM = 4096
+# At most this many datagrams per drain: a flood on one port cannot hold the media pass.
+DRAIN_LIMIT = 16
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -73,29 +81,56 @@ class RtpSocket:
         self.port = 0
         self._rtp: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
+        self._rtp_sock: socket.socket | None = None
 
     async def open(self, host: str) -> int:
         loop = asyncio.get_running_loop()
         for port in self.allocator.candidates():
             try:
-                rtp, _ = await loop.create_datagram_endpoint(
-                    lambda: _Proto(self._rtp_in), local_addr=(host, port)
-                )
+                rtp_sock = _bound(host, port)
             except OSError as exc:
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                     continue
                 raise
             try:
-                rtcp, _ = await loop.create_datagram_endpoint(
-                    lambda: _Proto(self._rtcp_in), local_addr=(host, port + 1)
-                )
+                rtcp_sock = _bound(host, port + 1)
             except OSError:
-                rtp.close()
+                rtp_sock.close()
                 continue
+            rtp, _ = await loop.create_datagram_endpoint(
+                lambda: _Proto(self._rtp_in), sock=rtp_sock
+            )
+            rtcp, _ = await loop.create_datagram_endpoint(
+                lambda: _Proto(self._rtcp_in), sock=rtcp_sock
+            )
             self._rtp, self._rtcp, self.port = rtp, rtcp, port
+            self._rtp_sock = rtp_sock
             self.allocator.take(port)
             return port
         raise NoFreePort(f"no free RTP port pair in {self.allocator.low}-{self.allocator.high}")
+
+    def drain(self) -> int:
+        """Read the RTP datagrams waiting now, at once (non-blocking), and hand them on.
+
+        The media clock's pass calls this right before the leg's tick: a packet that arrived
+        while the pass ran other legs is heard in this tick instead of after the pass (all of
+        a process's legs tick in one pass, so that wait would otherwise be up to a pass long
+        and vary with load), and it skips the event loop's per-datagram callback. Datagrams
+        the loop reads first still arrive through `_rtp_in`; whoever reads first gets each."""
+        sock = self._rtp_sock
+        if sock is None:
+            return 0
+        n = 0
+        while n < DRAIN_LIMIT:
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # e.g. a queued ICMP error: the loop's reader sees it too
+                break
+            n += 1
+            self.on_rtp(data, (addr[0], addr[1]))
+        return n
 
     def _rtp_in(self, data: bytes, addr: Addr) -> None:
         self.on_rtp(data, addr)
@@ -116,6 +151,22 @@ class RtpSocket:
             if t is not None:
                 t.close()
         self._rtp = self._rtcp = None
+        self._rtp_sock = None  # closed with its transport
         if self.port:
             self.allocator.release(self.port)
             self.port = 0
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to (host, port), of the host's address family."""
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -62,6 +62,7 @@ class MediaClock:
         self._ids = 0
         self._runner: asyncio.Task[None] | None = None
         self.passes = 0  # passes run so far (tests, metrics)
+        self._late: float | None = None  # the latest pass start since take_lateness()
 
     @property
     def subscribers(self) -> int:
@@ -91,6 +92,13 @@ class MediaClock:
                 self._runner.cancel()
                 self._runner = None
 
+    def take_lateness(self) -> float | None:
+        """How late (seconds) the latest-starting pass since the last call began after its
+        deadline; None when no pass ran since. This is the process's media load: a pass
+        that takes longer than a tick makes the next one start late."""
+        late, self._late = self._late, None
+        return late
+
     async def _run(self) -> None:
         start = self.clock.now()
         n = 0
@@ -99,14 +107,17 @@ class MediaClock:
             deadline = start + n * TICK
             await self.clock.sleep_until(deadline)
             now = self.clock.now()
+            late = now - deadline
+            if self._late is None or late > self._late:
+                self._late = late
             missed = 0
             if now - deadline > STALL:
                 missed = int((now - deadline) / TICK)
                 start, n = now, 0
             self.passes += 1
-            self._pass(now, missed)
+            self._pass(missed)
 
-    def _pass(self, now: float, missed: int) -> None:
+    def _pass(self, missed: int) -> None:
         for sub in list(self._subs.values()):
             if sub.done.done():
                 continue
@@ -115,7 +126,10 @@ class MediaClock:
                 sub.done.set_result(None)
                 continue
             try:
-                sub.context.run(sub.on_tick, now, missed)
+                # Each leg gets the time its own tick runs at, not the pass's start: a pass
+                # over hundreds of legs takes milliseconds, and what a leg received meanwhile
+                # is stamped with real time.
+                sub.context.run(sub.on_tick, self.clock.now(), missed)
             except Exception as exc:  # that leg's loop ends with it; the others tick on
                 sub.done.set_exception(exc)
                 continue

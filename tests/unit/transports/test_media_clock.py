@@ -141,3 +141,19 @@ async def test_each_leg_ticks_in_its_own_context() -> None:
     await clock.advance(TICK)
     await asyncio.wait_for(asyncio.gather(*tasks), 1)
     assert seen == ["call-1", "call-2"]
+
+
+async def test_lateness_is_the_latest_pass_start_since_last_asked() -> None:
+    clock = FakeClock()
+    media = MediaClock(clock)
+    task = asyncio.create_task(media.ticks(lambda now, _m: None, lambda: False))
+    await settle()
+    assert media.take_lateness() is None  # no pass yet
+    await clock.advance(TICK)
+    assert media.take_lateness() == 0.0  # on time
+    clock._now += TICK + 0.012  # the loop was busy until 12 ms past the next deadline
+    await clock.advance(0)
+    assert round(media.take_lateness() or 0, 6) == 0.012
+    assert media.take_lateness() is None  # taken
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

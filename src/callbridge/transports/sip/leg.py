@@ -65,6 +65,10 @@ class RtpWire(Protocol):
 
     def send_rtcp(self, data: bytes, addr: Addr) -> None: ...
 
+    def drain(self) -> int:
+        """Hand on the RTP datagrams waiting now (non-blocking); how many."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -300,6 +304,7 @@ class SipLeg(LegBase):
                 tap.on_tick(None, None)
         if session is None:  # late offer not yet answered by the ACK
             return
+        self.socket.drain()  # what arrived while the pass ran other legs counts for this tick
         frame, late_digits = session.tick(now)
         for digit in late_digits:
             self._digit(digit)

@@ -41,6 +41,7 @@ from callbridge.sip.ua import (
 )
 from callbridge.sip.uri import SipUri, UriParseError
 from callbridge.transports.background import Background
+from callbridge.transports.media_clock import for_clock
 from callbridge.transports.sip.config import (
     CallFailed,
     SipTransportConfig,
@@ -143,12 +144,17 @@ class SipTransport:
             self._background.spawn(self._watch_load())
 
     async def _watch_load(self, period: float = 0.1) -> None:
-        """Feed the guard how late the loop runs a timer: the lateness every call's 20 ms media
-        tick suffers too. New calls are refused while it is high (sip/overload.py)."""
+        """Feed the guard how late the media runs: while calls are up, how late the media
+        clock's passes started (a pass longer than a tick delays the next: every call's audio
+        is late); with none, how late the loop runs a timer. New calls are refused while it is
+        high (sip/overload.py). A timer's own lateness is no measure with calls up: it may
+        wake just behind a pass over hundreds of legs that still ended in time."""
+        media = for_clock(self.clock)
         while True:
             due = self.clock.now() + period
             await self.clock.sleep_until(due)
-            self.guard.loop_lag_sample(self.clock.now() - due)
+            late = media.take_lateness()
+            self.guard.loop_lag_sample(late if late is not None else self.clock.now() - due)
 
     def _options_status(self, req: SipRequest, source: Addr) -> OptionsAnswer:
         return self.gate.options_status(req, self.ws.flows.real(source))
