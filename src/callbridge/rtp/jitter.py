@@ -1,9 +1,8 @@
 """Time-based adaptive jitter buffer: decoded RTP payloads in, continuous 20 ms frames out.
 
-Sans-IO: `push()` on every packet, `pop()` once per frame on an absolute schedule, both
-given the monotonic `now`. Received audio sits on a sample timeline keyed by the
-extended (unwrapped, RFC 3550 A.1) RTP timestamp, with a cursor at the next sample to
-play (sample_timeline). Every pop yields exactly one frame: received samples, or
+Sans-IO: `push()` on every packet, `pop()` once per frame, both given the monotonic `now`.
+Received audio sits on a sample timeline keyed by the extended (unwrapped, RFC 3550 A.1) RTP
+timestamp, with a cursor at the next sample to play (sample_timeline). Every pop yields exactly one frame: received samples, or
 `Concealer` output (G.711 Appendix I) for the ones that are missing.
 
 Playout point (playout_clock): the sample with timestamp `ts` should play at
@@ -75,6 +74,8 @@ class JitterConfig:
     def __post_init__(self) -> None:
         if self.clock_rate <= 0 or self.frame_samples <= 0:
             raise ValueError("clock_rate and frame_samples must be positive")
+        if self.frame_samples < self.clock_rate * 15 // 1000:  # time-stretch cuts whole periods
+            raise ValueError("frame_samples must cover at least 15 ms (the longest pitch period)")
         if not 0 <= self.min_delay <= self.max_delay:
             raise ValueError("need 0 <= min_delay <= max_delay")
         if self.max_late < 1 or self.resync_seq_jump < 1 or self.resync_ts_jump <= 0:

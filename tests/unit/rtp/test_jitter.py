@@ -542,6 +542,8 @@ def test_stats_is_a_snapshot_and_config_is_validated() -> None:
         JitterConfig(min_delay=0.1, max_delay=0.05)
     with pytest.raises(ValueError):
         JitterConfig(frame_samples=0)
+    with pytest.raises(ValueError, match="15 ms"):
+        JitterConfig(frame_samples=80)  # 10 ms at 8 kHz: the time-stretch could not cut a period
 
 
 def test_odd_and_empty_payloads() -> None:
