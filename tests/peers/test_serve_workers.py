@@ -99,9 +99,10 @@ def test_serve_workers_spreads_40_calls_over_two_workers(
     require_tools("sipp")
     gw = start_cluster(registry, tmp_path, postgres_url, rtp_ports=4 * CALLS + 40)
     uac_mp, _ = PORT_BLOCKS.take(4 * CALLS + 8)
+    uac_sip_port = free_port()
     uac = start_uac(
         registry, "uac", "uac_via_proxy.xml", target=(LOOPBACK, gw.config.sip_port),
-        service="echo", sip_port=free_port(), media_port=uac_mp, calls=CALLS, rate=10,
+        service="echo", sip_port=uac_sip_port, media_port=uac_mp, calls=CALLS, rate=10,
         limit=CALLS, hold_ms=3000, timeout_s=60,
         extra=["-trace_logs", "-log_file", "answers.log"],
     )  # fmt: skip
@@ -143,6 +144,11 @@ def test_serve_workers_spreads_40_calls_over_two_workers(
         f"http://{LOOPBACK}:{gw.config.http_port}/calls", params={"limit": "100"}, timeout=10
     ).json()["calls"]
     assert {c["ids"]["sip_call_id"] for c in listed} == set(answered)
+    # Each record names the caller (SIPp's port, from the Via below the dispatcher's), not
+    # the dispatcher it came through.
+    caller = f"{LOOPBACK}:{uac_sip_port}"
+    assert {c["ids"]["remote_addr"] for c in listed} == {caller}, listed[0]["ids"]
+    assert {c["ids"]["via_proxy"] for c in listed} == {f"127.0.0.1:{gw.config.sip_port}"}
     gw.assert_no_crash()
 
 

@@ -137,6 +137,10 @@ def worker_settings(settings: Settings, index: int, the_plan: ClusterPlan, cpus:
         port=port,
         public_host=the_plan.advertised,
         allow_from=_plus(settings.sip.allow_from, dispatcher_nets),
+        # the dispatcher is our proxy: call records name the caller behind it
+        trusted_proxies=", ".join(
+            x for x in (settings.sip.trusted_proxies, dispatcher_nets) if x.strip()
+        ),
     )
     # Only worker 0 registers with providers: N registrations of one address-of-record with
     # N Contacts would make a provider fork each call to every worker (or keep the last).

@@ -61,6 +61,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "sip.t2": v.positive,
     "sip.t4": v.positive,
     "sip.allow_from": v.networks,
+    "sip.trusted_proxies": v.networks,
     "sip.dns_servers": v.addresses,
     "sip.auth_algorithms": v.algorithms,
     "http.host": v.host,

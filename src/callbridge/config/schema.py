@@ -63,6 +63,9 @@ class SipSettings:
     user_agent: str = "callbridge"
     dns_servers: str = ""  # for SRV/address lookups: "192.0.2.53, 127.0.0.1:5353"; "" = system
     allow_from: str = ""  # networks INVITEs may come from, e.g. "10.0.0.0/8, 203.0.113.7"; ""=any
+    # our own proxies in front (Kamailio; --workers sets its dispatcher): a call through one is
+    # recorded with the caller's address from the Via below the proxy's, and via_proxy
+    trusted_proxies: str = ""
     auth_routes: str = ""  # routes (Request-URI users) whose callers must authenticate; "*" = all
     auth_users: str = field(default="", repr=False)  # "alice:secret, bob:pw" for auth_routes
     auth_realm: str = "callbridge"

@@ -44,4 +44,5 @@ def inbound_policy(settings: Settings) -> InboundPolicy:
             if a.allow_from
         },
         auth_routes=frozenset(r.strip() for r in settings.sip.auth_routes.split(",") if r.strip()),
+        proxies=parse_networks(settings.sip.trusted_proxies),
     )

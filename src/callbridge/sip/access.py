@@ -16,7 +16,9 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["InboundPolicy", "Network", "parse_networks"]
+from callbridge.sip.headers import Via
+
+__all__ = ["InboundPolicy", "Network", "caller_address", "parse_networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -37,6 +39,23 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     return tuple(out)
 
 
+def caller_address(
+    vias: list[Via], source: tuple[str, int], proxies: tuple[Network, ...]
+) -> tuple[str, int] | None:
+    """Where the caller really is when the request came through one of our own proxies (the
+    built-in dispatcher, Kamailio): the Via the proxy pushed is on top, the caller's is next,
+    with the address the proxy saw it from in `received`/`rport` (RFC 3261 §18.2.1, RFC 3581
+    §4) or else its sent-by. None when `source` is not such a proxy (the source is the caller)
+    or the request carries no second Via. Only the proxy's word is taken, never the caller's."""
+    if not proxies or len(vias) < 2 or not _inside(source[0], proxies):
+        return None
+    via = vias[1]
+    host = via.param("received") or via.host
+    rport = via.param("rport")
+    port = int(rport) if rport else via.sent_by[1]
+    return host, port
+
+
 def _inside(address: str, networks: Iterable[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -50,6 +69,7 @@ class InboundPolicy:
     allow_from: tuple[Network, ...] = ()
     trunk_allow: Mapping[str, tuple[Network, ...]] = field(default_factory=dict)
     auth_routes: frozenset[str] = frozenset()
+    proxies: tuple[Network, ...] = ()  # sip.trusted_proxies: see caller_address
 
     def refusal(self, user: str, source: str) -> str | None:
         """Why an INVITE to `user` from `source` (an IP address) is refused, or None."""

@@ -20,6 +20,7 @@ from callbridge.core.net import Addr
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
 from callbridge.rtp.socket import NoFreePort, PortAllocator, RtpSocket
 from callbridge.sdp.offer_answer import Codec, MediaPlan
+from callbridge.sip.access import caller_address
 from callbridge.sip.digest import DigestClient
 from callbridge.sip.endpoint import SipEndpoint
 from callbridge.sip.message import SipRequest
@@ -299,17 +300,16 @@ class SipTransport:
     async def _incoming(self, ev: IncomingCall) -> None:
         cid, req = ev.call, ev.request
         user = request_user(req)
+        ids = {"sip_call_id": req.call_id, "remote_tag": req.from_.tag or ""}
+        caller = caller_address(req.vias, ev.source, self.config.inbound.proxies)
+        if caller is not None:  # through our own proxy: the record names the caller, and it
+            ids["via_proxy"] = f"{ev.source[0]}:{ev.source[1]}"
+        where = caller or ev.source
+        ids["remote_addr"] = f"{where[0]}:{where[1]}"
         info = LegInfo(
-            transport="sip",
-            direction="inbound",
-            local_user=user,
-            remote_uri=str(req.from_.uri),
-            ids={
-                "sip_call_id": req.call_id,
-                "remote_tag": req.from_.tag or "",
-                "remote_addr": f"{ev.source[0]}:{ev.source[1]}",
-            },
-        )
+            transport="sip", direction="inbound", local_user=user,
+            remote_uri=str(req.from_.uri), ids=ids,
+        )  # fmt: skip
         refused = self.gate.check_invite(req, user, ev.source[0], info)
         if refused is not None:
             self._refuse(cid, refused)
