@@ -11,7 +11,8 @@ machine). Per step it starts a fresh gateway (`python -m callbridge serve`, reco
 greeting off) and SIPp (G.711 both ways from a pcap; the setup-rate steps send no media), and
 reports per N: the gateway's CPU (% of one core, from /proc; its child processes apart) and
 each core's load, RSS, the send jitter p99 of the gateway's RTP to a sample of two calls (a
-tshark capture on lo), and the concealed/lost frames from the gateway's own `call.ended`
+tshark capture on lo) beside SIPp's own, on the echo route the gateway-added latency of those
+calls (caller packet -> the echoed packet with the same payload), and the concealed/lost frames from the gateway's own `call.ended`
 counters; per rate: failures, retransmissions and INVITE->200 p50/p99 (SIPp -trace_rtt).
 The last table puts bench/media_path.py's media-only estimate beside the measured cost.
 Raw files stay in --out. Exit status 1 when a step could not be measured or, with --smoke,
@@ -21,6 +22,7 @@ when any call failed. No timing is asserted: this is an instrument, not a test.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import itertools
 import json
@@ -265,20 +267,25 @@ def capture(
 def send_jitter(pcap: Path, ports: tuple[int, int]) -> dict[str, float | int | None]:
     """Per stream, |arrival delta - 20 ms| between consecutive packets: p99 and max (ms), for
     the gateway's RTP to the sampled callers and, apart, the callers' RTP to the gateway (SIPp's
-    own pacing: when it is late, the gateway conceals through no fault of its own)."""
+    own pacing: when it is late, the gateway conceals through no fault of its own). On the
+    echo route also the gateway-added latency: the time from a caller packet to the gateway's
+    packet carrying the same payload back (the echo has no delay of its own by default, and
+    G.711 decodes and encodes back to the same bytes), over payloads that occur once."""
     done = subprocess.run(
         ["tshark", "-r", str(pcap), "-T", "fields", "-e", "frame.time_epoch",
-         "-e", "udp.srcport", "-e", "udp.dstport"],
+         "-e", "udp.srcport", "-e", "udp.dstport", "-e", "udp.payload"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    streams: dict[tuple[str, str], list[float]] = {}
+    streams: dict[tuple[str, str], list[tuple[float, str]]] = {}
     for line in done.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and int(parts[1]) % 2 == 0 and int(parts[2]) % 2 == 0:  # not RTCP
-            streams.setdefault((parts[1], parts[2]), []).append(float(parts[0]))
+        if len(parts) == 4 and int(parts[1]) % 2 == 0 and int(parts[2]) % 2 == 0:  # not RTCP
+            # the RTP payload: after the 12-byte header (SIPp and the gateway add no CSRC)
+            streams.setdefault((parts[1], parts[2]), []).append((float(parts[0]), parts[3][24:]))
     dev: dict[bool, list[float]] = {True: [], False: []}  # True: sent by the gateway
-    for (_, dst), times in streams.items():
+    for (_, dst), packets in streams.items():
         to_caller = ports[0] <= int(dst) <= ports[1]
+        times = [t for t, _ in packets]
         dev[to_caller] += [abs((b - a) * 1000 - 20.0) for a, b in itertools.pairwise(times)]
     sent, heard = dev[True], dev[False]
     return {
@@ -287,6 +294,31 @@ def send_jitter(pcap: Path, ports: tuple[int, int]) -> dict[str, float | int | N
         "send_jitter_p99_ms": pct(sent, 0.99),
         "send_jitter_max_ms": max(sent) if sent else None,
         "caller_jitter_p99_ms": pct(heard, 0.99),
+        **echo_latency(streams, ports),
+    }
+
+
+def _unique_payloads(packets: list[tuple[float, str]]) -> dict[str, float]:
+    """Payload -> when, for the payloads that occur once and are not near-constant (silence)."""
+    seen = collections.Counter(p for _, p in packets)
+    return {p: t for t, p in packets if seen[p] == 1 and len(set(p)) > 4}
+
+
+def echo_latency(
+    streams: dict[tuple[str, str], list[tuple[float, str]]], ports: tuple[int, int]
+) -> dict[str, float | int | None]:
+    """Caller packet -> the gateway's packet with the same payload, per sampled call (ms)."""
+    delays: list[float] = []
+    for (src, dst), heard in streams.items():
+        if ports[0] <= int(dst) <= ports[1]:
+            continue  # the gateway's streams are matched from their caller's side
+        sent_at = _unique_payloads(heard)
+        echoed_at = _unique_payloads(streams.get((dst, src), []))
+        delays += [1000 * (echoed_at[p] - t) for p, t in sent_at.items() if p in echoed_at]
+    return {
+        "echo_matched": len(delays),
+        "echo_p50_ms": pct(delays, 0.50),
+        "echo_p99_ms": pct(delays, 0.99),
     }
 
 
@@ -429,14 +461,15 @@ def print_table(rows: list[dict[str, Any]], a: argparse.Namespace) -> None:
         f"\n== concurrent calls: route {a.route}, media {a.media}, hold {a.hold:g} s, ramp {a.ramp:g} s"
     )
     print(f"{'N':>5} {'ok':>5} {'failed':>6} {'gw_cpu%':>7} {'kids%':>6} {cores} {'rss_MB':>7} "
-          f"{'kidsMB':>7} {'jit_p99ms':>9} {'jit_max':>7} {'sipp_p99':>8} {'rtp_in':>8} {'conceal':>7} {'conc%':>6} {'lost':>5} {'load1':>5}")  # fmt: skip
+          f"{'kidsMB':>7} {'jit_p99ms':>9} {'jit_max':>7} {'sipp_p99':>8} {'echo_p50':>8} {'echo_p99':>8} {'rtp_in':>8} {'conceal':>7} {'conc%':>6} {'lost':>5} {'load1':>5}")  # fmt: skip
     for r in calls:
         per_core = " ".join(f"{fmt(r.get(f'cpu{i}')):>6}" for i in range(ncores))
         print(f"{r['n']:>5} {fmt(r.get('ok')):>5} {fmt(r.get('failed')):>6} {fmt(r.get('gw_cpu')):>7} "
               f"{fmt(r.get('kids_cpu')):>6} {per_core} {fmt(r.get('gw_rss_mb')):>7} "
               f"{fmt(r.get('kids_rss_mb')):>7} {fmt(r.get('send_jitter_p99_ms'), '.2f'):>9} "
               f"{fmt(r.get('send_jitter_max_ms'), '.1f'):>7} "
-              f"{fmt(r.get('caller_jitter_p99_ms'), '.2f'):>8} {fmt(r.get('rtp_in')):>8} "
+              f"{fmt(r.get('caller_jitter_p99_ms'), '.2f'):>8} {fmt(r.get('echo_p50_ms')):>8} "
+              f"{fmt(r.get('echo_p99_ms')):>8} {fmt(r.get('rtp_in')):>8} "
               f"{fmt(r.get('concealed')):>7} {fmt(r.get('concealed_pct'), '.3f'):>6} {fmt(r.get('lost')):>5} "
               f"{fmt(r.get('load1_before'), '.2f'):>5}")  # fmt: skip
     print("\n== call setup rate: INVITE -> 200 -> ACK -> 1 s -> BYE, no media")

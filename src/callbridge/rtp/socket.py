@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import random
 import socket
+import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
 from callbridge.core.errors import TransportError
 from callbridge.core.net import Addr
 
-Receiver = Callable[[bytes, Addr], None]
+# (datagram, source, age): age = seconds since the kernel received it (0: just now)
+Receiver = Callable[[bytes, Addr, float], None]
 
 
 class NoFreePort(TransportError):
@@ -24,10 +28,15 @@ class NoFreePort(TransportError):
 MAX_DATAGRAM = 4096
 # At most this many datagrams per drain: a flood on one port cannot hold the media pass.
 DRAIN_LIMIT = 16
+# Linux's SO_TIMESTAMPNS (the socket module does not name it): each datagram carries the
+# kernel's receive time (CLOCK_REALTIME, struct timespec) as ancillary data.
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("qq")
+_ANC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 class _Proto(asyncio.DatagramProtocol):
-    def __init__(self, on_data: Receiver) -> None:
+    def __init__(self, on_data: Callable[[bytes, Addr], None]) -> None:
         self.on_data = on_data
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
@@ -110,33 +119,44 @@ class RtpSocket:
         raise NoFreePort(f"no free RTP port pair in {self.allocator.low}-{self.allocator.high}")
 
     def drain(self) -> int:
-        """Read the RTP datagrams waiting now, at once (non-blocking), and hand them on.
+        """Read the RTP datagrams waiting now, at once (non-blocking), and hand them on with
+        how long ago the kernel received each.
 
         The media clock's pass calls this right before the leg's tick: a packet that arrived
         while the pass ran other legs is heard in this tick instead of after the pass (all of
         a process's legs tick in one pass, so that wait would otherwise be up to a pass long
-        and vary with load), and it skips the event loop's per-datagram callback. Datagrams
-        the loop reads first still arrive through `_rtp_in`; whoever reads first gets each."""
+        and vary with load), and it skips the event loop's per-datagram callback. The kernel's
+        receive time keeps the jitter buffer's view of the network true: stamped when read,
+        a packet would look as late as its leg's place in the pass, and the buffer would
+        deepen for jitter that is our own scheduling. Datagrams the loop reads first still
+        arrive through `_rtp_in` (age 0); whoever reads first gets each."""
         sock = self._rtp_sock
         if sock is None:
             return 0
         n = 0
+        wall = 0.0
         while n < DRAIN_LIMIT:
             try:
-                data, addr = sock.recvfrom(MAX_DATAGRAM)
+                data, anc, _, addr = sock.recvmsg(MAX_DATAGRAM, _ANC_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:  # e.g. a queued ICMP error: the loop's reader sees it too
                 break
             n += 1
-            self.on_rtp(data, (addr[0], addr[1]))
+            age = 0.0
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                    sec, nsec = _TIMESPEC.unpack_from(value)
+                    wall = wall or time.time()
+                    age = max(0.0, wall - (sec + nsec * 1e-9))
+            self.on_rtp(data, (addr[0], addr[1]), age)
         return n
 
     def _rtp_in(self, data: bytes, addr: Addr) -> None:
-        self.on_rtp(data, addr)
+        self.on_rtp(data, addr, 0.0)  # the loop reads as it arrives
 
     def _rtcp_in(self, data: bytes, addr: Addr) -> None:
-        self.on_rtcp(data, addr)
+        self.on_rtcp(data, addr, 0.0)
 
     def send(self, data: bytes, addr: Addr) -> None:
         if self._rtp is not None:
@@ -166,6 +186,8 @@ def _bound(host: str, port: int) -> socket.socket:
     try:
         sock.setblocking(False)
         sock.bind(addr)
+        with contextlib.suppress(OSError):  # not Linux: datagrams count as received when read
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
     except BaseException:
         sock.close()
         raise

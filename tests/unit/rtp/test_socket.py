@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 from callbridge.core.net import Addr
 from callbridge.rtp.socket import DRAIN_LIMIT, PortAllocator, RtpSocket
@@ -15,12 +16,15 @@ async def test_drain_reads_what_waits_now_without_the_loop() -> None:
     everything = asyncio.Event()
     total = 3 + DRAIN_LIMIT + 5
 
-    def heard(data: bytes, addr: Addr) -> None:
+    ages: list[float] = []
+
+    def heard(data: bytes, addr: Addr, age: float) -> None:
         got.append((data, addr))
+        ages.append(age)
         if len(got) == total:
             everything.set()
 
-    rtp = RtpSocket(PortAllocator(41000, 41100), heard, lambda d, a: None)
+    rtp = RtpSocket(PortAllocator(41000, 41100), heard, lambda d, a, t: None)
     port = await rtp.open("127.0.0.1")
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -31,6 +35,7 @@ async def test_drain_reads_what_waits_now_without_the_loop() -> None:
         # is delivered within the sendto call).
         assert rtp.drain() == 3
         assert [d[3] for d, _ in got] == [0, 1, 2]
+        assert all(0.0 <= age < 1.0 for age in ages)  # the kernel's receive time: just now
         assert got[0][1] == ("127.0.0.1", peer.getsockname()[1])
         for _ in range(DRAIN_LIMIT + 5):
             peer.sendto(b"x", ("127.0.0.1", port))
@@ -44,9 +49,31 @@ async def test_drain_reads_what_waits_now_without_the_loop() -> None:
 
 async def test_ports_come_back_to_the_allocator() -> None:
     alloc = PortAllocator(41200, 41210)
-    rtp = RtpSocket(alloc, lambda d, a: None, lambda d, a: None)
+    rtp = RtpSocket(alloc, lambda d, a, t: None, lambda d, a, t: None)
     free = alloc.free
     await rtp.open("127.0.0.1")
     assert alloc.free == free - 1
     rtp.close()
     assert alloc.free == free
+
+
+async def test_drain_reports_how_long_a_datagram_waited_in_the_kernel() -> None:
+    """The jitter buffer must see when a packet arrived, not when its leg's turn in the media
+    pass came: a datagram that waited 30 ms unread is handed on as 30 ms old."""
+    ages: list[float] = []
+    rtp = RtpSocket(
+        PortAllocator(41300, 41400), lambda d, a, t: ages.append(t), lambda d, a, t: None
+    )
+    port = await rtp.open("127.0.0.1")
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        peer.sendto(b"warm-up", ("127.0.0.1", port))  # the kernel turns timestamps on lazily
+        rtp.drain()
+        peer.sendto(b"late", ("127.0.0.1", port))
+        # The loop is busy (a long media pass), so nobody reads the socket: block it on purpose.
+        time.sleep(0.03)  # noqa: ASYNC251
+        assert rtp.drain() == 1
+        assert 0.025 <= ages[-1] < 1.0, ages
+    finally:
+        peer.close()
+        rtp.close()

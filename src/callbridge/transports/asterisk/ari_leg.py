@@ -120,12 +120,12 @@ class AriLeg(LegBase):
 
     # ---- media -----------------------------------------------------------------------------
 
-    def _on_rtp(self, data: bytes, source: tuple[str, int]) -> None:
+    def _on_rtp(self, data: bytes, source: tuple[str, int], age: float = 0.0) -> None:
         if self.session is not None:
-            for digit in self.session.receive(data, source, self.clock.now()):
+            for digit in self.session.receive(data, source, self.clock.now() - age):
                 self.dtmf_received(digit.digit, digit.duration_ms)
 
-    def _on_rtcp(self, data: bytes, source: tuple[str, int]) -> None:
+    def _on_rtcp(self, data: bytes, source: tuple[str, int], age: float = 0.0) -> None:
         if self.session is not None:
             self.session.receive_rtcp(data, source, self.clock.now())
 

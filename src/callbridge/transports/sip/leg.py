@@ -34,7 +34,8 @@ __all__ = ["RtpWire", "SipDialogHandle", "SipLeg", "WireFactory"]
 
 log = logging.getLogger("callbridge.transports.sip.transport")
 
-Receiver = Callable[[bytes, Addr], None]
+# (datagram, source, age): age = seconds since the kernel received it (0: just now)
+Receiver = Callable[[bytes, Addr, float], None]
 
 
 class SipDialogHandle(Protocol):
@@ -247,13 +248,13 @@ class SipLeg(LegBase):
 
     # ---- media ----------------------------------------------------------------------------
 
-    def _on_rtp(self, data: bytes, source: Addr) -> None:
+    def _on_rtp(self, data: bytes, source: Addr, age: float = 0.0) -> None:
         if self.session is None:
             return
-        for digit in self.session.receive(data, source, self.clock.now()):
+        for digit in self.session.receive(data, source, self.clock.now() - age):
             self._digit(digit)
 
-    def _on_rtcp(self, data: bytes, source: Addr) -> None:
+    def _on_rtcp(self, data: bytes, source: Addr, age: float = 0.0) -> None:
         if self.session is not None:
             self.session.receive_rtcp(data, source, self.clock.now())
 
