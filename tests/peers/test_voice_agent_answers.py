@@ -197,3 +197,21 @@ def test_baresip_asks_the_time_and_hears_the_answer(
     recorded = speech.transcribe_whisper(dec[n_greeting:])
     print(f"baresip's recording after the greeting: {recorded!r}")
     assert says_the_hour(recorded, hours), f"baresip recorded {recorded!r}, now {hours}"
+
+
+def test_the_agent_says_a_time_on_the_hour_as_a_caller_says_it() -> None:
+    """On the hour the demo answers "It's 6:00 AM."; piper read that "six zero zero", which
+    Whisper (and a caller) took for a number ("at 60000 am", the browser test at 06:00). The
+    gateway's own voice, through G.711, must say the hour and no zeros."""
+    import numpy as np
+
+    from callbridge.tts.piper import PiperSynthesizer
+
+    from .peerlib.audio import ulaw_decode, ulaw_encode
+
+    voice = PiperSynthesizer(deterministic=True)
+    for text, hour in (("It's 6:00 AM.", 6), ("It's 12:00 PM.", 12), ("It's 6:05 PM.", 6)):
+        pcm = np.frombuffer(b"".join(voice.synthesize(text)), dtype="<i2")
+        said = speech.transcribe_whisper(ulaw_decode(ulaw_encode(pcm)))
+        assert says_the_hour(said, {hour}), (text, said)
+        assert not re.search(r"0\s*-?\s*0|000|zero", said), (text, said)

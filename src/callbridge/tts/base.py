@@ -44,6 +44,29 @@ LONG_SENTENCE: Final = 60
 MIN_COMMA_PIECE: Final = 25
 
 
+# A clock time: "6:00", "6:05 AM", "18:30" (not a ratio or a verse: minutes 00-59 only).
+_CLOCK: Final = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(\s*[AaPp]\.?\s?[Mm]\b\.?)?")
+
+
+def speakable_times(text: str) -> str:
+    """Clock times written the way they are said, for voices that read "6:00" digit by digit
+    (piper and espeak-ng say "six zero zero", which a caller takes for a number): "6 AM"
+    (on the hour with AM/PM), "6 o'clock", "6 oh 5", "6 30". The words stay digits: the voice's
+    own number reading says them."""
+
+    def say(m: re.Match[str]) -> str:
+        hour, minute, half = int(m.group(1)), int(m.group(2)), m.group(3) or ""
+        if minute == 0:
+            words = f"{hour}" if half else f"{hour} o'clock" if hour <= 12 else f"{hour} hundred"
+        elif minute < 10:
+            words = f"{hour} oh {minute}"
+        else:
+            words = f"{hour} {minute}"
+        return words + half
+
+    return _CLOCK.sub(say, text)
+
+
 def split_clauses(text: str) -> list[str]:
     """Split text into clauses to synthesise one at a time.
 

@@ -22,7 +22,7 @@ from typing import Final
 from callbridge.audio.resample import resample
 from callbridge.core.errors import AgentError
 from callbridge.core.frames import PIPELINE_RATE
-from callbridge.tts.base import split_clauses
+from callbridge.tts.base import speakable_times, split_clauses
 
 __all__ = ["DEFAULT_VOICE", "EspeakError", "EspeakSynthesizer", "parse_wav"]
 
@@ -88,7 +88,7 @@ class EspeakSynthesizer:
 
     def synthesize(self, text: str) -> Iterator[bytes]:
         """PCM16 8 kHz, one chunk per clause, each yielded as soon as espeak-ng is done."""
-        for clause in split_clauses(text):
+        for clause in split_clauses(speakable_times(text)):
             yield from self._run(clause)
 
     def close(self) -> None:

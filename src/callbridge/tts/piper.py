@@ -25,7 +25,7 @@ from piper.config import SynthesisConfig
 from callbridge.audio.resample import resample
 from callbridge.core.frames import PIPELINE_RATE
 from callbridge.core.log import event
-from callbridge.tts.base import split_clauses
+from callbridge.tts.base import speakable_times, split_clauses
 
 __all__ = ["PiperSynthesizer", "joe_voice_paths"]
 
@@ -39,7 +39,7 @@ def joe_voice_paths() -> tuple[Path, Path]:
 
 def _plain(text: str) -> str:
     # piper reads "[[ ... ]]" as raw phonemes; text from a brain is only ever words.
-    return text.replace("[[", "[ [").replace("]]", "] ]")
+    return speakable_times(text).replace("[[", "[ [").replace("]]", "] ]")
 
 
 def _quiet_session(model: Path) -> onnxruntime.InferenceSession:

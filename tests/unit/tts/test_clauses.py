@@ -68,3 +68,16 @@ def test_no_text_is_lost_or_reordered(text: str) -> None:
     clauses = split_clauses(text)
     assert " ".join(clauses).split() == text.split()
     assert all(c and c == c.strip() for c in clauses)
+
+
+def test_clock_times_are_written_as_said() -> None:
+    from callbridge.tts.base import speakable_times
+
+    assert speakable_times("It's 6:00 AM.") == "It's 6 AM."
+    assert speakable_times("It's 6:00 am") == "It's 6 am"
+    assert speakable_times("It is 6:00.") == "It is 6 o'clock."
+    assert speakable_times("It's 6:05 PM.") == "It's 6 oh 5 PM."
+    assert speakable_times("at 9:45, then 18:00") == "at 9 45, then 18 hundred"
+    # not clock times: left alone; a verse reads like a time, and "3 16" is said the same way
+    assert speakable_times("a 3:2 ratio, 10:75, 25:10") == "a 3:2 ratio, 10:75, 25:10"
+    assert speakable_times("John 3:16") == "John 3 16"
