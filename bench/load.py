@@ -59,7 +59,7 @@ from tests.peers.peerlib.sipp import SippRun, parse_stats, start_uac  # noqa: E4
 from tests.peers.peerlib.wav2pcap import wav_to_pcap  # noqa: E402
 
 UAC_MEDIA_PORT = 30000  # SIPp's [auto_media_port]: call k uses 30000 + 4 * (k - 1)
-SAMPLE_CALLS = 2  # calls whose RTP from the gateway tshark captures
+SAMPLE_CALLS = 8  # calls whose RTP from the gateway tshark captures
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SPEECH = (

@@ -6,10 +6,15 @@ calls, live ones finish; SIGINT (Ctrl-C), or a second signal, stops at once."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 from callbridge.config.settings import Settings
+from callbridge.core.log import event
 from callbridge.gateway import Gateway, build_gateway
+from callbridge.observability.heap import PAUSES, freeze_startup_heap
+
+log = logging.getLogger("callbridge.serve")
 
 
 async def until_signal() -> signal.Signals:
@@ -34,11 +39,16 @@ async def until_signal() -> signal.Signals:
 async def serve(settings: Settings) -> None:
     gateway = build_gateway(settings)
     await gateway.start()
+    # What the process holds now lives as long as it does: no full collection during calls
+    # walks it again (observability.heap). Then every long collection pause is reported.
+    event(log, "gateway.heap_frozen", objects=freeze_startup_heap())
+    PAUSES.install()
     try:
         sig = await until_signal()
         if sig is signal.SIGTERM and settings.drain_timeout > 0:
             await _drain(gateway, settings.drain_timeout)
     finally:
+        PAUSES.uninstall()
         await gateway.stop()
 
 

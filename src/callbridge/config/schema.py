@@ -93,7 +93,7 @@ class RtpSettings:
     port_min: int = 10000
     port_max: int = 20000
     timeout: float = 30.0  # seconds without RTP before the call is ended with a BYE
-    jitter_min_ms: int = 20
+    jitter_min_ms: int = 10
     jitter_max_ms: int = 60
     codecs: str = "PCMU,PCMA"  # preference order for offers; answers follow the offerer
 

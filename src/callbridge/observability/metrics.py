@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -26,6 +26,7 @@ from callbridge.core.call_events import (
     RegistrationChanged,
     TurnMeasured,
 )
+from callbridge.observability.heap import PAUSES
 
 __all__ = ["CONTENT_TYPE", "REGISTRATION_STATES", "Metrics"]
 
@@ -52,6 +53,7 @@ class Metrics:
         r = self.registry
         if sip_guard is not None:
             r.register(_GuardCollector(sip_guard))
+        r.register(_GcCollector())
         self._registrations = registrations
         self.active_calls = Gauge("callbridge_active_calls", "Calls in progress", registry=r)
         if active_calls is not None:
@@ -213,3 +215,19 @@ class _GuardCollector(Collector):
             for key in keys:
                 family.add_metric([key.split("_", 1)[1]], values.get(key, 0))
             yield family
+
+
+class _GcCollector(Collector):
+    """The garbage collector's long pauses (observability.heap): each one stalled every call."""
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "callbridge_gc_long_pauses",
+            "Garbage collections that stopped the process for 20 ms or more",
+            value=PAUSES.long_pauses,
+        )
+        yield GaugeMetricFamily(
+            "callbridge_gc_longest_pause_seconds",
+            "The longest garbage collection pause so far",
+            value=PAUSES.longest,
+        )

@@ -60,7 +60,7 @@ _LEVEL_EVERY = 4  # frames between level samples
 class JitterConfig:
     clock_rate: int = 8000
     frame_samples: int = 160
-    min_delay: float = 0.020  # target delay range (s) beyond the fastest recent packet
+    min_delay: float = 0.010  # target delay range (s) beyond the fastest recent packet
     max_delay: float = 0.060
     max_late: int = 10  # consecutive late packets that mean the path got slower: re-anchor
     resync_seq_jump: int = 100  # |sequence jump| treated as a new stream (RFC 3550 A.1)
@@ -168,6 +168,8 @@ class JitterBuffer:
         self._level = 0.0  # sampled, decaying peak frame energy
         self._last_pcm = b""
         self._last_was_quiet: bool | None = None
+        self._slack = math.inf  # smallest err of the pops since take_slack() (samples)
+        self._slack_pops = 0
 
     @property
     def stats(self) -> JitterStats:
@@ -334,8 +336,10 @@ class JitterBuffer:
 
     # -- output ----------------------------------------------------------------------
 
-    def pop(self, now: float) -> AudioFrame | None:
-        """The next frame_samples samples, or None when there is nothing to play."""
+    def pop(self, now: float, late: float = 0.0) -> AudioFrame | None:
+        """The next frame_samples samples, or None when there is nothing to play. `late`:
+        how long after the consumer's schedule this pop comes (its slack is measured from
+        the schedule, so a busy moment is not mistaken for room to pop earlier)."""
         match self._state:
             case _State.PLAYING:  # the common case first
                 pass
@@ -360,12 +364,34 @@ class JitterBuffer:
             # Within the band _adjust_and_render leaves alone: just play the next frame.
             if self._cooldown:
                 self._cooldown -= 1
+            slack = err - late * self._rate
+            if slack < self._slack:  # noqa: PLR1730 - no builtin call per frame
+                self._slack = slack
+            self._slack_pops += 1
             pcm, concealed, lost = self._render(self._frame)
         else:
+            self._slack_pops = 0  # an adjustment moves the playout point: measure afresh
+            self._slack = math.inf
             pcm, concealed, lost = self._adjust_and_render(err)
         if lost:
             self._stats.lost += 1
         return self._emit(pcm, concealed)
+
+    def take_slack(self, pops: int) -> float | None:
+        """How long (s) after it was due the most punctual of the last `pops` or more frames
+        was popped, then start counting again; None until that many frames played within the
+        band (an adjustment restarts the count).
+
+        The consumer pops on its own schedule, so every frame waits from when it is due (the
+        fastest recent packet's arrival plus the target delay) until the next pop: the slack.
+        A consumer that pops that much earlier loses nothing (no frame would have been
+        late) and takes that much delay off the call."""
+        if self._slack_pops < pops:
+            return None
+        slack = self._slack / self._rate
+        self._slack = math.inf
+        self._slack_pops = 0
+        return slack
 
     def _emit(self, pcm: bytes, concealed: bool) -> AudioFrame:
         st = self._stats

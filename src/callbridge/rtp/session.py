@@ -35,6 +35,13 @@ _PLAIN_B0 = 0x80  # version 2, P=0, X=0, CC=0
 
 RTCP_INTERVAL = 5.0  # RFC 3550 §6.2: the minimum interval for a two-party session
 MAX_SSRCS = 16  # reception statistics kept per session (a stream rarely has more than 2)
+# Frames played in the band before the leg's phase may move: the first move soon (a call's
+# first second would otherwise carry up to a tick of avoidable delay), later ones on 1 s.
+FIRST_ALIGN_FRAMES = 3
+ALIGN_FRAMES = 50
+# Kept back from the measured slack: the arrivals' base and the target drift a little, and a
+# tick that came before its frame was due would make the buffer insert a frame (+20 ms).
+ALIGN_MARGIN = 0.001
 
 
 _CODECS = {
@@ -100,6 +107,7 @@ class RtpSession:
         self.last_rx = now  # for the inactivity timeout
         self._sending_talkspurt = False
         self._dtmf_heard = False
+        self._align_frames = FIRST_ALIGN_FRAMES
 
     # ---- configuration changes (re-INVITE) ----------------------------------------------------
 
@@ -200,10 +208,22 @@ class RtpSession:
         self.jitter.push(ssrc, sequence, timestamp, self._decode(payload), now, b1 > 0x7F)
         return []
 
-    def tick(self, now: float) -> tuple[AudioFrame | None, list[DtmfDigit]]:
-        """The caller's next 20 ms (None while no stream is playing) and DTMF whose end was lost."""
+    def slack(self) -> float | None:
+        """Seconds by which the caller's frames were due before this session's ticks, over
+        the last ALIGN_FRAMES frames or more (FIRST_ALIGN_FRAMES the first time; None until
+        then): what the leg gains by ticking that much earlier (transports.media_clock
+        phases). Counting starts again."""
+        slack = self.jitter.take_slack(self._align_frames)
+        if slack is None:
+            return None
+        self._align_frames = ALIGN_FRAMES
+        return slack - ALIGN_MARGIN
+
+    def tick(self, now: float, late: float = 0.0) -> tuple[AudioFrame | None, list[DtmfDigit]]:
+        """The caller's next 20 ms (None while no stream is playing) and DTMF whose end was
+        lost. `late`: how long after its scheduled time this tick runs (see slack())."""
         # poll() can only report events receive() started: skip it until DTMF was heard.
-        return self.jitter.pop(now), self.dtmf_rx.poll(now) if self._dtmf_heard else []
+        return self.jitter.pop(now, late), self.dtmf_rx.poll(now) if self._dtmf_heard else []
 
     # ---- send -----------------------------------------------------------------------------------
 
@@ -287,4 +307,8 @@ class RtpSession:
             "late": j.late,
             "duplicates": j.duplicates,
             "resyncs": j.resyncs,
+            # How long the caller's audio waited in the gateway at the end (the jitter
+            # buffer's target plus the wait for the leg's tick), and the target alone.
+            "playout_delay_ms": round(1000 * j.delay, 1),
+            "jitter_target_ms": round(1000 * j.target_delay, 1),
         }

@@ -15,7 +15,7 @@ from typing import Any
 from callbridge.core.errors import TransportError
 from callbridge.core.net import Addr
 
-# (datagram, source, age): age = seconds since the kernel received it (0: just now)
+# (datagram, source, age): age = seconds since the kernel received it (0: just now, or unknown)
 Receiver = Callable[[bytes, Addr, float], None]
 
 
@@ -88,9 +88,11 @@ class RtpSocket:
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.port = 0
-        self._rtp: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
+        # RTP is read by drain() (the media pass, and the loop as its reader) and written
+        # with plain sendto: one syscall per packet, no transport layer in between.
         self._rtp_sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self, host: str) -> int:
         loop = asyncio.get_running_loop()
@@ -106,42 +108,50 @@ class RtpSocket:
             except OSError:
                 rtp_sock.close()
                 continue
-            rtp, _ = await loop.create_datagram_endpoint(
-                lambda: _Proto(self._rtp_in), sock=rtp_sock
-            )
-            rtcp, _ = await loop.create_datagram_endpoint(
-                lambda: _Proto(self._rtcp_in), sock=rtcp_sock
-            )
-            self._rtp, self._rtcp, self.port = rtp, rtcp, port
-            self._rtp_sock = rtp_sock
+            try:
+                rtcp, _ = await loop.create_datagram_endpoint(
+                    lambda: _Proto(self._rtcp_in), sock=rtcp_sock
+                )
+                loop.add_reader(rtp_sock.fileno(), self._readable)
+            except BaseException:
+                rtp_sock.close()
+                rtcp_sock.close()
+                raise
+            self._rtcp, self.port = rtcp, port
+            self._rtp_sock, self._loop = rtp_sock, loop
             self.allocator.take(port)
             return port
         raise NoFreePort(f"no free RTP port pair in {self.allocator.low}-{self.allocator.high}")
 
-    def drain(self) -> int:
+    def _readable(self) -> None:
+        # One datagram per wake-up: the loop polls level-triggered and calls again while
+        # more wait, and a second read here would mostly cost a failed syscall.
+        self.drain(1)
+
+    def drain(self, limit: int = DRAIN_LIMIT) -> int:
         """Read the RTP datagrams waiting now, at once (non-blocking), and hand them on with
-        how long ago the kernel received each.
+        how long ago the kernel received each. Returns how many were handed on.
 
         The media clock's pass calls this right before the leg's tick: a packet that arrived
         while the pass ran other legs is heard in this tick instead of after the pass (all of
         a process's legs tick in one pass, so that wait would otherwise be up to a pass long
-        and vary with load), and it skips the event loop's per-datagram callback. The kernel's
-        receive time keeps the jitter buffer's view of the network true: stamped when read,
-        a packet would look as late as its leg's place in the pass, and the buffer would
-        deepen for jitter that is our own scheduling. Datagrams the loop reads first still
-        arrive through `_rtp_in` (age 0); whoever reads first gets each."""
+        and vary with load). The event loop calls it too, as the socket's reader, when a
+        datagram arrives while the loop is idle. Either way the kernel's receive time keeps
+        the jitter buffer's view of the network true: stamped when read, a packet would look
+        as late as its leg's place in the pass, or as long as a stall of the whole process
+        (a garbage collection), and the buffer would deepen for delay that is our own."""
         sock = self._rtp_sock
         if sock is None:
             return 0
         n = 0
         wall = 0.0
-        while n < DRAIN_LIMIT:
+        for _ in range(limit):  # bounded: a flood on one port cannot hold the pass
             try:
                 data, anc, _, addr = sock.recvmsg(MAX_DATAGRAM, _ANC_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:  # e.g. a queued ICMP error: the loop's reader sees it too
-                break
+            except OSError:  # a queued ICMP error (port unreachable): read, so it is gone
+                continue
             n += 1
             age = 0.0
             for level, kind, value in anc:
@@ -152,26 +162,34 @@ class RtpSocket:
             self.on_rtp(data, (addr[0], addr[1]), age)
         return n
 
-    def _rtp_in(self, data: bytes, addr: Addr) -> None:
-        self.on_rtp(data, addr, 0.0)  # the loop reads as it arrives
-
     def _rtcp_in(self, data: bytes, addr: Addr) -> None:
         self.on_rtcp(data, addr, 0.0)
 
     def send(self, data: bytes, addr: Addr) -> None:
-        if self._rtp is not None:
-            self._rtp.sendto(data, addr)
+        sock = self._rtp_sock
+        if sock is None:
+            return
+        try:  # noqa: SIM105 - contextlib.suppress costs a context manager per packet
+            sock.sendto(data, addr)
+        except OSError:
+            # A full send buffer (a packet a tick late is worth nothing: dropped, as the
+            # network would), or a queued ICMP error from the peer: media goes on.
+            pass
 
     def send_rtcp(self, data: bytes, addr: Addr) -> None:
         if self._rtcp is not None:
             self._rtcp.sendto(data, addr)
 
     def close(self) -> None:
-        for t in (self._rtp, self._rtcp):
-            if t is not None:
-                t.close()
-        self._rtp = self._rtcp = None
-        self._rtp_sock = None  # closed with its transport
+        sock, self._rtp_sock = self._rtp_sock, None
+        if sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        if self._rtcp is not None:
+            self._rtcp.close()
+        self._rtcp = None
+        self._loop = None
         if self.port:
             self.allocator.release(self.port)
             self.port = 0

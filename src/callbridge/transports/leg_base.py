@@ -25,7 +25,7 @@ from callbridge.core.events import LegInput, TransferResult
 from callbridge.core.frames import AudioFrame
 from callbridge.core.ports import LegInfo, MediaTap
 from callbridge.media.playout import LEVEL_WINDOW_FRAMES, PlayoutQueue, UtteranceId
-from callbridge.transports.media_clock import STALL, TICK, for_clock
+from callbridge.transports.media_clock import STALL, TICK, MediaClock, for_clock
 
 __all__ = ["PLAYOUT_LIMIT_FRAMES", "STALL", "TICK", "LegBase", "LegCore"]
 
@@ -49,6 +49,7 @@ class LegCore:
     ) -> None:
         self.info = info
         self.clock = clock
+        self._media: MediaClock | None = None
         self.name = name  # names the leg in CallEnded before the calls layer gives it an id
         self.limit = playout_limit_frames
         self.playout = PlayoutQueue(level_window=level_window)
@@ -153,13 +154,22 @@ class LegCore:
     # ---- the schedule --------------------------------------------------------------------
 
     async def tick_loop(
-        self, on_tick: Callable[[float, int], None], *, limit: int | None = None
+        self, on_tick: Callable[[float, int], float | None], *, limit: int | None = None
     ) -> None:
         """Call `on_tick(now, missed)` every 20 ms until the leg ends or `limit` ticks ran, on
         the process's one media clock (transports.media_clock: absolute deadlines, one pass
         for every leg). `missed` counts the ticks a stall skipped (0 normally): a recording
-        keeps wall time with them."""
-        await for_clock(self.clock).ticks(on_tick, self._ended.is_set, limit=limit)
+        keeps wall time with them. `on_tick` may return how many seconds earlier the leg
+        wants its ticks from now on (its frames are due that much before it ticks)."""
+        await self.media.ticks(on_tick, self._ended.is_set, limit=limit)
+
+    @property
+    def media(self) -> MediaClock:
+        """The process's media clock this leg ticks on."""
+        media = self._media
+        if media is None:
+            media = self._media = for_clock(self.clock)
+        return media
 
 
 class LegBase(abc.ABC):

@@ -11,6 +11,16 @@ Semantics kept from the per-leg loop it replaces (transports.leg_base): absolute
 leg how many ticks never ran (`missed`), so recordings keep wall time; a failing `on_tick`
 ends that leg's loop with the exception and nobody else's.
 
+Phases: the 20 ms tick is divided into PHASES slots SLOT apart, and each leg ticks in one of
+them (a pass runs only for a slot that has legs). Every leg starts in slot 0, so legs that
+never ask tick together as on a plain 20 ms clock. A leg whose caller's frames are due well
+before its tick (the jitter buffer's slack: a frame popped 15 ms after it was due is 15 ms of
+delay the call did not need) returns from `on_tick` how much earlier it wants to tick, and
+moves to the slot that much earlier: the next tick comes that much sooner, once, and the
+ones after keep 20 ms. Without phases, a frame waits for the shared pass for a random 0-20 ms
+on top of the jitter buffer's target (about 10 ms on average, 20 ms at worst, on every hop
+through the gateway). Spreading legs over slots also cuts one long pass into shorter ones.
+
 The runner task exists only while someone subscribes; it belongs to the clock's MediaClock
 and is cancelled when the last subscriber leaves, so no task outlives its calls.
 """
@@ -25,17 +35,20 @@ from collections.abc import Callable
 from callbridge.core.clock import Clock
 from callbridge.core.frames import FRAME_MS
 
-__all__ = ["STALL", "TICK", "MediaClock", "for_clock"]
+__all__ = ["PHASES", "SLOT", "STALL", "TICK", "MediaClock", "for_clock"]
 
 TICK = FRAME_MS / 1000
+PHASES = 4
+SLOT = TICK / PHASES  # 5 ms: finer costs more wake-ups than it saves latency
 # A pass this late means the loop stalled (GC, overload): re-anchor rather than burst.
 STALL = 0.2
 
-OnTick = Callable[[float, int], None]
+# on_tick(now, missed) -> None, or seconds the leg wants to tick earlier from now on
+OnTick = Callable[[float, int], float | None]
 
 
 class _Subscriber:
-    __slots__ = ("context", "done", "ended", "left", "on_tick")
+    __slots__ = ("context", "done", "ended", "left", "missed", "on_tick", "slot")
 
     def __init__(
         self,
@@ -48,6 +61,8 @@ class _Subscriber:
         self.ended = ended
         self.left = limit  # ticks still to run (None: until ended)
         self.done = done
+        self.slot = 0
+        self.missed = 0  # ticks a stall skipped, told at the leg's next tick
         # The leg's own context (its call id for log lines, what tasks started from a tick
         # inherit), as when each leg ticked in its own task.
         self.context = contextvars.copy_context()
@@ -58,15 +73,24 @@ class MediaClock:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self._subs: dict[int, _Subscriber] = {}  # insertion-ordered: a stable pass order
+        # One dict per slot, insertion-ordered: a stable pass order within a slot.
+        self._slots: list[dict[int, _Subscriber]] = [{} for _ in range(PHASES)]
+        self._count = 0
         self._ids = 0
         self._runner: asyncio.Task[None] | None = None
         self.passes = 0  # passes run so far (tests, metrics)
         self._late: float | None = None  # the latest pass start since take_lateness()
+        # When the running pass was due: a leg's tick runs at `now` >= this, later by the
+        # pass's lateness and by the legs ticked before it in the pass.
+        self.deadline = clock.now()
 
     @property
     def subscribers(self) -> int:
-        return len(self._subs)
+        return self._count
+
+    def slot_sizes(self) -> list[int]:
+        """Legs per slot (tests, metrics)."""
+        return [len(slot) for slot in self._slots]
 
     async def ticks(
         self, on_tick: OnTick, ended: Callable[[], bool], *, limit: int | None = None
@@ -79,14 +103,16 @@ class MediaClock:
         sub = _Subscriber(on_tick, ended, limit, loop.create_future())
         self._ids += 1
         key = self._ids
-        self._subs[key] = sub
+        self._slots[0][key] = sub
+        self._count += 1
         if self._runner is None or self._runner.done() or self._runner.get_loop() is not loop:
             self._runner = loop.create_task(self._run(), name="media-clock")
         try:
             await sub.done
         finally:
-            self._subs.pop(key, None)
-            if not self._subs and self._runner is not None and not self._runner.done():
+            if self._slots[sub.slot].pop(key, None) is not None:
+                self._count -= 1
+            if not self._count and self._runner is not None and not self._runner.done():
                 # Nobody left: the runner is asleep (this runs in a leg's task, never inside
                 # a pass), so cancelling it loses nothing.
                 self._runner.cancel()
@@ -101,24 +127,37 @@ class MediaClock:
 
     async def _run(self) -> None:
         start = self.clock.now()
-        n = 0
-        while self._subs:
+        n = 0  # slot passes since start: slot 0 runs at start + TICK, + 2 TICK, ...
+        phase = 0  # the slot of pass 0 (a stall re-anchors mid-rotation)
+        slots = self._slots
+        while self._count:
             n += 1
-            deadline = start + n * TICK
+            index = (n + phase) % PHASES
+            slot = slots[index]
+            if not slot:
+                continue
+            deadline = start + n * SLOT
             await self.clock.sleep_until(deadline)
             now = self.clock.now()
             late = now - deadline
             if self._late is None or late > self._late:
                 self._late = late
-            missed = 0
-            if now - deadline > STALL:
-                missed = int((now - deadline) / TICK)
-                start, n = now, 0
+            if late > STALL:
+                # Re-anchor on this pass, keeping the slot rotation; every leg hears of the
+                # ticks that never ran at its next tick.
+                missed = int(late / TICK)
+                start, n, phase = now, 0, index
+                deadline = now
+                for each in slots:
+                    for sub in each.values():
+                        sub.missed += missed
             self.passes += 1
-            self._pass(missed)
+            self.deadline = deadline
+            self._pass(slot, index)
 
-    def _pass(self, missed: int) -> None:
-        for sub in list(self._subs.values()):
+    def _pass(self, slot: dict[int, _Subscriber], index: int) -> None:
+        moves: list[tuple[int, _Subscriber, int]] = []
+        for key, sub in list(slot.items()):
             if sub.done.done():
                 continue
             # Ending is noticed here, at the pass after it (<= 20 ms), as the per-leg loop did.
@@ -129,7 +168,8 @@ class MediaClock:
                 # Each leg gets the time its own tick runs at, not the pass's start: a pass
                 # over hundreds of legs takes milliseconds, and what a leg received meanwhile
                 # is stamped with real time.
-                sub.context.run(sub.on_tick, self.clock.now(), missed)
+                missed, sub.missed = sub.missed, 0
+                earlier = sub.context.run(sub.on_tick, self.clock.now(), missed)
             except Exception as exc:  # that leg's loop ends with it; the others tick on
                 sub.done.set_exception(exc)
                 continue
@@ -137,6 +177,15 @@ class MediaClock:
                 sub.left -= 1
                 if sub.left <= 0:
                     sub.done.set_result(None)
+                    continue
+            if earlier is not None and earlier >= SLOT:
+                # The slot `steps` earlier runs next `steps` slots sooner than this one would.
+                steps = min(PHASES - 1, int(earlier / SLOT + 1e-9))
+                moves.append((key, sub, (index - steps) % PHASES))
+        for key, sub, to in moves:
+            del slot[key]
+            sub.slot = to
+            self._slots[to][key] = sub
 
 
 _CLOCKS: weakref.WeakKeyDictionary[Clock, MediaClock] = weakref.WeakKeyDictionary()

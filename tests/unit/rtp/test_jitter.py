@@ -144,8 +144,8 @@ def test_none_before_first_packet_then_initial_delay() -> None:
     sig = voiced(RATE)
     frames = run(jb, stream(sig, start=1.0), duration=2.0)
     first = next(i for i, f in enumerate(frames) if f is not None)
-    # First packet arrives at 1.0 + 0.02 + 0.03; playout starts min_delay (20 ms) later.
-    assert 1.069 <= 0.0071 + first * TICK <= 1.07 + TICK
+    # First packet arrives at 1.0 + 0.02 + 0.03; playout starts min_delay (10 ms) later.
+    assert 1.059 <= 0.0071 + first * TICK <= 1.06 + TICK
 
 
 def test_clean_stream_is_bit_exact() -> None:
@@ -159,7 +159,7 @@ def test_clean_stream_is_bit_exact() -> None:
     st = jb.stats
     assert (st.lost, st.late, st.duplicates, st.reordered, st.resyncs) == (0, 0, 0, 0, 0)
     assert st.inserted == st.dropped == 0
-    assert st.target_delay == pytest.approx(0.020)
+    assert st.target_delay == pytest.approx(0.010)
     assert st.frames_out == len(frames)
 
 
@@ -192,12 +192,22 @@ def test_reordered_neighbours_are_bit_exact() -> None:
         if k % 6 == 2:  # swap every third pair: b overtakes a by 1 ms
             a, b = replace(a, arrival=b.arrival + 0.001), replace(b, arrival=b.arrival)
         swapped += [a, b]
-    jb = JitterBuffer()
+    # A buffer as deep as the overtaking (20 ms beyond the fastest packet) loses nothing.
+    jb = JitterBuffer(JitterConfig(min_delay=0.020))
     frames = started(run(jb, swapped, duration=3.0))
     out = pcm_of(frames)
     assert is_prefix(out, sig)
     assert jb.stats.reordered > 20
     assert jb.stats.late == jb.stats.lost == 0
+    # The default starts at 10 ms: the first overtaken packet comes too late for it, and the
+    # buffer deepens to the delay it saw, so every later one plays.
+    jb = JitterBuffer()
+    frames = started(run(jb, swapped, duration=3.0))
+    out = pcm_of(frames)
+    assert jb.stats.reordered > 20
+    assert jb.stats.lost <= 1 and jb.stats.late <= 1
+    assert jb.stats.target_delay >= 0.020
+    find_in(out[len(out) // 2 :], sig, min_len=RATE // 2)  # the second half: bit-exact
 
 
 def test_duplicates_are_dropped_and_counted() -> None:
@@ -300,7 +310,7 @@ def test_jitter_spikes_grow_target_within_max_delay() -> None:
     assert len(frames) >= n - 10
     assert st.late > 0
     assert max(targets) == pytest.approx(0.060)  # grew, but only up to max_delay
-    assert min(targets) == pytest.approx(0.020)
+    assert min(targets) == pytest.approx(0.010)
     assert st.inserted > 0  # the buffer actually deepened
     # Deeper buffer -> later spikes cost fewer packets than the first one did.
     late_per_spike = st.late / 9
@@ -378,8 +388,12 @@ def test_sequence_jump_needs_confirmation() -> None:
     frames = started(run(jb, pkts, duration=4.0))
     assert jb.stats.resyncs == 1  # the lone stray did not resync; the real jump did
     out = pcm_of(frames)
-    both = np.concatenate((a, b))
-    assert is_prefix(out, both)
+    # All of the first stream, bit-exact; the second stream's first packet waits for the
+    # next to confirm the jump (20 ms), which a 10 ms buffer covers with one concealed frame.
+    assert is_prefix(out, a)
+    assert jb.stats.lost == 1
+    # then the concealed frame, b's first frame fading in from it, and b bit-exact
+    assert find_in(out[len(a) + 2 * FRAME :], b, min_len=RATE) == FRAME
 
 
 def test_source_stops_then_resumes() -> None:
@@ -399,8 +413,8 @@ def test_source_stops_then_resumes() -> None:
     stalled = [f for f, tt in zip(frames, t, strict=True) if 3.1 < tt < 5.0]
     assert stalled and all(f is None for f in stalled)
     resumed = started([f for f, tt in zip(frames, t, strict=True) if tt > 3.1])
-    # Arrives at 5.05 s, plays from 5.07 s, fading in over the first frame, then bit-exact.
-    assert 5.07 <= t[frames.index(resumed[0])] < 5.07 + TICK
+    # Arrives at 5.05 s, plays from 5.06 s, fading in over the first frame, then bit-exact.
+    assert 5.06 <= t[frames.index(resumed[0])] < 5.06 + TICK
     assert not any(f.concealed for f in resumed[: 2 * RATE // FRAME])
     out = pcm_of(resumed)
     assert not np.array_equal(out[:FRAME], b[:FRAME])
@@ -554,3 +568,60 @@ def test_odd_and_empty_payloads() -> None:
     frame = jb.pop(0.1)
     assert frame is not None
     assert frame.samples == FRAME
+
+
+# -- the consumer's phase ----------------------------------------------------------------------
+
+
+def test_slack_says_how_much_earlier_the_consumer_may_pop() -> None:
+    """A consumer popping 20 ms apart at a phase of its own holds every frame from when it is
+    due until its pop. `take_slack` measures that wait; popping that much earlier (rounded
+    down to the media clock's 5 ms slots) takes it off the delay and loses nothing."""
+    sig = voiced(RATE * 6)
+    rng = np.random.default_rng(5)
+    jit = rng.uniform(0.0, 0.003, len(sig) // FRAME)
+    pending = sorted(stream(sig, jitter=lambda k: float(jit[k])), key=lambda p: p.arrival)
+    jb = JitterBuffer()
+    frames: list[AudioFrame | None] = []
+    delays: list[float] = []
+    slacks: list[tuple[float, float]] = []
+    now, i, moved = 0.0141, 0, []
+    while now < 6.0:
+        while i < len(pending) and pending[i].arrival <= now:
+            p = pending[i]
+            jb.push(p.ssrc, p.seq, p.ts, p.pcm, p.arrival)
+            i += 1
+        frames.append(jb.pop(now))
+        delays.append(jb.stats.delay)
+        slack = jb.take_slack(50)
+        step = TICK
+        if slack is not None:
+            slacks.append((now, slack))
+            if slack >= 0.005:  # as the media clock does: whole 5 ms slots
+                moved.append(0.005 * int(slack / 0.005))
+                step -= moved[-1]  # the next pop comes that much sooner, then 20 ms apart
+        now += step
+    out = started(frames)
+    st = jb.stats
+    assert slacks[0][1] >= 0.010, "this phase leaves slack to take"
+    assert len(moved) >= 1 and sum(moved) >= 0.010
+    assert not any(f.concealed for f in out)
+    assert (st.late, st.lost, st.inserted, st.dropped) == (0, 0, 0, 0)
+    assert is_prefix(pcm_of(out), sig)
+    # The delay fell by what the consumer moved, and what slack is left is under one slot.
+    assert delays[40] - delays[-1] == pytest.approx(sum(moved), abs=0.001)
+    assert all(s < 0.005 for _, s in slacks[len(moved) :])
+    assert st.delay - st.target_delay < 0.005
+
+
+def test_slack_restarts_after_an_adjustment() -> None:
+    jb = JitterBuffer()
+    sig = voiced(RATE * 2)
+    run(jb, stream(sig), duration=2.0)
+    assert jb.take_slack(50) is not None
+    assert jb.take_slack(50) is None  # counting starts again
+    # Popping far too early makes the buffer conceal to deepen: no slack is claimed for it.
+    jb2 = JitterBuffer()
+    for p in stream(sig[: FRAME * 10]):
+        jb2.push(p.ssrc, p.seq, p.ts, p.pcm, p.arrival)
+    assert jb2.take_slack(1) is None

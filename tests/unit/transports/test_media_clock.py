@@ -8,7 +8,7 @@ import pytest
 
 from callbridge.core.asyncio_clock import FakeClock
 from callbridge.testing import settle
-from callbridge.transports.media_clock import STALL, TICK, MediaClock, for_clock
+from callbridge.transports.media_clock import SLOT, STALL, TICK, MediaClock, for_clock
 
 
 class Boom(Exception):
@@ -157,3 +157,90 @@ async def test_lateness_is_the_latest_pass_start_since_last_asked() -> None:
     assert media.take_lateness() is None  # taken
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_leg_with_slack_moves_to_an_earlier_phase() -> None:
+    """A leg asks to tick 12 ms earlier: it moves two 5 ms slots earlier, its next tick comes
+    10 ms sooner, and the ones after are 20 ms apart again; a leg that asks nothing stays."""
+    clock = FakeClock()
+    media = MediaClock(clock)
+    t0 = clock.now()
+    ask: list[float | None] = [None, 0.012, None, 0.004, None, None]
+    moving: list[float] = []
+    staying: list[float] = []
+
+    def on_moving(now: float, _m: int) -> float | None:
+        moving.append(round(now - t0, 6))
+        return ask[len(moving) - 1]
+
+    a = asyncio.create_task(media.ticks(on_moving, lambda: False, limit=6))
+    b = asyncio.create_task(
+        media.ticks(lambda now, _m: staying.append(round(now - t0, 6)), lambda: False)
+    )
+    await settle()
+    await clock.advance(0.12)
+    await asyncio.wait_for(a, 1)
+    assert moving == [0.02, 0.04, 0.05, 0.07, 0.09, 0.11]  # under one slot (4 ms): no move
+    assert staying == [0.02, 0.04, 0.06, 0.08, 0.1, 0.12]
+    assert media.passes == 6 + 4  # slot 0 six times, the moved leg's slot four times
+    b.cancel()
+    await asyncio.gather(b, return_exceptions=True)
+    assert media.subscribers == 0 and media.slot_sizes() == [0, 0, 0, 0]
+
+
+async def test_legs_spread_over_phases_tick_in_their_own_passes() -> None:
+    clock = FakeClock()
+    media = MediaClock(clock)
+    t0 = clock.now()
+    seen: dict[int, list[float]] = {k: [] for k in range(4)}
+
+    def leg(k: int) -> None:
+        def on_tick(now: float, _m: int) -> float | None:
+            first = not seen[k]
+            seen[k].append(round(now - t0, 6))
+            return k * SLOT if first and k else None  # each moves k slots earlier, once
+
+        tasks.append(asyncio.create_task(media.ticks(on_tick, lambda: False, limit=3)))
+
+    tasks: list[asyncio.Task[None]] = []
+    for k in range(4):
+        leg(k)
+    await settle()
+    await clock.advance(0.1)
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)
+    assert seen[0] == [0.02, 0.04, 0.06]
+    assert seen[1] == [0.02, 0.035, 0.055]
+    assert seen[2] == [0.02, 0.03, 0.05]
+    assert seen[3] == [0.02, 0.025, 0.045]
+
+
+async def test_a_stall_reaches_legs_in_every_phase_and_keeps_their_phases() -> None:
+    clock = FakeClock()
+    media = MediaClock(clock)
+    t0 = clock.now()
+    seen: dict[str, list[tuple[float, int]]] = {"home": [], "moved": []}
+
+    def moved(now: float, m: int) -> float | None:
+        seen["moved"].append((round(now - t0, 6), m))
+        return 0.01 if len(seen["moved"]) == 1 else None
+
+    tasks = [
+        asyncio.create_task(
+            media.ticks(lambda now, m: seen["home"].append((round(now - t0, 6), m)), lambda: False)
+        ),
+        asyncio.create_task(media.ticks(moved, lambda: False)),
+    ]
+    await settle()
+    await clock.advance(TICK)  # both tick at 20 ms; "moved" goes 10 ms earlier
+    clock._now += 0.5  # blocked: the pass due at 30 ms runs at 520 ms
+    await clock.advance(0)
+    await clock.advance(2 * TICK)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    late = 0.52 - 0.03
+    assert seen["moved"][1] == (0.52, int(late / TICK))
+    # "home" learns of the stall at its own next tick, still 10 ms after "moved"'s phase
+    assert seen["home"][1] == (0.53, int(late / TICK))
+    assert [t for t, _ in seen["moved"][2:]] == [0.54, 0.56]
+    assert [t for t, _ in seen["home"][2:]] == [0.55]

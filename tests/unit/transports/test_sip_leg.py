@@ -580,3 +580,33 @@ async def test_no_answer_and_an_unusable_answer_take_the_same_way_out(
     bye = await callee.recv("BYE")  # the dialog was established: it ends with a BYE
     assert bye.call_id == invite.call_id
     assert not transport._legs and all_ports_free(transport)
+
+
+async def test_the_leg_moves_its_tick_to_the_phase_of_the_callers_packets(h: Harness) -> None:
+    """The far end's packets arrive 3 ms after the shared 20 ms pass, so each frame is due
+    (arrival + the 10 ms target) 7 ms before the pass comes round again. The leg moves its
+    tick one 5 ms slot earlier (transports.media_clock), which takes 5 ms off every frame of
+    the call and loses none."""
+    await h.start()
+    said = [pcm(i % 50) for i in range(75)]
+    for i, frame in enumerate(said):
+        arrival = START + 0.003 + i * TICK
+        await h.clock.advance(max(0.0, arrival - h.clock.now()))
+        h.wire.on_rtp(far_packet(i, ulaw_encode(frame)), FAR)
+        await drain()
+    await h.clock.advance(0.015)  # the last frame is due and played; the stream ends here
+    await drain()
+    st = h.leg.stats()
+    phases = [round((at - START + 1e-6) % TICK, 3) for at, _, _ in h.wire.rtp]
+    assert phases[:3] == [0.0, 0.0, 0.0]  # the shared pass first
+    moved = phases.index(0.015)
+    assert moved <= 10 and set(phases[moved:]) == {0.015}  # then 5 ms earlier, for good
+    assert st["concealed"] == 0 and st["late"] == 0
+    assert 10.0 <= st["playout_delay_ms"] < 15.0  # target (10 ms) + what is left: 2 ms
+    heard = [item.pcm for item in h.inputs if isinstance(item, AudioFrame)]
+    assert heard[-len(said) :] == said  # every frame, in order, none concealed
+    h.leg.ended_by_signalling("remote_bye")
+    await h.clock.advance(TICK)  # the leg's next tick, in its own phase, sees the end
+    await drain()
+    for task in h._tasks:
+        assert task.done()

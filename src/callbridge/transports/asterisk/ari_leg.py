@@ -135,15 +135,16 @@ class AriLeg(LegBase):
         finally:
             self.close_media()
 
-    def _tick(self, now: float, missed: int) -> None:
+    def _tick(self, now: float, missed: int) -> float | None:
+        """One 20 ms step; returns the jitter buffer's slack (media clock phases)."""
         tap = self.core.tap
         if missed and tap is not None:
             for _ in range(missed):  # the recording keeps wall time
                 tap.on_tick(None, None)
         session = self.session
         if session is None:
-            return
-        frame, late_digits = session.tick(now)
+            return None
+        frame, late_digits = session.tick(now, now - self.core.media.deadline)
         for digit in late_digits:
             self.dtmf_received(digit.digit, digit.duration_ms)
         if frame is not None:
@@ -167,3 +168,4 @@ class AriLeg(LegBase):
             event(log, "call.rtp_timeout", logging.WARNING, seconds=self.rtp_timeout)
             self.core.end_reason = self.core.end_reason or "rtp_timeout"
             self.finish("rtp_timeout")  # the controller sees the end and cleans up in ARI
+        return session.slack()

@@ -295,7 +295,9 @@ class SipLeg(LegBase):
             return
         await self.core.tick_loop(self._tick)
 
-    def _tick(self, now: float, missed: int) -> None:
+    def _tick(self, now: float, missed: int) -> float | None:
+        """One 20 ms step; returns how much earlier the next ticks may come (the jitter
+        buffer's slack) for the media clock to move this leg's phase."""
         core = self.core
         tap = core.tap
         session = self.session
@@ -304,9 +306,9 @@ class SipLeg(LegBase):
             for _ in range(missed):
                 tap.on_tick(None, None)
         if session is None:  # late offer not yet answered by the ACK
-            return
+            return None
         self.socket.drain()  # what arrived while the pass ran other legs counts for this tick
-        frame, late_digits = session.tick(now)
+        frame, late_digits = session.tick(now, now - self.core.media.deadline)
         for digit in late_digits:
             self._digit(digit)
         if frame is not None:
@@ -317,7 +319,7 @@ class SipLeg(LegBase):
         ):
             session.send_frame(None, now)  # audio is muted during the event; its clock runs on
             self._tap_tick(frame, None)
-            return
+            return None
         item = core.pop()
         out_frame = item[0] if item is not None else None
         # The line never goes quiet: with nothing to play we send silence, because carriers,
@@ -339,6 +341,7 @@ class SipLeg(LegBase):
         if now - session.last_rx > self.rtp_timeout and not self._on_hold:
             event(log, "call.rtp_timeout", logging.WARNING, seconds=self.rtp_timeout)
             self.request_hangup("rtp_timeout")
+        return session.slack()
 
     def _tap_tick(self, caller: AudioFrame | None, agent: AudioFrame | None) -> None:
         tap = self.core.tap
