@@ -21,6 +21,7 @@ import concurrent.futures
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -425,6 +426,7 @@ class WorkerCallDb(Generic[C]):
 # Result codes (the primary, low byte) that are the database's state, not a statement's
 # fault: BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
 _SQLITE_TRANSIENT = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+_WAL_WAIT = 10.0  # seconds a starting gateway waits for another to finish switching to WAL
 
 
 class SqliteCallDb(WorkerCallDb[sqlite3.Connection]):
@@ -451,9 +453,25 @@ class SqliteCallDb(WorkerCallDb[sqlite3.Connection]):
         if self.path != ":memory:":
             try:
                 # A WAL lets readers (the API, a `sqlite3` shell) work while calls write.
-                conn.execute("PRAGMA journal_mode=WAL")
+                self._wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")
             except BaseException:
                 conn.close()
                 raise
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL, retrying while another process holds the lock. Workers that start
+        together on a new database race for it, and SQLite answers the losers' journal-mode
+        change with "database is locked" at once, without waiting out the busy timeout."""
+        deadline = time.monotonic() + _WAL_WAIT
+        pause = 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if not self._transient(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)  # this runs on the store's own writer thread, at startup
+            pause = min(0.1, pause * 2)
