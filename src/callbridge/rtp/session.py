@@ -42,6 +42,10 @@ ALIGN_FRAMES = 50
 # Kept back from the measured slack: the arrivals' base and the target drift a little, and a
 # tick that came before its frame was due would make the buffer insert a frame (+20 ms).
 ALIGN_MARGIN = 0.001
+# Ticks between a leg's slack() calls (not one method call per leg per tick); the first
+# comes as soon as FIRST_ALIGN_FRAMES can have played.
+SLACK_EVERY = 10
+FIRST_SLACK_TICK = FIRST_ALIGN_FRAMES + 1
 
 
 _CODECS = {
