@@ -26,7 +26,8 @@ BACKLOG_LIMIT_FRAMES = 750
 
 class EchoAgent:
     def __init__(self, delay_ms: int = 0) -> None:
-        # The delay is a whole number of frames; the jitter buffer and pacing add their own ~40 ms.
+        # The delay is a whole number of frames; the jitter buffer and pacing add their own
+        # ~10-15 ms (transports.media_clock phases).
         self.delay_frames = max(0, round(delay_ms / FRAME_MS))
         self._line_frames = self.delay_frames - min(self.delay_frames, PLAYOUT_CUSHION_FRAMES)
 
