@@ -20,6 +20,7 @@ from callbridge.agents.twilio_socket import TwilioSocketAgent, TwilioSocketConfi
 from callbridge.api.app import ApiConfig, create_app
 from callbridge.api.calls import ApiError, calls_routes
 from callbridge.api.dashboard import EventHub, dashboard_routes, event_hub
+from callbridge.api.forward import Forwarding
 from callbridge.api.observers import connect_observers
 from callbridge.api.openapi import openapi_routes
 from callbridge.api.server import HttpServer
@@ -230,7 +231,8 @@ def build_http(
         calls=calls,
         twilio=twilio,
         extra_routes=[
-            *calls_routes(calls, sip, metrics, via_twilio),
+            # serve --workers: what the supervisor gave worker 0 (None anywhere else)
+            *calls_routes(calls, sip, metrics, via_twilio, Forwarding.from_environ()),
             *openapi_routes(),
             *webrtc_routes(webrtc, ["agent", "echo", *settings.agents]),
             *(asterisk.web_routes() if asterisk is not None else []),

@@ -4,7 +4,10 @@ SIP dispatcher on the public port and two gateway workers sharing one PostgreSQL
 by the hash over the Call-ID) and all succeed, every dialog staying on its worker through the
 dispatcher's Record-Route; GET /calls on the one public HTTP endpoint lists the calls of both.
 SIGTERM to the supervisor while calls are up drains: the live calls finish normally, new calls
-get 503, the supervisor exits 0 once both workers have."""
+get 503, the supervisor exits 0 once both workers have.
+Live-call actions on worker 0's public API reach the worker that holds the call: worker 1
+serves its API on loopback (http.port + 2, the run's secret as its token), worker 0 forwards
+a hangup (and GET /calls/{id}) of worker 1's calls there (issue 12, api/forward.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +16,17 @@ import json
 import re
 import signal
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psycopg
 import pytest
 
 from ..unit.store.conftest import postgres, postgres_url  # noqa: F401  (fixtures)
 from .conftest import require_tools
+from .peerlib.audio import write_wav
 from .peerlib.callbridge import (
     CallbridgeProcess,
     GatewayConfig,
@@ -32,10 +38,12 @@ from .peerlib.process import (
     PORT_BLOCKS,
     ProcessRegistry,
     free_port,
+    tcp_port_listening,
     udp_port_bound,
     wait_until,
 )
 from .peerlib.sipp import start_uac
+from .peerlib.wav2pcap import wav_to_pcap
 
 pytestmark = pytest.mark.peer
 
@@ -52,12 +60,25 @@ def three_free_ports() -> int:
     raise RuntimeError("no three free ports in a row")
 
 
+def http_port_for_two() -> int:
+    """p with p free and p + 2 not listening: the public API and worker 1's internal one."""
+    for _ in range(100):
+        port = free_port()
+        if port + 2 < 65536 and not tcp_port_listening(port + 2):
+            return port
+    raise RuntimeError("no free HTTP port with a free one 2 above it")
+
+
 def start_cluster(
-    registry: ProcessRegistry, tmp_path: Path, db_url: str, rtp_ports: int
+    registry: ProcessRegistry,
+    tmp_path: Path,
+    db_url: str,
+    rtp_ports: int,
+    extra_env: Mapping[str, str] | None = None,
 ) -> CallbridgeProcess:
     config = GatewayConfig(
         sip_port=three_free_ports(),
-        http_port=free_port(),
+        http_port=http_port_for_two(),
         rtp_range=PORT_BLOCKS.take(rtp_ports),
         data_dir=tmp_path / "data",
         extra_env={
@@ -66,6 +87,7 @@ def start_cluster(
             "CALLBRIDGE_RECORDING_ENABLED": "false",
             "CALLBRIDGE_DRAIN_TIMEOUT": "60",
             "CALLBRIDGE_STORE_GATEWAY_ID": "box",
+            **(extra_env or {}),
         },
     )
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -217,4 +239,104 @@ def test_sigterm_drains_both_workers_live_calls_finish_new_calls_get_503(
     assert sorted((ev.get("worker"), ev.get("status")) for ev in exits) == [(0, 0), (1, 0)]
     workers = collections.Counter(g for g, _ in stored_calls(postgres_url))
     assert set(workers) == {"box/w0", "box/w1"}, workers  # both had calls to drain
+    gw.assert_no_crash()
+
+
+def live_gateways(db_url: str) -> dict[str, str]:
+    """Call id -> gateway id of every live call in the shared database."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, gateway FROM calls WHERE ended IS NULL").fetchall()
+    return {str(i): str(g) for i, g in rows}
+
+
+def end_reasons(db_url: str) -> dict[str, str | None]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, end_reason FROM calls WHERE ended IS NOT NULL").fetchall()
+    return {str(i): r for i, r in rows}
+
+
+def test_worker_0s_api_hangs_up_worker_1s_calls(
+    registry: ProcessRegistry,
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """16 calls over both workers; through the one public API (with its own token): GET a
+    call of worker 1 (its live leg stats, which only worker 1 has), hang it up (it ends with
+    the API's reason on worker 1), then hang up every other call the same way. SIPp waits
+    for our BYEs, so every call ends by the API, on both workers."""
+    require_tools("sipp")
+    calls = 16  # all 16 on worker 0 by the Call-ID hash: 1 run in 65536
+    public = {"Authorization": "Bearer public-token"}
+    gw = start_cluster(
+        registry, tmp_path, postgres_url, rtp_ports=4 * calls + 40,
+        extra_env={"CALLBRIDGE_API_TOKEN": "public-token"},
+    )  # fmt: skip
+    api = f"http://{LOOPBACK}:{gw.config.http_port}"
+    internal = gw.config.http_port + 2
+    # worker 1's internal API: loopback, its own port, not open to the public token
+    listening = gw.wait_for("http.listening", timeout=10, count=2)
+    assert sorted((ev.get("worker"), ev.get("host"), ev.get("port")) for ev in listening) == [
+        (0, LOOPBACK, gw.config.http_port),
+        (1, "127.0.0.1", internal),
+    ]
+    refused = httpx.post(f"http://127.0.0.1:{internal}/calls/x/hangup", headers=public, timeout=5)
+    assert refused.status_code == 401
+
+    t = np.arange(8000 * 40) / 8000  # 40 s of a 440 Hz tone: RTP flows while we act
+    wav = write_wav(tmp_path / "tone.wav", (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16))
+    media = tmp_path / "media.pcap"
+    wav_to_pcap(wav, media, codec="pcmu")
+    mp, _ = PORT_BLOCKS.take(4 * calls + 8)
+    uac = start_uac(
+        registry, "uac", "uac_play_wait_bye.xml", target=(LOOPBACK, gw.config.sip_port),
+        service="echo", sip_port=free_port(), media_port=mp, calls=calls, rate=20,
+        limit=calls, timeout_s=90, files={"media.pcap": media},
+        extra=["-recv_timeout", "60000"],
+    )  # fmt: skip
+    gw.wait_for("call.started", timeout=15, count=calls)
+
+    def all_listed() -> list[str] | None:
+        listed = httpx.get(
+            f"{api}/calls", params={"live": "true", "limit": "100"}, headers=public, timeout=10
+        ).json()["calls"]
+        return [c["id"] for c in listed] if len(listed) == calls else None
+
+    ids = wait_until(all_listed, 10.0, f"{calls} live calls in GET /calls")
+    gateways = live_gateways(postgres_url)
+    on_w1 = [i for i in ids if gateways[i] == "box/w1"]
+    on_w0 = [i for i in ids if gateways[i] == "box/w0"]
+    assert on_w1 and on_w0 and len(on_w0) + len(on_w1) == calls, gateways
+    first = on_w1[0]
+
+    # GET of worker 1's call: its live leg, statistics and all, as only worker 1 knows it
+    detail = httpx.get(f"{api}/calls/{first}", headers=public, timeout=10)
+    assert detail.status_code == 200, detail.text
+    leg = detail.json()["legs"][0]
+    assert leg["ended"] is False and "stats" in leg, leg
+
+    hung = httpx.post(f"{api}/calls/{first}/hangup", headers=public, timeout=10)
+    assert (hung.status_code, hung.json()) == (202, {"id": first, "status": "hanging_up"})
+    [ended] = gw.wait_for("call.ended", timeout=10, call_id=first)
+    assert (ended.get("reason"), ended.get("worker")) == ("api", 1)
+    reasons = wait_until(
+        lambda: r if first in (r := end_reasons(postgres_url)) else None, 10.0, "the row ended"
+    )
+    assert reasons[first] == "api"
+    again = httpx.post(f"{api}/calls/{first}/hangup", headers=public, timeout=10)
+    assert again.status_code == 409, again.text  # ended: answered by worker 0 from the database
+
+    # every other call, on either worker, the same way
+    for call_id in [*on_w1[1:], *on_w0]:
+        r = httpx.post(f"{api}/calls/{call_id}/hangup", headers=public, timeout=10)
+        assert r.status_code == 202, (call_id, r.text)
+    gw.wait_for("call.ended", timeout=15, count=calls)
+    ended_all = gw.events("call.ended")
+    assert {ev.get("reason") for ev in ended_all} == {"api"}
+    assert collections.Counter(ev.get("worker") for ev in ended_all) == {
+        0: len(on_w0),
+        1: len(on_w1),
+    }
+    # SIPp got our BYE for every call and answered it: each one a success for it
+    assert uac.wait(30) == 0, uac.describe()
+    assert uac.stats().counter("SuccessfulCall(C)") == calls, uac.stats().summary()
     gw.assert_no_crash()

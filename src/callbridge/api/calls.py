@@ -6,6 +6,10 @@ bearer-token guard covers every one of them. Errors are JSON `{"error": ..., "fi
 (api/limits.py), 422 for a bad field (named), 404 for an unknown call, 409 for a call that
 already ended, 502/504 for what the far end answered. An error never echoes more than
 MAX_ECHO_CHARS of any value the request sent.
+
+With `serve --workers N`, an action on (or GET of) a call another worker holds live is that
+worker's to answer: forwarded to its internal API, its answer returned as it is, 503 when it
+does not answer (api/forward.py).
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from callbridge.agents.local_audio import AudioDeviceError, LocalAudioAgent, open_device
+from callbridge.api.forward import Forwarding, live_gateway
 from callbridge.api.limits import MAX_ECHO_CHARS, BodyError, clip, read_json
 from callbridge.api.observers import call_summary, registration_summary
 from callbridge.calls.manager import Call, CallManager, Speaking
 from callbridge.core import errors
+from callbridge.core.errors import CallbridgeError
 from callbridge.core.log import event
 from callbridge.observability.metrics import CONTENT_TYPE, Metrics
 from callbridge.store.db import MAX_QUERY_CHARS, CallRow, EventRow, TurnRow
@@ -67,12 +73,22 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 TwilioOriginate = Callable[[str, str, float], Awaitable[str]]
 
 
+class _Answered(CallbridgeError):
+    """Another worker answered the request (api/forward.py): its response, as it is."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
 def _json_errors(handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
         except (ApiError, BodyError) as exc:
             return exc.response()
+        except _Answered as answered:
+            return answered.response
 
     wrapped.__doc__ = handler.__doc__
     wrapped.__name__ = handler.__name__
@@ -169,6 +185,8 @@ class CallsApi:
     metrics: Metrics | None = None
     answer_timeout: float = 60.0
     twilio_originate: TwilioOriginate | None = None
+    # serve --workers: worker 0 hands actions on the other workers' live calls to them
+    forwarding: Forwarding | None = None
     # Hang-ups the API started: they wait for the BYE's answer, the HTTP response does not.
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -178,9 +196,23 @@ class CallsApi:
         if call is not None:
             return call
         store = self.calls.store
-        if store is not None and await store.db.get_call(call_id) is not None:
-            raise ApiError(409, f"call {clip(call_id)!r} has ended")
-        raise ApiError(404, f"no call {clip(call_id)!r}")
+        row = await store.db.get_call(call_id) if store is not None else None
+        if row is None:
+            raise ApiError(404, f"no call {clip(call_id)!r}")
+        if row.live:
+            await self._forward(request, call_id)
+        raise ApiError(409, f"call {clip(call_id)!r} has ended")
+
+    async def _forward(self, request: Request, call_id: str) -> None:
+        """Raises _Answered with the answer of the worker that holds `call_id` live, when
+        that is another worker of this cluster; returns when it is for this one to answer."""
+        store = self.calls.store
+        if self.forwarding is None or store is None:
+            return
+        gateway_id = await live_gateway(store.db, call_id)
+        base = self.forwarding.target(request, gateway_id)
+        if gateway_id is not None and base is not None:
+            raise _Answered(await self.forwarding.forward(request, gateway_id, base))
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -226,6 +258,8 @@ class CallsApi:
         row = await store.db.get_call(call_id) if store is not None else None
         if live is None and row is None:
             raise ApiError(404, f"no call {clip(call_id)!r}")
+        if live is None and row is not None and row.live:  # its legs' live stats: another worker's?
+            await self._forward(request, call_id)
         out: dict[str, Any] = _row(row) if row is not None else _live(live)  # type: ignore[arg-type]
         legs: list[dict[str, Any]] = []
         if live is not None:
@@ -446,5 +480,8 @@ def calls_routes(
     sip: SipTransport | None = None,
     metrics: Metrics | None = None,
     twilio_originate: TwilioOriginate | None = None,
+    forwarding: Forwarding | None = None,
 ) -> list[BaseRoute]:
-    return CallsApi(calls, sip, metrics, twilio_originate=twilio_originate).routes()
+    return CallsApi(
+        calls, sip, metrics, twilio_originate=twilio_originate, forwarding=forwarding
+    ).routes()

@@ -4,8 +4,11 @@ so the supervisor and each worker (which computes its own from its index) agree.
 
 Layout for `sip.port = 5060`, `rtp.port_min/max = 10000/20000`, N = 2:
 
-    dispatcher  :5060 (public)     worker 0  :5061  RTP 10000-14999  HTTP (the public API)
-                                   worker 1  :5062  RTP 15000-20000  no HTTP
+    dispatcher  :5060 (public)     worker 0  :5061  RTP 10000-14999  HTTP :8080 (the public API)
+                                   worker 1  :5062  RTP 15000-20000  HTTP 127.0.0.1:8082
+
+Worker i > 0 serves its own API on loopback (`http.port + 1 + i`, the run's secret as its
+bearer token) for worker 0 to forward actions on its live calls to (api/forward.py).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from __future__ import annotations
 import math
 import os
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from callbridge.config.schema import Settings, is_loopback
+from callbridge.api.forward import CLUSTER_APIS_ENV, CLUSTER_TOKEN_ENV, encode_apis
+from callbridge.config.schema import Settings, http_wanted, is_loopback
 from callbridge.core.errors import ConfigError
 from callbridge.transports.sip.config import is_wildcard, local_address_towards
 
@@ -23,9 +27,13 @@ __all__ = [
     "ClusterPlan",
     "advertised_host",
     "cpu_count",
+    "internal_apis",
     "plan",
     "resolve_count",
     "split_ports",
+    "worker_apis",
+    "worker_env",
+    "worker_gateway_id",
     "worker_settings",
 ]
 
@@ -96,19 +104,68 @@ class ClusterPlan:
     public: Addr  # the dispatcher's socket (the configured sip.host and sip.port)
     advertised: str  # our address as callers see it
     workers: tuple[Addr, ...]  # where the dispatcher reaches each worker
+    token: str = field(default="", repr=False)  # the run's secret for the internal APIs
+    # each worker's internal API (None: worker 0, whose API is the public one, or none at all)
+    apis: tuple[Addr | None, ...] = ()
 
 
-def plan(settings: Settings, count: int, advertised: str | None = None) -> ClusterPlan:
+def plan(
+    settings: Settings, count: int, advertised: str | None = None, token: str | None = None
+) -> ClusterPlan:
+    """`token`: the run's secret (the supervisor makes one); None = the one the supervisor
+    passed to this worker in its environment ("" outside a cluster: no internal APIs)."""
     s = settings.sip
     if s.port == 0 or s.port + count > 65535:
         raise ConfigError("sip.port", f"{s.port} leaves no room for {count} worker ports above it")
     host = "127.0.0.1" if is_wildcard(s.host) else s.host
+    secret = os.environ.get(CLUSTER_TOKEN_ENV, "") if token is None else token
     return ClusterPlan(
         count=count,
         public=(s.host, s.port),
         advertised=advertised if advertised is not None else advertised_host(settings),
         workers=tuple((host, s.port + 1 + i) for i in range(count)),
+        token=secret,
+        apis=internal_apis(settings, count, secret),
     )
+
+
+def internal_apis(settings: Settings, count: int, token: str) -> tuple[Addr | None, ...]:
+    """Worker i > 0's API on 127.0.0.1:`http.port + 1 + i`, when worker 0 serves the public
+    one on a fixed port and there is a secret to guard them with; otherwise none (worker 0
+    could not reach an ephemeral port, and an API without a token is not served)."""
+    h = settings.http
+    if not token or h.port == 0 or not http_wanted(settings):
+        return (None,) * count
+    if h.port + count > 65535:
+        raise ConfigError(
+            "http.port", f"{h.port} leaves no room for {count - 1} worker API ports above it"
+        )
+    return (None, *(("127.0.0.1", h.port + 1 + i) for i in range(1, count)))
+
+
+def worker_gateway_id(settings: Settings, index: int) -> str:
+    """Worker `index`'s name in the shared database (each call row carries it)."""
+    base_id = settings.store.gateway_id or f"{socket.gethostname()}:{settings.sip.port}"
+    return f"{base_id}/w{index}"
+
+
+def worker_apis(settings: Settings, the_plan: ClusterPlan) -> dict[str, str]:
+    """What worker 0 forwards to: gateway id -> the base URL of that worker's internal API."""
+    return {
+        worker_gateway_id(settings, i): f"http://{a[0]}:{a[1]}"
+        for i, a in enumerate(the_plan.apis)
+        if a is not None
+    }
+
+
+def worker_env(settings: Settings, index: int, the_plan: ClusterPlan) -> dict[str, str]:
+    """What the supervisor adds to worker `index`'s environment: the run's secret, and for
+    worker 0 the other workers' internal APIs (api/forward.py)."""
+    env = {CLUSTER_TOKEN_ENV: the_plan.token} if the_plan.token else {}
+    apis = worker_apis(settings, the_plan)
+    if index == 0 and apis:
+        env[CLUSTER_APIS_ENV] = encode_apis(apis)
+    return env
 
 
 def worker_settings(settings: Settings, index: int, the_plan: ClusterPlan, cpus: int) -> Settings:
@@ -116,7 +173,8 @@ def worker_settings(settings: Settings, index: int, the_plan: ClusterPlan, cpus:
     1/N of the global admission limits, the dispatcher trusted and allowed (every call
     arrives from it; the dispatcher applies sip.allow_from and the per-source limits with the
     real source),
-    HTTP on worker 0 only, its own name in the shared database."""
+    the public HTTP on worker 0 only (the others: their internal API, or none), its own name
+    in the shared database."""
     n = the_plan.count
     if not 0 <= index < n:
         raise ConfigError("worker index", f"{index} is not in 0..{n - 1}")
@@ -154,21 +212,31 @@ def worker_settings(settings: Settings, index: int, the_plan: ClusterPlan, cpus:
         )
         for name, a in settings.accounts.items()
     }
-    http = settings.http if index == 0 else replace(settings.http, enabled="false")
+    api = the_plan.apis[index] if the_plan.apis else None
+    http, token, webrtc = settings.http, settings.api_token, settings.webrtc
+    if index > 0 and api is None:
+        http = replace(http, enabled="false")
+    elif api is not None:
+        # The API only, for worker 0: on loopback, plain HTTP, the run's secret; the
+        # softphone's calls (WebRTC) all land on worker 0, whose page they come from.
+        http = replace(http, host=api[0], port=api[1], enabled="true", tls_cert="", tls_key="")
+        token = the_plan.token
+        webrtc = replace(webrtc, enabled=False)
     stt = settings.stt
     if stt.workers == 0:  # "one per core" was meant for the machine, not for each worker
         stt = replace(stt, workers=max(1, min(8, cpus) // n))
-    base_id = settings.store.gateway_id or f"{socket.gethostname()}:{settings.sip.port}"
     return replace(
         settings,
         workers="1",
+        api_token=token,
         sip=sip,
         rtp=replace(settings.rtp, port_min=lo, port_max=hi),
         limits=limits,
         http=http,
+        webrtc=webrtc,
         stt=stt,
         accounts=accounts,
-        store=replace(settings.store, gateway_id=f"{base_id}/w{index}"),
+        store=replace(settings.store, gateway_id=worker_gateway_id(settings, index)),
     )
 
 

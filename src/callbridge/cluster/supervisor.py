@@ -2,25 +2,29 @@
 dispatcher), starts N gateway workers (`python -m callbridge serve --worker-index I`), starts
 a crashed one again with backoff, and on SIGTERM or SIGINT passes the signal to every worker
 (each drains or stops as a lone gateway does), keeps dispatching their in-dialog requests
-meanwhile, and exits when the last one has."""
+meanwhile, and exits when the last one has. Each run makes a secret for the workers' internal
+APIs and hands it to them in their environment, never on the command line or in a log."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
 
+from callbridge.api.forward import CLUSTER_APIS_ENV, CLUSTER_TOKEN_ENV
 from callbridge.cluster.dispatcher import Dispatcher
-from callbridge.cluster.plan import ClusterPlan, plan
+from callbridge.cluster.plan import ClusterPlan, plan, worker_env
 from callbridge.cluster.restart import RestartPolicy
 from callbridge.config.schema import Settings
 from callbridge.core.log import event
 
 __all__ = ["Supervisor", "supervise", "watch_parent", "worker_argv"]
 
+_OURS = (CLUSTER_TOKEN_ENV, CLUSTER_APIS_ENV)  # ours to set, whatever we inherited
 CONFIG_ERROR = 2  # `callbridge` exits 2 on a bad setting (cli/main.py)
 
 log = logging.getLogger("callbridge.cluster")
@@ -82,6 +86,10 @@ class Supervisor:
         assert self.dispatcher is not None
         proc = await asyncio.create_subprocess_exec(
             *worker_argv(self.config_file, index, self.plan),
+            env={
+                **{k: v for k, v in os.environ.items() if k not in _OURS},
+                **worker_env(self.settings, index, self.plan),
+            },
             # its own session: a terminal's Ctrl-C reaches the supervisor only, which passes
             # it on once (a worker that got it twice would skip its drain)
             start_new_session=True,
@@ -167,7 +175,8 @@ class Supervisor:
 
 
 async def supervise(settings: Settings, count: int, config_file: str | None) -> int:
-    return await Supervisor(settings, plan(settings, count), config_file).run()
+    the_plan = plan(settings, count, token=secrets.token_urlsafe(32))
+    return await Supervisor(settings, the_plan, config_file).run()
 
 
 async def watch_parent(parent: int) -> None:

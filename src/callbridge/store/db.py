@@ -107,6 +107,8 @@ class CallDb(Protocol):
 
     async def get_call(self, call_id: str) -> CallRow | None: ...
 
+    async def live_gateway(self, call_id: str) -> str | None: ...
+
     async def list_calls(
         self, *, live: bool | None = None, limit: int = 100, q: str | None = None
     ) -> list[CallRow]:
@@ -368,6 +370,18 @@ class WorkerCallDb(Generic[C]):
             return _call(found) if found else None
 
         return await self._read(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,), one)
+
+    async def live_gateway(self, call_id: str) -> str | None:
+        """The gateway (worker) that holds `call_id` while it is live; None when the call is
+        unknown or has ended. `serve --workers`: where worker 0 forwards a live-call action."""
+
+        def first(cur: DbCursor) -> str | None:
+            found = cur.fetchone()
+            return str(found[0]) if found else None
+
+        return await self._read(
+            "SELECT gateway FROM calls WHERE id = ? AND ended IS NULL", (call_id,), first
+        )
 
     async def list_calls(
         self, *, live: bool | None = None, limit: int = 100, q: str | None = None

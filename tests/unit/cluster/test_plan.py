@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callbridge.cluster.plan import plan, resolve_count, split_ports, worker_settings
+from callbridge.api.forward import CLUSTER_APIS_ENV, CLUSTER_TOKEN_ENV, Forwarding
+from callbridge.cluster.plan import (
+    internal_apis,
+    plan,
+    resolve_count,
+    split_ports,
+    worker_env,
+    worker_settings,
+)
 from callbridge.config.accounts import AccountSettings
 from callbridge.config.schema import Settings
 from callbridge.config.settings import load_settings
@@ -122,3 +130,77 @@ def test_unlimited_stays_unlimited_and_no_acl_stays_open() -> None:
     w = worker_settings(s, 1, plan(s, 2, advertised="192.0.2.1"), cpus=2)
     assert w.limits.max_calls == 0 and w.sip.allow_from == ""
     assert w.store.gateway_id.endswith(":5060/w1")
+
+
+def test_with_the_runs_secret_every_worker_serves_its_api_on_loopback() -> None:
+    s = replace(
+        _settings(), api_token="public", http=replace(_settings().http, tls_cert="c", tls_key="k")
+    )
+    p = plan(s, 3, advertised="203.0.113.5", token="secret")
+    assert p.apis == (None, ("127.0.0.1", 8082), ("127.0.0.1", 8083))
+    assert "secret" not in repr(p)
+    w0, w1, w2 = (worker_settings(s, i, p, cpus=4) for i in range(3))
+    assert w0.http == s.http and w0.api_token == "public"  # the public endpoint, as before
+    assert w0.webrtc.enabled
+    for w, port in ((w1, 8082), (w2, 8083)):
+        assert (w.http.host, w.http.port, w.http.enabled) == ("127.0.0.1", port, "true")
+        assert (w.http.tls_cert, w.http.tls_key) == ("", "")  # loopback: plain HTTP
+        assert w.api_token == "secret"  # the internal API takes the run's secret only
+        assert not w.webrtc.enabled  # the softphone's calls are worker 0's
+    assert "secret" not in repr(w1)
+
+
+def test_worker_0_is_told_where_the_others_are_by_their_names_in_the_database() -> None:
+    s = _settings()
+    p = plan(s, 3, advertised="203.0.113.5", token="secret")
+    env0, env1 = worker_env(s, 0, p), worker_env(s, 1, p)
+    assert env1 == {CLUSTER_TOKEN_ENV: "secret"}
+    assert env0[CLUSTER_TOKEN_ENV] == "secret"
+    fw = Forwarding.from_environ(env0)
+    assert fw is not None and fw.token == "secret"
+    # each worker's gateway id (what its call rows carry) -> where its API listens
+    expect = {}
+    for i in (1, 2):
+        w = worker_settings(s, i, p, cpus=4)
+        expect[w.store.gateway_id] = f"http://{w.http.host}:{w.http.port}"
+    assert (
+        dict(fw.apis)
+        == expect
+        == {
+            "box/w1": "http://127.0.0.1:8082",
+            "box/w2": "http://127.0.0.1:8083",
+        }
+    )
+    assert Forwarding.from_environ(env1) is None  # only worker 0 forwards
+
+
+def test_a_worker_takes_the_secret_from_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = _settings()
+    monkeypatch.setenv(CLUSTER_TOKEN_ENV, "from-supervisor")
+    p = plan(s, 2, advertised="203.0.113.5")
+    assert p.token == "from-supervisor" and p.apis[1] == ("127.0.0.1", 8082)
+    assert worker_settings(s, 1, p, cpus=2).api_token == "from-supervisor"
+    monkeypatch.delenv(CLUSTER_TOKEN_ENV)
+    # started by hand, without a supervisor's secret: no internal API, as before
+    p = plan(s, 2, advertised="203.0.113.5")
+    assert p.apis == (None, None) and worker_env(s, 0, p) == {}
+    assert worker_settings(s, 1, p, cpus=2).http.enabled == "false"
+
+
+def test_no_internal_apis_when_worker_0_serves_no_fixed_http_port() -> None:
+    s = _settings()
+    off = replace(s, http=replace(s.http, enabled="false"))
+    ephemeral = replace(s, http=replace(s.http, port=0))
+    quiet = replace(s, http=replace(s.http, host="0.0.0.0", enabled="auto"))  # nothing needs it
+    for settings in (off, ephemeral, quiet):
+        p = plan(settings, 2, advertised="203.0.113.5", token="secret")
+        assert p.apis == (None, None)
+        w1 = worker_settings(settings, 1, p, cpus=2)
+        assert w1.http.enabled == "false"
+        assert CLUSTER_APIS_ENV not in worker_env(settings, 0, p)
+    assert internal_apis(replace(s, http=replace(s.http, port=65533)), 2, "x")[1] == (
+        "127.0.0.1",
+        65535,
+    )
+    with pytest.raises(ConfigError, match=r"http\.port"):
+        internal_apis(replace(s, http=replace(s.http, port=65534)), 2, "x")

@@ -278,3 +278,17 @@ def test_sqlite_urls(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"got 'mysql://u:\*\*\*@h/x'") as err:
         sqlite_path("mysql://u:secret@h/x", tmp_path)
     assert "secret" not in str(err.value)
+
+
+async def test_the_gateway_holding_a_live_call_is_known_until_it_ends(backend: Backend) -> None:
+    """`serve --workers`: worker 0 forwards an action on another worker's live call there."""
+    d = backend.open()
+    d.gateway = "box/w1"
+    d.insert_call(call(1, 100.0))
+    await d.flush()
+    assert await d.live_gateway("call-1") == "box/w1"
+    assert await d.live_gateway("call-2") is None
+    d.end_call("call-1", ended=130.0, end_reason="api", recording_path=None, transcript_path=None)
+    await d.flush()
+    assert await d.live_gateway("call-1") is None  # ended: nothing to forward
+    await d.aclose()
