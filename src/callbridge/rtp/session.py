@@ -42,8 +42,8 @@ ALIGN_FRAMES = 50
 # Kept back from the measured slack: the arrivals' base and the target drift a little, and a
 # tick that came before its frame was due would make the buffer insert a frame (+20 ms).
 ALIGN_MARGIN = 0.001
-# Ticks between a leg's slack() calls (not one method call per leg per tick); the first
-# comes as soon as FIRST_ALIGN_FRAMES can have played.
+# Ticks between slack() measurements (not one per tick); the first comes as soon as
+# FIRST_ALIGN_FRAMES can have played.
 SLACK_EVERY = 10
 FIRST_SLACK_TICK = FIRST_ALIGN_FRAMES + 1
 
@@ -112,6 +112,10 @@ class RtpSession:
         self._sending_talkspurt = False
         self._dtmf_heard = False
         self._align_frames = FIRST_ALIGN_FRAMES
+        self._slack_in = FIRST_SLACK_TICK  # ticks until the next slack()
+        # Set by the tick that measured the slack (None on the others): what the leg returns
+        # to the media clock to move its phase.
+        self.advance: float | None = None
 
     # ---- configuration changes (re-INVITE) ----------------------------------------------------
 
@@ -225,9 +229,17 @@ class RtpSession:
 
     def tick(self, now: float, late: float = 0.0) -> tuple[AudioFrame | None, list[DtmfDigit]]:
         """The caller's next 20 ms (None while no stream is playing) and DTMF whose end was
-        lost. `late`: how long after its scheduled time this tick runs (see slack())."""
+        lost. `late`: how long after its scheduled time this tick runs (see slack()); every
+        SLACK_EVERY ticks the slack is measured into `advance`."""
+        frame = self.jitter.pop(now, late)
+        self._slack_in -= 1
+        if self._slack_in:
+            self.advance = None
+        else:
+            self._slack_in = SLACK_EVERY
+            self.advance = self.slack()
         # poll() can only report events receive() started: skip it until DTMF was heard.
-        return self.jitter.pop(now, late), self.dtmf_rx.poll(now) if self._dtmf_heard else []
+        return frame, self.dtmf_rx.poll(now) if self._dtmf_heard else []
 
     # ---- send -----------------------------------------------------------------------------------
 

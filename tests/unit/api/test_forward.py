@@ -188,9 +188,11 @@ async def test_a_forwarded_request_is_never_forwarded_again(store: Store) -> Non
 async def test_a_call_this_worker_holds_is_acted_on_here(store: Store) -> None:
     calls = manager(store)
     hung: list[str] = []
+    done = asyncio.Event()
 
     async def hangup(reason: str) -> None:
         hung.append(reason)
+        done.set()
 
     calls.calls["call-w1"] = cast(
         Call, SimpleNamespace(id="call-w1", leg=SimpleNamespace(hangup=hangup))
@@ -198,7 +200,7 @@ async def test_a_call_this_worker_holds_is_acted_on_here(store: Store) -> None:
     w1 = Worker1()
     async with api_client(calls, forwarding(w1)) as c:
         r = await c.post("/calls/call-w1/hangup")
-        await asyncio.sleep(0)  # the hang-up task the handler started
+        await asyncio.wait_for(done.wait(), 2)  # the hang-up task the handler started
     assert r.status_code == 202 and hung == ["api"]
     assert w1.seen == []
 

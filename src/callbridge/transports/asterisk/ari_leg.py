@@ -22,7 +22,7 @@ from callbridge.core.log import event
 from callbridge.core.ports import LegInfo
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.rtcp import ntp_from_unix
-from callbridge.rtp.session import FIRST_SLACK_TICK, SLACK_EVERY, RtpParams, RtpSession
+from callbridge.rtp.session import RtpParams, RtpSession
 from callbridge.rtp.socket import PortAllocator, RtpSocket
 from callbridge.transports.leg_base import LegBase, LegCore
 
@@ -67,7 +67,6 @@ class AriLeg(LegBase):
         self.rtp_timeout = rtp_timeout
         self.socket = RtpSocket(ports, self._on_rtp, self._on_rtcp)
         self.session: RtpSession | None = None
-        self._slack_in = FIRST_SLACK_TICK  # ticks until the next session.slack()
 
     # ---- set-up (by the controller) --------------------------------------------------------
 
@@ -169,8 +168,4 @@ class AriLeg(LegBase):
             event(log, "call.rtp_timeout", logging.WARNING, seconds=self.rtp_timeout)
             self.core.end_reason = self.core.end_reason or "rtp_timeout"
             self.finish("rtp_timeout")  # the controller sees the end and cleans up in ARI
-        self._slack_in -= 1
-        if self._slack_in:
-            return None
-        self._slack_in = SLACK_EVERY
-        return session.slack()
+        return session.advance

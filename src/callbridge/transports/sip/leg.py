@@ -25,7 +25,7 @@ from callbridge.core.net import Addr
 from callbridge.core.ports import LegInfo
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.rtcp import ntp_from_unix
-from callbridge.rtp.session import FIRST_SLACK_TICK, SLACK_EVERY, RtpParams, RtpSession
+from callbridge.rtp.session import RtpParams, RtpSession
 from callbridge.sdp.offer_answer import MediaPlan
 from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
 from callbridge.transports.leg_base import LegBase, LegCore
@@ -118,7 +118,6 @@ class SipLeg(LegBase):
         self._on_hold = False
         self._transfer: asyncio.Future[TransferResult] | None = None
         self._early: asyncio.Task[None] | None = None  # media before the answer (183)
-        self._slack_in = FIRST_SLACK_TICK  # ticks until the next session.slack()
 
     # ---- CallLeg (the rest is LegBase) ----------------------------------------------------
 
@@ -342,11 +341,7 @@ class SipLeg(LegBase):
         if now - session.last_rx > self.rtp_timeout and not self._on_hold:
             event(log, "call.rtp_timeout", logging.WARNING, seconds=self.rtp_timeout)
             self.request_hangup("rtp_timeout")
-        self._slack_in -= 1
-        if self._slack_in:
-            return None
-        self._slack_in = SLACK_EVERY
-        return session.slack()
+        return session.advance
 
     def _tap_tick(self, caller: AudioFrame | None, agent: AudioFrame | None) -> None:
         tap = self.core.tap
