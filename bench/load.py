@@ -3,7 +3,7 @@
     .venv/bin/python bench/load.py [--route echo|agent] [--media speech|noise|silence]
                                    [--calls 50,100,200] [--hold 30] [--ramp 10]
                                    [--cps 50,100,200] [--cps-secs 10] [--out DIR]
-                                   [--workers N]
+                                   [--workers N] [--churn K]
     .venv/bin/python bench/load.py --smoke    # 5 echo calls for 5 s, 20 cps for 3 s
 
 Runs as root: it re-runs itself inside `unshare --net` (loopback only, nothing leaves the
@@ -60,6 +60,7 @@ from tests.peers.peerlib.wav2pcap import wav_to_pcap  # noqa: E402
 
 UAC_MEDIA_PORT = 30000  # SIPp's [auto_media_port]: call k uses 30000 + 4 * (k - 1)
 SAMPLE_CALLS = 8  # calls whose RTP from the gateway tshark captures
+ECHO_WINDOW = 2.0  # s: a caller frame's echo is looked for this long after it was sent
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SPEECH = (
@@ -307,14 +308,21 @@ def _unique_payloads(packets: list[tuple[float, str]]) -> dict[str, float]:
 def echo_latency(
     streams: dict[tuple[str, str], list[tuple[float, str]]], ports: tuple[int, int]
 ) -> dict[str, float | int | None]:
-    """Caller packet -> the gateway's packet with the same payload, per sampled call (ms)."""
+    """Caller packet -> the gateway's packet with the same payload, per sampled call (ms).
+    Only a copy within ECHO_WINDOW counts: speech repeats, and a frame whose own echo was
+    altered (concealed, or a payload that is unique on one side only) would otherwise match
+    the echo of the same words seconds later."""
     delays: list[float] = []
     for (src, dst), heard in streams.items():
         if ports[0] <= int(dst) <= ports[1]:
             continue  # the gateway's streams are matched from their caller's side
         sent_at = _unique_payloads(heard)
         echoed_at = _unique_payloads(streams.get((dst, src), []))
-        delays += [1000 * (echoed_at[p] - t) for p, t in sent_at.items() if p in echoed_at]
+        delays += [
+            1000 * (echoed_at[p] - t)
+            for p, t in sent_at.items()
+            if p in echoed_at and 0 <= echoed_at[p] - t < ECHO_WINDOW
+        ]
     return {
         "echo_matched": len(delays),
         "echo_p50_ms": pct(delays, 0.50),
@@ -338,6 +346,13 @@ def ended_stats(gw: CallbridgeProcess) -> dict[str, Any]:
         "save_failed": len([e for e in gw.events() if "sav" in str(e.get("msg", "")).lower()
                             and e.get("level") in ("WARNING", "ERROR")]),
     }  # fmt: skip
+
+
+def gc_pauses(gw: CallbridgeProcess) -> dict[str, Any]:
+    """The collector's long pauses (`gc.pause`, >= 20 ms) the gateway logged while calls ran:
+    each one stops every call's media on that worker."""
+    pauses = [float(e.get("ms", 0)) for e in gw.events("gc.pause")]
+    return {"gc_pauses": len(pauses), "gc_max_ms": max(pauses, default=0.0)}
 
 
 def sipp_summary(run: SippRun) -> dict[str, Any]:
@@ -372,18 +387,22 @@ def calls_step(a: argparse.Namespace, work: Path, n: int, media: Path) -> dict[s
         with gateway(reg, step, "gateway", a.route, 4 * n + 100, workers=a.workers) as gw:
             mon = ProcMon(gw.proc.pid)
             mon.start()
-            sample = (UAC_MEDIA_PORT, UAC_MEDIA_PORT + 4 * SAMPLE_CALLS - 1)
+            # With churn, the sampled calls are the first of the second round: they live
+            # while the first round's calls end and the third round's start.
+            first = UAC_MEDIA_PORT + (4 * n if a.churn > 1 else 0)
+            sample = (first, first + 4 * SAMPLE_CALLS - 1)
             tshark, pcap = capture(reg, step, "tshark", sample)
             rate = max(1.0, n / max(a.ramp, 0.001))
+            span = a.ramp + a.churn * a.hold  # SIPp keeps n up, placing a new call as one ends
             t0 = time.time()
             uac = start_uac(
                 reg, "uac", "uac_play.xml", target=gw.sip_addr,
                 service="echo" if a.route == "echo" else "agent",
-                sip_port=free_port(), media_port=UAC_MEDIA_PORT, calls=n, rate=rate, limit=n,
-                hold_ms=int(a.hold * 1000), timeout_s=int(a.hold + a.ramp + 60),
+                sip_port=free_port(), media_port=UAC_MEDIA_PORT, calls=n * a.churn, rate=rate,
+                limit=n, hold_ms=int(a.hold * 1000), timeout_s=int(span + 60),
                 files={"media.pcap": media}, extra=["-rp", "1000"],
             )  # fmt: skip
-            rc = uac.wait(a.hold + a.ramp + 90)
+            rc = uac.wait(span + 90)
             time.sleep(1.0)  # tshark: the last packets reach the file
             tshark.stop(sig=signal.SIGINT)
             mon.stop()
@@ -391,9 +410,12 @@ def calls_step(a: argparse.Namespace, work: Path, n: int, media: Path) -> dict[s
             gw.wait_for("call.ended", timeout=30, count=min(n, len(gw.events("call.started"))))
             row: dict[str, Any] = {"kind": "calls", "n": n, "route": a.route, "sipp_rc": rc}
             row["load1_before"] = load1
+            row["churn"] = a.churn
             row.update(sipp_summary(uac))
-            row.update(mon.summary(t0 + a.ramp + 1, t0 + a.ramp + a.hold - 1))
+            # All n up: from the end of the ramp until the last round's first call ends.
+            row.update(mon.summary(t0 + a.ramp + 1, t0 + a.churn * a.hold - 1))
             row.update(ended_stats(gw))
+            row.update(gc_pauses(gw))
         row.update(send_jitter(pcap, sample))
         return row
     finally:
@@ -459,9 +481,10 @@ def print_table(rows: list[dict[str, Any]], a: argparse.Namespace) -> None:
     cores = " ".join(f"{'cpu' + str(i) + '%':>6}" for i in range(ncores))
     print(
         f"\n== concurrent calls: route {a.route}, media {a.media}, hold {a.hold:g} s, ramp {a.ramp:g} s"
+        + (f", churn {a.churn} rounds (N kept up, a new call as one ends)" if a.churn > 1 else "")
     )
     print(f"{'N':>5} {'ok':>5} {'failed':>6} {'gw_cpu%':>7} {'kids%':>6} {cores} {'rss_MB':>7} "
-          f"{'kidsMB':>7} {'jit_p99ms':>9} {'jit_max':>7} {'sipp_p99':>8} {'echo_p50':>8} {'echo_p99':>8} {'rtp_in':>8} {'conceal':>7} {'conc%':>6} {'lost':>5} {'load1':>5}")  # fmt: skip
+          f"{'kidsMB':>7} {'jit_p99ms':>9} {'jit_max':>7} {'sipp_p99':>8} {'echo_p50':>8} {'echo_p99':>8} {'rtp_in':>8} {'conceal':>7} {'conc%':>6} {'lost':>5} {'gc>20ms':>7} {'gc_max':>6} {'load1':>5}")  # fmt: skip
     for r in calls:
         per_core = " ".join(f"{fmt(r.get(f'cpu{i}')):>6}" for i in range(ncores))
         print(f"{r['n']:>5} {fmt(r.get('ok')):>5} {fmt(r.get('failed')):>6} {fmt(r.get('gw_cpu')):>7} "
@@ -471,6 +494,7 @@ def print_table(rows: list[dict[str, Any]], a: argparse.Namespace) -> None:
               f"{fmt(r.get('caller_jitter_p99_ms'), '.2f'):>8} {fmt(r.get('echo_p50_ms')):>8} "
               f"{fmt(r.get('echo_p99_ms')):>8} {fmt(r.get('rtp_in')):>8} "
               f"{fmt(r.get('concealed')):>7} {fmt(r.get('concealed_pct'), '.3f'):>6} {fmt(r.get('lost')):>5} "
+              f"{fmt(r.get('gc_pauses')):>7} {fmt(r.get('gc_max_ms')):>6} "
               f"{fmt(r.get('load1_before'), '.2f'):>5}")  # fmt: skip
     print("\n== call setup rate: INVITE -> 200 -> ACK -> 1 s -> BYE, no media")
     print(f"{'cps':>5} {'calls':>6} {'ok':>6} {'failed':>6} {'retrans':>7} {'inv200_p50':>10} "
@@ -513,6 +537,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--calls", default="50,100,200", help="concurrent calls per step")
     ap.add_argument("--hold", type=float, default=30.0, help="seconds each call lasts")
     ap.add_argument("--ramp", type=float, default=10.0, help="seconds to place all N calls")
+    ap.add_argument(
+        "--churn", type=int, default=1,
+        help="rounds of N calls per step: SIPp keeps N up and places a new call as one ends "
+        "(N/hold setups per second at steady state); the sampled calls are the second round's",
+    )  # fmt: skip
     ap.add_argument("--cps", default="50,100,200", help="call setups per second per step")
     ap.add_argument("--cps-secs", type=float, default=10.0)
     ap.add_argument("--out", type=Path, default=None, help="keep raw files here")
@@ -535,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("CALLBRIDGE_TEST_PYTHON", sys.executable)
     work = a.out or Path(tempfile.mkdtemp(prefix="cb-load-"))
     work.mkdir(parents=True, exist_ok=True)
+    if a.churn < 1:
+        raise SystemExit("--churn: at least 1 (one round of N calls, no churn)")
     media = make_media(a.media, a.hold + a.ramp + 2, work)
     rows: list[dict[str, Any]] = []
     problems: list[str] = []

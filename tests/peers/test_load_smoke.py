@@ -39,8 +39,12 @@ def test_load_benchmark_smoke_run_prints_every_row(tmp_path: Path) -> None:
     assert calls.group(1) == "5" and calls.group(2) == "0", report
     cells = calls.group(0).split()
     assert "-" not in cells, f"a measurement is missing: {calls.group(0)}"
-    rtp_in = int(cells[-5])  # ... rtp_in conceal conc% lost load1
+    header = re.search(r"^\s+N\s+ok\s+failed\s.*$", out, re.M)
+    assert header is not None, report
+    row = dict(zip(header.group(0).split(), cells, strict=True))
+    rtp_in = int(row["rtp_in"])
     assert rtp_in >= 5 * 4 * 50 * 0.5, f"too few RTP packets counted: {rtp_in}"  # 5 calls, ~5 s
+    assert row["gc>20ms"].isdigit(), row  # the collector's long pauses are counted
 
     # setup rate: cps calls ok failed retrans p50 p99 cpu save_err
     setup = re.search(rf"^\s+20\s+60\s+(\d+)\s+(\d+)\s+(\d+)\s+{NUM}\s+{NUM}\s", out, re.M)

@@ -108,6 +108,9 @@ class VadHandle:
             self.stream.reset()
             self._pool._forget(self)
             self._ready.set()
+            # Usually the call's bound method, whose object holds this handle: a reference
+            # cycle that would leave the call's objects for a full garbage collection.
+            self._on_result = None
 
     def _deliver(self) -> None:
         results = self.stream.results()

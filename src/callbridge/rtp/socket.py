@@ -10,7 +10,6 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
 
 from callbridge.core.errors import TransportError
 from callbridge.core.net import Addr
@@ -35,15 +34,8 @@ _TIMESPEC = struct.Struct("qq")
 _ANC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
-class _Proto(asyncio.DatagramProtocol):
-    def __init__(self, on_data: Callable[[bytes, Addr], None]) -> None:
-        self.on_data = on_data
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.on_data(data, (addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP port unreachable while the peer is not listening yet: keep going
+def _ignore(data: bytes, source: Addr, age: float) -> None:
+    """A closed socket's receiver: the leg it fed is gone."""
 
 
 class PortAllocator:
@@ -88,10 +80,12 @@ class RtpSocket:
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.port = 0
-        self._rtcp: asyncio.DatagramTransport | None = None
-        # RTP is read by drain() (the media pass, and the loop as its reader) and written
-        # with plain sendto: one syscall per packet, no transport layer in between.
+        # Both are plain non-blocking sockets the loop watches (add_reader): RTP is read by
+        # drain() (the media pass, and the loop as its reader), RTCP by the loop; both are
+        # written with sendto. No asyncio transport: one syscall per packet and no
+        # transport, protocol and handles per call for the garbage collector to walk.
         self._rtp_sock: socket.socket | None = None
+        self._rtcp_sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self, host: str) -> int:
@@ -109,16 +103,16 @@ class RtpSocket:
                 rtp_sock.close()
                 continue
             try:
-                rtcp, _ = await loop.create_datagram_endpoint(
-                    lambda: _Proto(self._rtcp_in), sock=rtcp_sock
-                )
                 loop.add_reader(rtp_sock.fileno(), self._readable)
+                loop.add_reader(rtcp_sock.fileno(), self._rtcp_readable)
             except BaseException:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(rtp_sock.fileno())
                 rtp_sock.close()
                 rtcp_sock.close()
                 raise
-            self._rtcp, self.port = rtcp, port
-            self._rtp_sock, self._loop = rtp_sock, loop
+            self.port = port
+            self._rtp_sock, self._rtcp_sock, self._loop = rtp_sock, rtcp_sock, loop
             self.allocator.take(port)
             return port
         raise NoFreePort(f"no free RTP port pair in {self.allocator.low}-{self.allocator.high}")
@@ -162,8 +156,15 @@ class RtpSocket:
             self.on_rtp(data, (addr[0], addr[1]), age)
         return n
 
-    def _rtcp_in(self, data: bytes, addr: Addr) -> None:
-        self.on_rtcp(data, addr, 0.0)
+    def _rtcp_readable(self) -> None:
+        sock = self._rtcp_sock
+        if sock is None:
+            return
+        try:
+            data, addr = sock.recvfrom(MAX_DATAGRAM)
+        except OSError:  # nothing after all, or a queued ICMP error (now read, so gone)
+            return
+        self.on_rtcp(data, (addr[0], addr[1]), 0.0)
 
     def send(self, data: bytes, addr: Addr) -> None:
         sock = self._rtp_sock
@@ -177,19 +178,23 @@ class RtpSocket:
             pass
 
     def send_rtcp(self, data: bytes, addr: Addr) -> None:
-        if self._rtcp is not None:
-            self._rtcp.sendto(data, addr)
+        sock = self._rtcp_sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # as for RTP: a report lost is not an error
+                sock.sendto(data, addr)
 
     def close(self) -> None:
-        sock, self._rtp_sock = self._rtp_sock, None
-        if sock is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(sock.fileno())
+        loop, self._loop = self._loop, None
+        for sock in (self._rtp_sock, self._rtcp_sock):
+            if sock is None:
+                continue
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(sock.fileno())
             sock.close()
-        if self._rtcp is not None:
-            self._rtcp.close()
-        self._rtcp = None
-        self._loop = None
+        self._rtp_sock = self._rtcp_sock = None
+        # The receivers are the leg's bound methods: the leg holds this socket, so keeping
+        # them would make a reference cycle that only a full garbage collection frees.
+        self.on_rtp = self.on_rtcp = _ignore
         if self.port:
             self.allocator.release(self.port)
             self.port = 0

@@ -178,7 +178,7 @@ class Transcript:
 
     def _changed(self) -> None:
         self._version += 1
-        text = json.dumps(self.document(), ensure_ascii=False, indent=1)
+        text = render(self.document())
         self._pending = self._io.submit(self._write, self._version, text)
 
     def _write(self, version: int, text: str) -> None:
@@ -203,3 +203,18 @@ class Transcript:
                 )
                 return
             self._written = version
+
+
+def render(document: dict[str, Any]) -> str:
+    """The document as JSON with one field, and one entry, per line: readable and diffable.
+    Not `json.dumps(indent=...)`: an indent selects json's pure-Python encoder, whose nested
+    closures are reference cycles, left on every write for a full garbage collection (a
+    pause of every call) to free."""
+    fields = [
+        f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}"
+        for key, value in document.items()
+        if key != "entries"
+    ]
+    entries = ",\n  ".join(json.dumps(e, ensure_ascii=False) for e in document["entries"])
+    fields.append(f' "entries": [\n  {entries}\n ]' if entries else ' "entries": []')
+    return "{\n" + ",\n".join(fields) + "\n}"

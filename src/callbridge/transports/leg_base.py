@@ -66,9 +66,10 @@ class LegCore:
 
     def put(self, item: LegInput) -> None:
         """Hand the agent a caller frame, digit or hold change (from any callback)."""
+        if self._ended.is_set():
+            return  # nobody reads after the end (inputs() stops at its marker)
         if self._sink is not None:
-            if not self._ended.is_set():
-                self._sink(item)
+            self._sink(item)
             return
         self._inputs.put_nowait(item)
 
@@ -81,6 +82,7 @@ class LegCore:
             item = self._inputs.get_nowait()
             if item is _END:
                 self._inputs.put_nowait(_END)
+                self._sink = None  # as `finish` does: the leg is over
                 return
             sink(item)  # type: ignore[arg-type]
 
@@ -144,6 +146,9 @@ class LegCore:
             return False
         self.end_reason = self.end_reason or reason
         self._ended.set()
+        # The sink is the agent's closure, which holds the leg: keeping it would make a
+        # reference cycle that only a full garbage collection (a pause of every call) frees.
+        self._sink = None
         self._room.set()
         self._inputs.put_nowait(_END)
         return True

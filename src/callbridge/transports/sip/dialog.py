@@ -15,7 +15,7 @@ from callbridge.sdp.offer_answer import Codec, MediaPlan
 from callbridge.sip.endpoint import SipEndpoint
 from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
 from callbridge.sip.ua import UaError, UserAgent
-from callbridge.transports.sip.leg import SipDialogHandle, SipLeg
+from callbridge.transports.sip.leg import NO_DIALOG, SipDialogHandle, SipLeg
 from callbridge.transports.sip.media import Refuse, Reply, SipMedia, Unusable
 
 __all__ = ["SipDialog"]
@@ -133,6 +133,7 @@ class SipDialog:
         """An incoming call refused while it was set up: the ports go back, the entry goes;
         the transport answers the INVITE."""
         self.leg.close_media()
+        self.leg.dialog = NO_DIALOG  # no cycle left: the leg goes when the transport forgets it
         self._forget(self)
 
     def abandon(self, reason: str) -> None:

@@ -30,7 +30,7 @@ from callbridge.sdp.offer_answer import MediaPlan
 from callbridge.sip.refer import TransferFailed, TransferProgress, TransferSucceeded
 from callbridge.transports.leg_base import LegBase, LegCore
 
-__all__ = ["RtpWire", "SipDialogHandle", "SipLeg", "WireFactory"]
+__all__ = ["NO_DIALOG", "RtpWire", "SipDialogHandle", "SipLeg", "WireFactory"]
 
 log = logging.getLogger("callbridge.transports.sip.transport")
 
@@ -55,6 +55,24 @@ class SipDialogHandle(Protocol):
     def closed(self) -> None:
         """The leg ended: signalling forgets it."""
         ...
+
+
+class _NoDialog:
+    """The handle of a leg whose signalling is over. Kept instead of the dialog, which holds
+    the leg: the pair would be a reference cycle, and a call's whole media graph would wait
+    for a full garbage collection (a pause of every call) instead of going when it ends."""
+
+    def hangup(self) -> bool:
+        return True
+
+    def refer(self, target: str) -> str:
+        raise ValueError("the call has ended")
+
+    def closed(self) -> None:
+        pass
+
+
+NO_DIALOG: SipDialogHandle = _NoDialog()
 
 
 class RtpWire(Protocol):
@@ -241,7 +259,8 @@ class SipLeg(LegBase):
             TransferResult(ok=False, reason="the call ended during the transfer")
         )
         self.close_media()
-        self.dialog.closed()
+        dialog, self.dialog = self.dialog, NO_DIALOG
+        dialog.closed()
 
     def stats(self) -> dict[str, int | float]:
         return self.session.stats() if self.session else {}
