@@ -58,6 +58,7 @@ from callbridge.transports.twilio.leg import TwilioLegConfig
 from callbridge.transports.twilio.rest import TwilioCallFailed
 from callbridge.transports.twilio.transport import TwilioTransport
 from callbridge.transports.webrtc.transport import WebRtcConfig, WebRtcTransport, parse_ice_servers
+from callbridge.transports.websocket import free_closed_connections
 from callbridge.voice_setup import build_voice
 
 log = logging.getLogger("callbridge")
@@ -282,6 +283,9 @@ def build_gateway(
 ) -> Gateway:
     """`http` forces the HTTP server on or off (default: settings.http.enabled);
     `twilio_http_client` replaces the twilio package's HTTP client (tests)."""
+    # Every TCP connection (the API's, an agent socket's, a Media Stream's) goes by reference
+    # counting once closed, not by a full garbage collection (a pause of every call).
+    free_closed_connections()
     clock = LoopClock()
     voice = build_voice(settings, clock) if settings.default_agent == "voice" else None
     agents: dict[str, Callable[[], Agent]] = {"echo": lambda: EchoAgent(settings.echo.delay_ms)}

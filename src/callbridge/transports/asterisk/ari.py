@@ -136,6 +136,9 @@ class AriController:
             )
         except httpx.HTTPError as exc:
             raise AriFailed(req, None, type(exc).__name__) from None
+        # The body is read: httpx's stream holds its response (encode/httpx#3733), a reference
+        # cycle per request that only a full garbage collection (a pause of every call) frees.
+        response.stream = httpx.ByteStream(b"")
         if not 200 <= response.status_code < 300:
             raise AriFailed(req, response.status_code, response.text[:200])
         return response.json() if response.content else None

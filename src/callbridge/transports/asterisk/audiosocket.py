@@ -33,6 +33,7 @@ from callbridge.transports.asterisk.audiosocket_leg import (
     ByteStream,
     StreamPair,
 )
+from callbridge.transports.websocket import free_closed_connections
 
 __all__ = ["AudioSocketConfig", "AudioSocketServer"]
 
@@ -69,6 +70,7 @@ class AudioSocketServer:
         self._registered: dict[uuid.UUID, _Registered] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._policy = InboundPolicy(allow_from=config.allow_from)  # the SIP port's checker
+        free_closed_connections()  # each call is a TCP connection
 
     # ---- routing ---------------------------------------------------------------------------
 

@@ -80,7 +80,14 @@ class StreamPair:
         self.reader, self.writer = reader, writer
 
     async def read(self, n: int) -> bytes:
-        return await self.reader.read(n)
+        try:
+            return await self.reader.read(n)
+        except OSError as exc:
+            # The reader keeps the error (and raises it on every read); with its traceback it
+            # would hold the frames that hold this pair and the leg: a reference cycle that
+            # only a full garbage collection frees. Raised afresh, the same type and errno.
+            exc.__traceback__ = None
+            raise type(exc)(*exc.args) from None
 
     def write(self, data: bytes) -> None:
         if not self.writer.is_closing():

@@ -47,6 +47,7 @@ from callbridge.core.clock import Clock
 from callbridge.core.errors import TransportError
 from callbridge.core.log import event
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
+from callbridge.transports.webrtc.cycles import release_cycles
 from callbridge.transports.webrtc.leg import (
     PeerClosed,
     PeerEvent,
@@ -56,6 +57,7 @@ from callbridge.transports.webrtc.leg import (
     WebRtcLegConfig,
 )
 from callbridge.transports.webrtc.receive_buffer import make_shallow
+from callbridge.transports.websocket import free_closed_connections
 
 __all__ = [
     "AiortcPeer",
@@ -306,6 +308,7 @@ class AiortcPeer:
         if not self._track.done():
             self._track.cancel()
         await self.pc.close()
+        release_cycles(self.pc)  # else the call's media graph waits for a full collection
 
 
 def _convert_rate(pcm: bytes, rate_in: int, rate_out: int) -> bytes:
@@ -405,6 +408,7 @@ class WebRtcTransport:
         self.sessions: dict[str, _Session] = {}
         self._negotiate = negotiate_fn
         allow_loopback_candidates()
+        free_closed_connections()  # a call's offer and hang-up are HTTP requests
 
     @property
     def legs(self) -> list[WebRtcLeg]:
