@@ -77,6 +77,10 @@ class Gateway:
     webrtc: WebRtcTransport | None = None  # the softphone page's calls
     asterisk: AsteriskTransports | None = None  # AudioSocket, FastAGI, ARI (docs/asterisk.md)
     events: EventHub | None = None  # the dashboard's live stream (GET /events)
+    # A cluster worker's internal API (cluster/plan.py): a busy port costs the forwarding of
+    # this worker's live-call actions, not the worker (which would only be restarted into the
+    # same busy port, again and again).
+    http_optional: bool = False
 
     async def start(self) -> None:
         # Before the loop gets busy: a one-off directory creation, not a per-call operation.
@@ -98,12 +102,20 @@ class Gateway:
             try:
                 await self.http.start()
             except OSError as exc:
-                if http_required(self.settings):
+                if http_required(self.settings) and not self.http_optional:
                     raise
                 # Served only because the host is loopback (the softphone page): a second
                 # gateway on this machine starts without it rather than not at all.
-                event(log, "http.unavailable", logging.WARNING, error=str(exc),
-                      fix="set CALLBRIDGE_HTTP_PORT to a free port")  # fmt: skip
+                h = self.settings.http
+                fix = (
+                    f"free {h.host}:{h.port} (http.port + 1 + the worker's index) and restart "
+                    "the cluster; until then worker 0 answers 503 to actions on this worker's "
+                    "live calls"
+                    if self.http_optional
+                    else "set CALLBRIDGE_HTTP_PORT to a free port"
+                )
+                event(log, "http.unavailable", logging.WARNING, error=str(exc), port=h.port,
+                      fix=fix)  # fmt: skip
                 self.http = None
         if self.asterisk is not None:
             await self.asterisk.start()

@@ -75,10 +75,11 @@ def start_cluster(
     db_url: str,
     rtp_ports: int,
     extra_env: Mapping[str, str] | None = None,
+    http_port: int | None = None,
 ) -> CallbridgeProcess:
     config = GatewayConfig(
         sip_port=three_free_ports(),
-        http_port=http_port_for_two(),
+        http_port=http_port if http_port is not None else http_port_for_two(),
         rtp_range=PORT_BLOCKS.take(rtp_ports),
         data_dir=tmp_path / "data",
         extra_env={
@@ -340,3 +341,55 @@ def test_worker_0s_api_hangs_up_worker_1s_calls(
     assert uac.wait(30) == 0, uac.describe()
     assert uac.stats().counter("SuccessfulCall(C)") == calls, uac.stats().summary()
     gw.assert_no_crash()
+
+
+def test_a_busy_internal_api_port_costs_the_forwarding_not_the_worker(
+    registry: ProcessRegistry,
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Worker 1's internal API port (http.port + 2) is taken: worker 1 starts without it and
+    says which port and what to do (it used to exit and be restarted into the same busy port,
+    again and again); both workers take calls; an action on worker 1's live call through the
+    public API gets a 503 that names worker 1; the calls end normally."""
+    require_tools("sipp")
+    calls = 16  # all 16 on worker 0 by the Call-ID hash: 1 run in 65536
+    public = {"Authorization": "Bearer public-token"}
+    http_port = http_port_for_two()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", http_port + 2))
+        squatter.listen()
+        gw = start_cluster(
+            registry, tmp_path, postgres_url, rtp_ports=4 * calls + 40, http_port=http_port,
+            extra_env={"CALLBRIDGE_API_TOKEN": "public-token"},
+        )  # fmt: skip
+        [busy] = gw.wait_for("http.unavailable", timeout=10)
+        assert (busy.get("worker"), busy.get("port")) == (1, http_port + 2), busy
+        assert f"free 127.0.0.1:{http_port + 2}" in str(busy.get("fix")), busy
+
+        media = tmp_path / "media.pcap"
+        t = np.arange(8000 * 20) / 8000
+        tone = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+        wav_to_pcap(write_wav(tmp_path / "tone.wav", tone), media, codec="pcmu")
+        mp, _ = PORT_BLOCKS.take(4 * calls + 8)
+        uac = start_uac(
+            registry, "uac", "uac_play.xml", target=(LOOPBACK, gw.config.sip_port),
+            service="echo", sip_port=free_port(), media_port=mp, calls=calls, rate=20,
+            limit=calls, hold_ms=12000, timeout_s=60, files={"media.pcap": media},
+        )  # fmt: skip
+        gw.wait_for("call.started", timeout=15, count=calls)
+        gateways = wait_until(
+            lambda: g if len(g := live_gateways(postgres_url)) == calls else None,
+            10.0,
+            f"{calls} live calls in the database",
+        )
+        on_w1 = [i for i, g in gateways.items() if g == "box/w1"]
+        assert on_w1 and len(on_w1) < calls, gateways
+        api = f"http://{LOOPBACK}:{gw.config.http_port}"
+        refused = httpx.post(f"{api}/calls/{on_w1[0]}/hangup", headers=public, timeout=10)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["worker"] == "w1", refused.text  # whatever holds its port
+        assert uac.wait(40) == 0, uac.describe()  # every call, on both workers, ran its course
+        ended = gw.wait_for("call.ended", timeout=15, count=calls)
+        assert {ev.get("reason") for ev in ended} == {"remote_bye"}, ended
+        assert not gw.events("cluster.worker_exited"), "a worker stopped"

@@ -36,8 +36,10 @@ async def until_signal() -> signal.Signals:
             loop.remove_signal_handler(sig)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, http_optional: bool = False) -> None:
+    """`http_optional`: a cluster worker's internal API, which must not stop the worker."""
     gateway = build_gateway(settings)
+    gateway.http_optional = http_optional
     await gateway.start()
     # What the process holds now lives as long as it does: no full collection during calls
     # walks it again (observability.heap). Then every long collection pause is reported.

@@ -35,7 +35,7 @@ def run_serve(
         the_plan = plan(settings, count, advertise)
         for handler in logging.getLogger().handlers:  # the workers share one log stream
             handler.addFilter(_WorkerTag(worker_index))
-        _run(_worker(worker_settings(settings, worker_index, the_plan, cpus)))
+        _run(_worker(worker_settings(settings, worker_index, the_plan, cpus), worker_index))
         return 0
     if count == 1:
         _run(serve(settings))
@@ -48,18 +48,19 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(main)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, http_optional: bool = False) -> None:
     """One gateway until a signal; imported on first use, so the supervisor (which only
     dispatches) never loads the gateway, its models and its ~100 MB."""
     from callbridge.cli.serve import serve as run_gateway
 
-    await run_gateway(settings)
+    await run_gateway(settings, http_optional=http_optional)
 
 
-async def _worker(settings: Settings) -> None:
+async def _worker(settings: Settings, index: int) -> None:
     watcher = asyncio.create_task(watch_parent(os.getppid()))
     try:
-        await serve(settings)
+        # Worker 0 serves the public API (required as configured); the others an internal one.
+        await serve(settings, http_optional=index > 0)
     finally:
         watcher.cancel()
 
