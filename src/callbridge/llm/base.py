@@ -19,6 +19,7 @@ from typing import Literal, Protocol, TypeAlias
 import httpx
 
 from callbridge.core.errors import AgentError
+from callbridge.core.http_responses import let_go
 
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 
@@ -351,6 +352,7 @@ async def stream_outputs(
 ) -> AsyncGenerator[BrainOutput, None]:
     """POST a streaming request and parse its SSE body into outputs; every failure becomes a
     BrainError without the secret in it (shared by the OpenAI-compatible and Anthropic brains)."""
+    response: httpx.Response | None = None
     try:
         async with client.stream(
             "POST", url, json=dict(body), headers=dict(headers), timeout=httpx.Timeout(timeout)
@@ -370,3 +372,5 @@ async def stream_outputs(
         raise BrainError(f"cannot connect to {provider}", kind="connect") from exc
     except httpx.HTTPError as exc:
         raise BrainError(f"{provider} broke off the answer", kind="stream") from exc
+    finally:
+        let_go(response)  # closed: no reference cycle left for a full collection

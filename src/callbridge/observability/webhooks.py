@@ -36,6 +36,7 @@ from callbridge.core.call_events import (
     RegistrationChanged,
     TranscriptReady,
 )
+from callbridge.core.http_responses import let_go
 from callbridge.core.log import event
 
 __all__ = [
@@ -223,6 +224,7 @@ class WebhookSender:
                 response = await self._client.post(
                     c.url, content=body, headers=headers, timeout=c.timeout
                 )
+                let_go(response)  # read: no reference cycle left for a full collection
                 if 200 <= response.status_code < 300:
                     self.delivered += 1
                     event(log, "webhook.delivered", type=ev.type, id=ev.id, attempt=attempt)

@@ -20,6 +20,7 @@ from callbridge.audio.resample import resample
 from callbridge.audio.wav import wav_bytes
 from callbridge.core.frames import PIPELINE_RATE
 from callbridge.core.http_errors import error_detail, public_url
+from callbridge.core.http_responses import let_go
 from callbridge.stt.base import SttError, Transcript
 
 __all__ = ["MAX_UTTERANCE_S", "UPLOAD_RATE", "OpenAICompatRecognizer"]
@@ -133,6 +134,7 @@ class OpenAICompatRecognizer:
                 headers=headers,
                 timeout=self.timeout,
             )
+            let_go(response)  # read: no reference cycle left for a full collection
         except httpx.TimeoutException as exc:
             raise SttError(f"POST {where} timed out after {self.timeout} s") from exc
         except httpx.HTTPError as exc:

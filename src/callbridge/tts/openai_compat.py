@@ -23,6 +23,7 @@ from callbridge.audio.resample import Resampler
 from callbridge.audio.wav import WavStream
 from callbridge.core.frames import PIPELINE_RATE
 from callbridge.core.http_errors import error_detail, public_url
+from callbridge.core.http_responses import let_go
 from callbridge.tts.base import TtsError, split_clauses
 
 __all__ = ["OpenAICompatSynthesizer"]
@@ -90,6 +91,7 @@ class OpenAICompatSynthesizer:
     def _clause(self, clause: str) -> Iterator[bytes]:
         where = public_url(self.url)
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        response: httpx.Response | None = None
         try:
             with self._client.stream(
                 "POST", self.url, json=self.request_body(clause), headers=headers,
@@ -110,6 +112,8 @@ class OpenAICompatSynthesizer:
             raise TtsError(
                 self._redact(f"POST {where} failed: {type(exc).__name__}: {exc}")
             ) from exc
+        finally:
+            let_go(response)  # closed: no reference cycle left for a full collection
 
     def _redact(self, text: str) -> str:
         # Providers echo (partly masked) keys back in 401 messages; never pass the key on.

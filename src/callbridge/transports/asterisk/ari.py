@@ -43,6 +43,7 @@ from callbridge.asterisk.errors import AriError
 from callbridge.core.clock import Clock
 from callbridge.core.errors import TransportError
 from callbridge.core.events import TransferResult
+from callbridge.core.http_responses import let_go
 from callbridge.core.log import call_context, event, event_fields
 from callbridge.core.ports import LegAcceptor, LegInfo, Rejection
 from callbridge.rtp.jitter import JitterConfig
@@ -136,9 +137,7 @@ class AriController:
             )
         except httpx.HTTPError as exc:
             raise AriFailed(req, None, type(exc).__name__) from None
-        # The body is read: httpx's stream holds its response (encode/httpx#3733), a reference
-        # cycle per request that only a full garbage collection (a pause of every call) frees.
-        response.stream = httpx.ByteStream(b"")
+        let_go(response)  # read: no reference cycle left for a full collection
         if not 200 <= response.status_code < 300:
             raise AriFailed(req, response.status_code, response.text[:200])
         return response.json() if response.content else None
