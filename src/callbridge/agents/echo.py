@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 
 from callbridge.core.errors import CallEnded
@@ -35,19 +36,29 @@ class EchoAgent:
         # The echo rides the leg's media tick (CallLeg.listen): no task wakes per frame, and
         # the 20 ms pass that hears a frame also queues its echo. Only when playout is full
         # (audio that arrives in bursts, as over Twilio's WebSocket; a held playout) do frames
-        # wait in a backlog that this task plays as room appears, in order: nothing dropped.
+        # wait in a backlog, which a task started for it then plays as room appears, in
+        # order: nothing dropped. While the playout has room the call holds no task but this
+        # one, waiting for the end (fewer objects for the garbage collector to walk).
         line: collections.deque[AudioFrame] = collections.deque()
         backlog: collections.deque[AudioFrame] = collections.deque()
-        waiting = asyncio.Event()
         cushion = self.delay_frames - self._line_frames
-        busy = False  # this task is handing a backlog frame to play(): newer frames queue behind
+        player: asyncio.Task[None] | None = None
+
+        async def play_backlog() -> None:
+            with contextlib.suppress(CallEnded):  # the end stops it; nothing is left to play
+                while backlog:
+                    await leg.play(backlog.popleft())
 
         def emit(frame: AudioFrame) -> None:
-            if busy or backlog or not leg.offer(frame):
+            nonlocal player
+            # Behind a backlog (or the frame the player is handing over) a frame queues too.
+            playing = player is not None and not player.done()
+            if playing or backlog or not leg.offer(frame):
                 if len(backlog) >= BACKLOG_LIMIT_FRAMES:
                     backlog.popleft()  # bounded: a playout held for minutes must not grow memory
                 backlog.append(frame)
-                waiting.set()
+                if not playing:
+                    player = asyncio.get_running_loop().create_task(play_backlog())
 
         def hear(item: LegInput) -> None:
             nonlocal cushion
@@ -62,22 +73,10 @@ class EchoAgent:
                 log.debug("echo heard digit %s", item.digit)
 
         leg.listen(hear)
-        ended = asyncio.ensure_future(leg.wait_ended())
         try:
-            while not ended.done():
-                woken = asyncio.ensure_future(waiting.wait())
-                try:
-                    await asyncio.wait({woken, ended}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    woken.cancel()
-                waiting.clear()
-                while backlog:
-                    busy = True
-                    try:
-                        await leg.play(backlog.popleft())
-                    finally:
-                        busy = False
-        except CallEnded:
-            return
+            await leg.wait_ended()
         finally:
-            ended.cancel()
+            if player is not None:  # owned here: it ends with the call
+                player.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await player
