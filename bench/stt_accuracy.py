@@ -291,6 +291,20 @@ def _noise(kind: str) -> Callable[[bytes, int], bytes]:
 
 
 BABBLE: list[np.ndarray] = []
+
+
+def load_babble() -> None:
+    """The other voices of the babble condition: four sentences of another espeak-ng voice."""
+    if BABBLE:
+        return
+    babble_voice = EspeakSynthesizer(voice="en-us+m3", speed=170)
+    BABBLE.extend(
+        np.frombuffer(b"".join(babble_voice.synthesize(p)), "<i2").astype(np.float64)
+        for p in ("The weather is nice today, isn't it.", "We should meet again next week.",
+                  "Did you see the game last night?", "I will bring the documents tomorrow.")
+    )  # fmt: skip
+
+
 CONDITIONS: dict[str, Callable[[bytes, int], bytes]] = {
     "µ-law": _g711(ulaw_encode, ulaw_decode),
     "A-law": _g711(alaw_encode, alaw_decode),
@@ -451,12 +465,7 @@ def main() -> int:
         voices = VOICES
         conditions = [(v.name, "µ-law") for v in VOICES]
         conditions += [(v.name, c) for v in (VOICES[0], VOICES[3]) for c in list(CONDITIONS)[1:]]
-    babble_voice = EspeakSynthesizer(voice="en-us+m3", speed=170)
-    BABBLE.extend(
-        np.frombuffer(b"".join(babble_voice.synthesize(p)), "<i2").astype(np.float64)
-        for p in ("The weather is nice today, isn't it.", "We should meet again next week.",
-                  "Did you see the game last night?", "I will bring the documents tomorrow.")
-    )  # fmt: skip
+    load_babble()
     t_synth = time.perf_counter()
     sets = list(clips_for(voices, conditions, phrases))
     speech = sum(len(pcm) for _, _, clips in sets for _, pcm in clips) / 2 / PIPELINE_RATE

@@ -31,11 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stt_accuracy import BABBLE, PHRASES, VOICES, _loss
+from stt_accuracy import BABBLE, PHRASES, VOICES, _loss, load_babble
 
 from callbridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from callbridge.media.vad import SileroVad, VadConfig, VadResult
-from callbridge.tts.espeak import EspeakSynthesizer
 
 RATE = 8000
 FRAME = 160
@@ -123,12 +122,7 @@ def main() -> int:
     ap.add_argument("--phrases", type=int, default=6, help="phrase pairs per voice")
     a = ap.parse_args()
     margins = [float(m) for m in a.margins.split(",")]
-    babble_voice = EspeakSynthesizer(voice="en-us+m3", speed=170)
-    BABBLE.extend(
-        np.frombuffer(b"".join(babble_voice.synthesize(p)), "<i2").astype(np.float64)
-        for p in ("The weather is nice today, isn't it.", "We should meet again next week.",
-                  "Did you see the game last night?", "I will bring the documents tomorrow.")
-    )  # fmt: skip
+    load_babble()
     vad = SileroVad()
     base_cfg = VadConfig(noise_margin_db=None)
     configs = {m: VadConfig(noise_margin_db=m) for m in margins}
