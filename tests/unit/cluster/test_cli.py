@@ -24,8 +24,9 @@ def ran(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         seen["supervise"] = (count, config_file)
         return 0
 
-    async def serve(settings: Settings) -> None:
+    async def serve(settings: Settings, *, http_optional: bool = False) -> None:
         seen["serve"] = settings
+        seen["http_optional"] = http_optional
 
     monkeypatch.setattr(cli_workers, "supervise", supervise)
     monkeypatch.setattr(cli_workers, "serve", serve)
@@ -49,8 +50,9 @@ def test_auto_is_one_per_core(ran: dict[str, Any]) -> None:
 
 def test_default_with_sqlite_is_the_lone_gateway(ran: dict[str, Any]) -> None:
     assert main([]) == 0  # `callbridge` alone is `serve`
-    assert set(ran) == {"serve"}
+    assert set(ran) == {"serve", "http_optional"}
     assert ran["serve"].sip.port == 5060
+    assert ran["http_optional"] is False  # its HTTP, when required, must start
 
 
 def test_default_with_postgresql_is_still_one_gateway(
@@ -59,7 +61,7 @@ def test_default_with_postgresql_is_still_one_gateway(
     """A unit of a Kamailio deployment (deploy/systemd/callbridge@.service) must stay one."""
     monkeypatch.setenv("CALLBRIDGE_STORE_URL", "postgresql://cb@127.0.0.1/cb")
     assert main(["serve"]) == 0
-    assert set(ran) == {"serve"}
+    assert set(ran) == {"serve", "http_optional"}
 
 
 def test_the_workers_setting_starts_the_supervisor(
@@ -76,6 +78,7 @@ def test_a_worker_serves_its_own_settings(ran: dict[str, Any]) -> None:
     settings = ran["serve"]
     assert (settings.sip.port, settings.sip.public_host) == (5062, "192.0.2.9")
     assert settings.http.enabled == "false"
+    assert ran["http_optional"] is True  # a busy internal API port must not stop a worker
     # every line it prints names it
     record = logging.LogRecord("x", logging.INFO, "", 0, "call.started", None, None)
     for handler in logging.getLogger().handlers:

@@ -354,7 +354,10 @@ class SipTransport:
         if plan is not None:
             leg.apply_plan(plan)
         info.ids.update(self.ua.sip_ids(cid))
-        self.endpoint.run(lambda now: self.ua.ring(cid, now))
+        # Answered at once, so no 180 first: a 180 sent in the same breath as the 200 says
+        # nothing, and a proxy with several processes (Kamailio's UDP children) may deliver
+        # it after the 200, which a strict caller (SIPp) takes for an error. RFC 3261 §13.3.1
+        # lets a UAS answer without a provisional response (the transaction's 100 is sent).
         self.endpoint.run(lambda now: self.ua.answer(cid, sdp, now))
         info.ids.update(self.ua.sip_ids(cid))
         self.acceptor.start(leg)
