@@ -18,7 +18,7 @@ def free_closed_connections() -> None:
     WebSocket, an AudioSocket, the HTTP requests of a browser call), left for a full garbage
     collection, a pause of every call. CPython drops it in close() from 3.12 on (gh-100348);
     this drops it for every such transport in the process however its connection ends
-    (closed, aborted, lost). Idempotent."""
+    (closed, aborted, lost). Idempotent; `build_gateway` installs it for the process."""
     cls: Any = selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
     lost = cls._call_connection_lost
     if getattr(lost, "frees_cycle", False):

@@ -33,7 +33,6 @@ from callbridge.transports.asterisk.audiosocket_leg import (
     ByteStream,
     StreamPair,
 )
-from callbridge.transports.websocket import free_closed_connections
 
 __all__ = ["AudioSocketConfig", "AudioSocketServer"]
 
@@ -70,7 +69,6 @@ class AudioSocketServer:
         self._registered: dict[uuid.UUID, _Registered] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._policy = InboundPolicy(allow_from=config.allow_from)  # the SIP port's checker
-        free_closed_connections()  # each call is a TCP connection
 
     # ---- routing ---------------------------------------------------------------------------
 

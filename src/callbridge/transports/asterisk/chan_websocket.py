@@ -25,7 +25,7 @@ from callbridge.transports.asterisk.chan_websocket_leg import (
     MediaSocket,
     format_rate,
 )
-from callbridge.transports.websocket import SocketClosed, free_closed_connections
+from callbridge.transports.websocket import SocketClosed
 
 __all__ = ["ChanWebSocketTransport", "read_media_start"]
 
@@ -70,7 +70,6 @@ class ChanWebSocketTransport:
         self.handshake_timeout = handshake_timeout
         self.accepting = True
         self.legs: set[ChanWebSocketLeg] = set()
-        free_closed_connections()  # each channel's WebSocket is a TCP connection
 
     def stop_accepting(self) -> None:
         self.accepting = False

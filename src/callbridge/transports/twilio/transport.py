@@ -25,7 +25,6 @@ from callbridge.transports.twilio.leg import (
     TwilioLeg,
     TwilioLegConfig,
 )
-from callbridge.transports.websocket import free_closed_connections
 from callbridge.twilio_streams.inbound import InboundGuard, Refusal
 from callbridge.twilio_streams.messages import (
     Connected,
@@ -120,7 +119,6 @@ class TwilioTransport:
         self.legs: set[TwilioLeg] = set()
         self._by_call: dict[str, TwilioLeg] = {}
         self._waiters: dict[str, asyncio.Future[TwilioLeg]] = {}
-        free_closed_connections()  # each stream's WebSocket is a TCP connection
 
     def stop_accepting(self) -> None:
         self.accepting = False

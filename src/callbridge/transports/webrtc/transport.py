@@ -57,7 +57,6 @@ from callbridge.transports.webrtc.leg import (
     WebRtcLegConfig,
 )
 from callbridge.transports.webrtc.receive_buffer import make_shallow
-from callbridge.transports.websocket import free_closed_connections
 
 __all__ = [
     "AiortcPeer",
@@ -408,7 +407,6 @@ class WebRtcTransport:
         self.sessions: dict[str, _Session] = {}
         self._negotiate = negotiate_fn
         allow_loopback_candidates()
-        free_closed_connections()  # a call's offer and hang-up are HTTP requests
 
     @property
     def legs(self) -> list[WebRtcLeg]:
