@@ -80,10 +80,13 @@ class RtpSocket:
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
         self.port = 0
-        # Both are plain non-blocking sockets the loop watches (add_reader): RTP is read by
-        # drain() (the media pass, and the loop as its reader), RTCP by the loop; both are
-        # written with sendto. No asyncio transport: one syscall per packet and no
-        # transport, protocol and handles per call for the garbage collector to walk.
+        # Both are plain non-blocking sockets, written with sendto. RTP is read only by
+        # drain(), in the leg's tick: a reader on the loop woke it once per datagram (50 a
+        # second per call), and bench/rtp_read.py measured reading in the tick alone at ~0.6
+        # of that CPU; a flood on a media port now costs at most DRAIN_LIMIT reads per tick
+        # and never wakes the loop (the kernel drops what overflows the socket's buffer).
+        # RTCP (one report in 5 s) is read by the loop (add_reader). No asyncio transport:
+        # no transport, protocol and handles per call for the garbage collector to walk.
         self._rtp_sock: socket.socket | None = None
         self._rtcp_sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -103,11 +106,8 @@ class RtpSocket:
                 rtp_sock.close()
                 continue
             try:
-                loop.add_reader(rtp_sock.fileno(), self._readable)
                 loop.add_reader(rtcp_sock.fileno(), self._rtcp_readable)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    loop.remove_reader(rtp_sock.fileno())
                 rtp_sock.close()
                 rtcp_sock.close()
                 raise
@@ -117,23 +117,16 @@ class RtpSocket:
             return port
         raise NoFreePort(f"no free RTP port pair in {self.allocator.low}-{self.allocator.high}")
 
-    def _readable(self) -> None:
-        # One datagram per wake-up: the loop polls level-triggered and calls again while
-        # more wait, and a second read here would mostly cost a failed syscall.
-        self.drain(1)
-
     def drain(self, limit: int = DRAIN_LIMIT) -> int:
         """Read the RTP datagrams waiting now, at once (non-blocking), and hand them on with
         how long ago the kernel received each. Returns how many were handed on.
 
-        The media clock's pass calls this right before the leg's tick: a packet that arrived
-        while the pass ran other legs is heard in this tick instead of after the pass (all of
-        a process's legs tick in one pass, so that wait would otherwise be up to a pass long
-        and vary with load). The event loop calls it too, as the socket's reader, when a
-        datagram arrives while the loop is idle. Either way the kernel's receive time keeps
-        the jitter buffer's view of the network true: stamped when read, a packet would look
-        as late as its leg's place in the pass, or as long as a stall of the whole process
-        (a garbage collection), and the buffer would deepen for delay that is our own."""
+        This is the only reader of RTP: the leg's tick calls it (the media clock's pass, every
+        20 ms), so a packet is heard in the tick that plays it, and the event loop never wakes
+        for one. The kernel's receive time keeps the jitter buffer's view of the network true:
+        stamped when read, a packet would look as late as its leg's place in the pass, or as
+        long as a stall of the whole process (a garbage collection), and the buffer would
+        deepen for delay that is our own."""
         sock = self._rtp_sock
         if sock is None:
             return 0
@@ -188,7 +181,7 @@ class RtpSocket:
         for sock in (self._rtp_sock, self._rtcp_sock):
             if sock is None:
                 continue
-            if loop is not None and not loop.is_closed():
+            if loop is not None and not loop.is_closed() and sock is self._rtcp_sock:
                 loop.remove_reader(sock.fileno())
             sock.close()
         self._rtp_sock = self._rtcp_sock = None

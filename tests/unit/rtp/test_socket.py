@@ -1,5 +1,5 @@
-"""The RTP socket pair on loopback: datagrams reach the receivers through the loop or, at once,
-through `drain()` (what the media pass calls before a leg's tick)."""
+"""The RTP socket pair on loopback: RTP reaches its receiver only through `drain()` (what a leg's
+tick calls), RTCP through the loop."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ async def test_drain_reads_what_waits_now_without_the_loop() -> None:
         for _ in range(DRAIN_LIMIT + 5):
             peer.sendto(b"x", ("127.0.0.1", port))
         assert rtp.drain() == DRAIN_LIMIT  # bounded: a flood cannot hold the pass
-        await asyncio.wait_for(everything.wait(), 2)  # the rest come through the loop's reader
+        assert rtp.drain() == 5  # the rest at the next tick
+        assert everything.is_set()
     finally:
         peer.close()
         rtp.close()
@@ -74,6 +75,31 @@ async def test_drain_reports_how_long_a_datagram_waited_in_the_kernel() -> None:
         time.sleep(0.03)  # noqa: ASYNC251
         assert rtp.drain() == 1
         assert 0.025 <= ages[-1] < 1.0, ages
+    finally:
+        peer.close()
+        rtp.close()
+
+
+async def test_the_loop_never_reads_rtp_but_reads_rtcp() -> None:
+    """A datagram on the RTP port does not wake the loop (50 a second per call, or a flood);
+    it waits in the kernel for the leg's next tick. RTCP, one report in seconds, is read by
+    the loop: it arriving after the RTP datagram proves the loop ran meanwhile."""
+    rtp_got: list[bytes] = []
+    rtcp_got = asyncio.Event()
+    rtp = RtpSocket(
+        PortAllocator(41500, 41600),
+        lambda d, a, t: rtp_got.append(d),
+        lambda d, a, t: rtcp_got.set(),
+    )
+    port = await rtp.open("127.0.0.1")
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        peer.sendto(b"rtp", ("127.0.0.1", port))
+        peer.sendto(b"rtcp", ("127.0.0.1", port + 1))
+        await asyncio.wait_for(rtcp_got.wait(), 2)
+        assert rtp_got == []
+        assert rtp.drain() == 1
+        assert rtp_got == [b"rtp"]
     finally:
         peer.close()
         rtp.close()

@@ -105,6 +105,7 @@ class AriLeg(LegBase):
         """End the leg (from the controller when Asterisk ended the call). True the first time."""
         if self.ended:
             return False
+        self.socket.drain()  # what arrived since the last tick still counts, as in the SIP leg
         self.core.finish(reason)
         self.close_media()
         return True
@@ -141,6 +142,7 @@ class AriLeg(LegBase):
         if missed and tap is not None:
             for _ in range(missed):  # the recording keeps wall time
                 tap.on_tick(None, None)
+        self.socket.drain()  # the socket's only reader (rtp.socket), as in the SIP leg
         session = self.session
         if session is None:
             return None

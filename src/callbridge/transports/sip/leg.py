@@ -251,6 +251,9 @@ class SipLeg(LegBase):
     def _finish(self, reason: str = "") -> None:
         if self.ended:
             return
+        # What arrived since the last tick still counts (the call's rtp_in, a last DTMF digit):
+        # the tick is the socket's only reader, and there will be none after this.
+        self.socket.drain()
         if self.session is not None:
             bye = self.session.rtcp_bye()  # RFC 3550 §6.6: tell the peer this source is gone
             self.socket.send_rtcp(bye.data, bye.addr)
@@ -278,7 +281,7 @@ class SipLeg(LegBase):
             self.session.receive_rtcp(data, source, self.clock.now())
 
     def _digit(self, digit: DtmfDigit) -> None:
-        # Runs in the socket callback, outside the call's task context: name the call explicitly.
+        # Runs in the media clock's pass, not in the call's task: name the call explicitly.
         event(
             log,
             "call.dtmf",
@@ -324,9 +327,12 @@ class SipLeg(LegBase):
             # The recording keeps wall time: the ticks that never ran are silence.
             for _ in range(missed):
                 tap.on_tick(None, None)
+        # The socket's only reader (rtp.socket): what arrived since the last tick, including
+        # while the pass ran other legs, counts for this tick. Before there is a session the
+        # datagrams are read and dropped, as nothing can play them.
+        self.socket.drain()
         if session is None:  # late offer not yet answered by the ACK
             return None
-        self.socket.drain()  # what arrived while the pass ran other legs counts for this tick
         frame, late_digits = session.tick(now, now - self.core.media.deadline)
         for digit in late_digits:
             self._digit(digit)
