@@ -1,4 +1,6 @@
-"""Per-call media cost: how much CPU one call's 20 ms frame costs on the receive and send paths.
+"""Per-call media cost: how much CPU one call's 20 ms frame costs on the receive and send paths,
+and one whole SIP leg tick with the echo agent on it (the leg's socket read, jitter buffer,
+the agent's frame, packetise, send: everything but the syscalls, which a fake wire stands in for).
 
     .venv/bin/python bench/media_path.py [--frames N]
 
@@ -10,18 +12,27 @@ calls-per-core estimate (one core = 1 s of CPU per second; a call needs 50 frame
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 
+from callbridge.agents.echo import EchoAgent
 from callbridge.audio.g711 import ulaw_encode
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
+from callbridge.core.net import Addr
+from callbridge.core.ports import LegInfo
+from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.packet import RtpPacket
 from callbridge.rtp.session import RtpParams, RtpSession
+from callbridge.rtp.socket import Receiver
+from callbridge.sdp.offer_answer import PCMU, MediaPlan
 from callbridge.sip.message import parse
 from callbridge.sip.ua import LocalIdentity, UserAgent
+from callbridge.testing import FakeClock
+from callbridge.transports.sip.leg import NO_DIALOG, SipLeg
 
 SRC = ("127.0.0.1", 40000)
 
@@ -34,6 +45,68 @@ def packets(n: int) -> list[bytes]:
         payload = ulaw_encode(pcm[i * 320 : (i + 1) * 320])
         out.append(bytes(RtpPacket(0, i & 0xFFFF, i * 160, 0xABCDEF, payload)))
     return out
+
+
+class BenchWire:
+    """The leg's socket pair without syscalls: each drain hands on the next packet (one per
+    tick, as a caller sends), sends are counted."""
+
+    def __init__(self, data: list[bytes], on_rtp: Receiver) -> None:
+        self.data = data
+        self.on_rtp = on_rtp
+        self.i = 0
+        self.sent = 0
+
+    async def open(self, host: str) -> int:
+        return 40000
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        self.sent += 1
+
+    def send_rtcp(self, data: bytes, addr: Addr) -> None:
+        pass
+
+    def drain(self) -> int:
+        if self.i >= len(self.data):
+            return 0
+        self.on_rtp(self.data[self.i], SRC, 0.0)
+        self.i += 1
+        return 1
+
+    def close(self) -> None:
+        pass
+
+
+def echo_leg_ticks(data: list[bytes]) -> Callable[[], None]:
+    """A SIP leg with the echo agent on it, ticked once per packet (fake clock, fake wire)."""
+
+    def run() -> None:
+        async def main() -> None:
+            clock = FakeClock()
+            wires: list[BenchWire] = []
+
+            def wire(on_rtp: Receiver, on_rtcp: Receiver) -> BenchWire:
+                wires.append(BenchWire(data, on_rtp))
+                return wires[-1]
+
+            leg = SipLeg(info=LegInfo("sip", "inbound"), dialog=NO_DIALOG, clock=clock,
+                         wire=wire, bind_host="127.0.0.1", jitter=JitterConfig(),
+                         rtp_timeout=3600.0)  # fmt: skip
+            await leg.open_media()
+            leg.apply_plan(MediaPlan(SRC[0], SRC[1], PCMU, 101, 20, "sendrecv", False))
+            agent = asyncio.create_task(EchoAgent().run(leg))
+            await asyncio.sleep(0)  # the agent listens
+            start = clock.now()
+            for i in range(len(data)):
+                now = clock._now = start + i * 0.02  # the packet arrives, then the tick
+                leg._tick(now, 0)
+            assert wires[0].sent >= len(data) - 1
+            leg.ended_by_signalling("done")
+            await agent
+
+        asyncio.run(main())
+
+    return run
 
 
 def timed(fn: Callable[[], None], repeat: int = 5) -> float:
@@ -88,11 +161,13 @@ def main() -> None:
     tx = timed(send_path) / n
     sp = timed(sip_parse) / 200
     si = timed(sip_invite) / 200
+    leg = timed(echo_leg_ticks(data)) / n
     per_call = (rx + tx) * 50  # CPU seconds per second of call
     rows = [
         ("RTP parse+serialise (baseline)", base * 1e6, 1.0),
         ("receive: parse, decode, jitter push+pop", rx * 1e6, rx / base),
         ("send: encode, packetise", tx * 1e6, tx / base),
+        ("SIP leg tick, echo agent (no syscalls)", leg * 1e6, leg / base),
         ("SIP parse (INVITE)", sp * 1e6, sp / base),
         ("SIP INVITE through the UA (100 Trying)", si * 1e6, si / base),
     ]
