@@ -20,6 +20,7 @@ from callbridge.agents.twilio_socket import TwilioSocketAgent, TwilioSocketConfi
 from callbridge.api.app import ApiConfig, create_app
 from callbridge.api.calls import ApiError, calls_routes
 from callbridge.api.dashboard import EventHub, dashboard_routes, event_hub
+from callbridge.api.dashboard_relay import WorkerRelay
 from callbridge.api.forward import Forwarding
 from callbridge.api.observers import connect_observers
 from callbridge.api.openapi import openapi_routes
@@ -375,6 +376,12 @@ def build_gateway(
         sip.ws.media = WebRtcForSip(webrtc)
     asterisk = build_asterisk(settings, clock, calls, sip.ports)
     events = event_hub(calls) if serve_http else None
+    cluster = Forwarding.from_environ()  # serve --workers: what the supervisor gave worker 0
+    if events is not None and cluster is not None:
+        events.relays = [
+            WorkerRelay(gateway_id, base, cluster.token)
+            for gateway_id, base in cluster.apis.items()
+        ]
     server = (
         build_http(
             settings,

@@ -7,7 +7,8 @@ SIGTERM to the supervisor while calls are up drains: the live calls finish norma
 get 503, the supervisor exits 0 once both workers have.
 Live-call actions on worker 0's public API reach the worker that holds the call: worker 1
 serves its API on loopback (http.port + 2, the run's secret as its token), worker 0 forwards
-a hangup (and GET /calls/{id}) of worker 1's calls there (issue 12, api/forward.py)."""
+a hangup (and GET /calls/{id}) of worker 1's calls there (issue 12, api/forward.py), and
+the dashboard's event stream on worker 0 carries worker 1's calls too (api/dashboard_relay.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import json
 import re
 import signal
 import socket
+import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -40,6 +43,7 @@ from .peerlib.process import (
     free_port,
     tcp_port_listening,
     udp_port_bound,
+    wait_true,
     wait_until,
 )
 from .peerlib.sipp import start_uac
@@ -101,6 +105,32 @@ def start_cluster(
     gw = CallbridgeProcess(proc=proc, config=config, log=JsonLog(proc.stderr_path))
     gw.wait_for("cluster.ready", timeout=60)  # both workers answer the dispatcher's probes
     return gw
+
+
+class EventStream:
+    """GET /events read in a thread, as the dashboard page reads it: each event's JSON."""
+
+    def __init__(self, url: str, headers: Mapping[str, str]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, args=(url, dict(headers)), daemon=True)
+        self._thread.start()
+
+    def _read(self, url: str, headers: dict[str, str]) -> None:
+        timeout = httpx.Timeout(5.0, read=60.0)  # the stream sends a keep-alive every 15 s
+        with httpx.stream("GET", url, headers=headers, timeout=timeout) as r:
+            for line in r.iter_lines():  # ends when the gateway stops
+                if line.startswith("data: "):
+                    with self._lock:
+                        self.events.append(json.loads(line[6:]))
+
+    def ids(self, kind: str) -> set[str]:
+        with self._lock:
+            return {e["call_id"] for e in self.events if e["type"] == kind}
+
+    def snapshot(self) -> list[dict[str, Any]] | None:
+        with self._lock:
+            return next((e["calls"] for e in self.events if e["type"] == "snapshot"), None)
 
 
 def worker_of(port: int, gw: CallbridgeProcess) -> str:
@@ -282,6 +312,9 @@ def test_worker_0s_api_hangs_up_worker_1s_calls(
     ]
     refused = httpx.post(f"http://127.0.0.1:{internal}/calls/x/hangup", headers=public, timeout=5)
     assert refused.status_code == 401
+    # the dashboard, open before the calls come
+    dashboard = EventStream(f"{api}/events", public)
+    assert wait_until(dashboard.snapshot, 10.0, "the dashboard's first snapshot") == []
 
     t = np.arange(8000 * 40) / 8000  # 40 s of a 440 Hz tone: RTP flows while we act
     wav = write_wav(tmp_path / "tone.wav", (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16))
@@ -308,6 +341,11 @@ def test_worker_0s_api_hangs_up_worker_1s_calls(
     on_w0 = [i for i in ids if gateways[i] == "box/w0"]
     assert on_w1 and on_w0 and len(on_w0) + len(on_w1) == calls, gateways
     first = on_w1[0]
+    # the dashboard on worker 0 shows every call live, worker 1's with its leg statistics
+    wait_true(
+        lambda: dashboard.ids("call.started") >= set(ids), 10.0, "every call on the dashboard"
+    )
+    wait_true(lambda: bool(dashboard.ids("call.stats") & set(on_w1)), 10.0, "worker 1's stats")
 
     # GET of worker 1's call: its live leg, statistics and all, as only worker 1 knows it
     detail = httpx.get(f"{api}/calls/{first}", headers=public, timeout=10)
@@ -337,6 +375,7 @@ def test_worker_0s_api_hangs_up_worker_1s_calls(
         0: len(on_w0),
         1: len(on_w1),
     }
+    wait_true(lambda: dashboard.ids("call.ended") >= set(ids), 10.0, "every call ended on it")
     # SIPp got our BYE for every call and answered it: each one a success for it
     assert uac.wait(30) == 0, uac.describe()
     assert uac.stats().counter("SuccessfulCall(C)") == calls, uac.stats().summary()

@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from callbridge.api.dashboard_relay import WorkerRelay
 from callbridge.api.softphone import PAGE_HEADERS, STATIC_DIR
 from callbridge.calls.manager import CallManager, call_info
 from callbridge.core.bus import Bus, Unsubscribe
@@ -159,6 +160,10 @@ class EventHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subs: list[Unsubscribe] = []
         self._ticker: asyncio.Task[None] | None = None
+        # serve --workers, worker 0: the other workers' events (api/dashboard_relay.py),
+        # relayed while anyone watches.
+        self.relays: list[WorkerRelay] = []
+        self._relaying: list[asyncio.Task[None]] = []
 
     # ---- the bus side ---------------------------------------------------------------------
 
@@ -245,7 +250,16 @@ class EventHub:
         self._clients.add(client)
         if self._ticker is None:
             self._ticker = self._loop.create_task(self._tick(), name="dashboard-stats")
+            self._relaying = [
+                self._loop.create_task(relay.run(self.relayed), name="dashboard-relay")
+                for relay in self.relays
+            ]
         return client
+
+    def relayed(self, data: dict[str, Any], keep: bool) -> None:
+        """An event of another worker's call (api/dashboard_relay.py), on the event loop."""
+        if not self.closed:
+            self._fanout(data, keep=keep)
 
     def _missed(self, last_id: int | None) -> list[str] | None:
         """The frames after `last_id`, or None when they cannot all be replayed."""
@@ -259,6 +273,10 @@ class EventHub:
         return missed if len(missed) <= self.queue_size // 2 else None
 
     def _snapshot(self) -> list[dict[str, Any]]:
+        """Every live call: this gateway's and the other workers' (as their streams said)."""
+        return [*self._own(), *(c for relay in self.relays for c in relay.live())]
+
+    def _own(self) -> list[dict[str, Any]]:
         try:
             return self.live()
         except Exception:
@@ -273,11 +291,16 @@ class EventHub:
         if not self._clients and self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+            for task in self._relaying:  # nobody watches: the workers stream nothing
+                task.cancel()
+            self._relaying = []
+            for relay in self.relays:
+                relay.reset()
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.stats_every)
-            for call in self._snapshot():
+            for call in self._own():  # each other worker streams its own calls' stats
                 self._fanout(
                     {"type": "call.stats", "call_id": call["call_id"], "at": time.time(),
                      "stats": call["stats"]},
