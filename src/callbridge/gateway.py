@@ -363,6 +363,7 @@ def build_gateway(
         registrations=lambda: [(r.account, r.state.value) for r in sip.registrations()],
         sip_guard=lambda: sip.guard.counters,
     )
+    sip.on_media_lateness.append(metrics.media_lateness.observe)
     w = settings.webhooks
     webhooks = (
         WebhookSender(WebhookConfig(w.url, w.secret, tries=w.tries, timeout=w.timeout))

@@ -37,6 +37,7 @@ REGISTRATION_STATES = ("unregistered", "registering", "registered", "failed", "u
 # Seconds. Turn latencies of a phone agent live between ~100 ms and a few seconds.
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _JITTER_BUCKETS_MS = (1, 2, 5, 10, 20, 30, 50, 100, 200)
+_MEDIA_LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class Metrics:
@@ -99,6 +100,13 @@ class Metrics:
             "callbridge_rtp_jitter_ms",
             "Interarrival jitter per call at its end (RFC 3550 §6.4.1), milliseconds",
             buckets=_JITTER_BUCKETS_MS,
+            registry=r,
+        )
+        self.media_lateness = Histogram(
+            "callbridge_media_lateness_seconds",
+            "How late the media clock's passes started, the latest of each 100 ms: every "
+            "call's audio is that late (over 0.02 the process is saturated)",
+            buckets=_MEDIA_LATENESS_BUCKETS,
             registry=r,
         )
         self.registration = Gauge(

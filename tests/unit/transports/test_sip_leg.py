@@ -12,6 +12,7 @@ import math
 import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -20,6 +21,7 @@ from callbridge.core.asyncio_clock import LoopClock
 from callbridge.core.events import DtmfDigit, LegHold, LegInput
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
 from callbridge.core.ports import LegInfo, Rejection
+from callbridge.observability.metrics import Metrics
 from callbridge.rtp.dtmf import dtmf_packets
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.packet import RtpPacket, is_rtcp
@@ -610,3 +612,26 @@ async def test_the_leg_moves_its_tick_to_the_phase_of_the_callers_packets(h: Har
     await drain()
     for task in h._tasks:
         assert task.done()
+
+
+async def test_how_late_the_media_runs_reaches_the_listeners_with_the_guard_off() -> None:
+    """Every 100 ms the transport samples how late the media runs (the latest media-clock
+    pass, or a timer with no call up) for the metrics, whether or not the overload guard
+    (`limits.max_loop_lag`) uses it."""
+    config = SipTransportConfig(host="127.0.0.1", port=0, rtp_port_min=47000, rtp_port_max=47020)
+    config = replace(config, guard=replace(config.guard, max_loop_lag=0.0))
+    clock = FakeClock()
+    sip = SipTransport(config, clock, NoInbound())
+    samples: list[float] = []
+    metrics = Metrics()
+    sip.on_media_lateness += [samples.append, metrics.media_lateness.observe]
+    await sip.start()
+    try:
+        await drain()
+        await clock.advance(0.35)
+        assert samples == [0.0, 0.0, 0.0]  # no call up: the timer's own lateness, none here
+        assert sip.guard.loop_lag == 0.0  # the guard is off: it hears nothing
+        text = metrics.render().decode()
+        assert "callbridge_media_lateness_seconds_count 3.0" in text, text
+    finally:
+        await sip.shutdown(0.5)

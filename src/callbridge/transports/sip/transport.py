@@ -95,6 +95,8 @@ class SipTransport:
             report_bans=self.endpoint.report_bans,
         )
         self._background = Background(log, "sip.task_failed")
+        # Each 100 ms sample of how late the media runs (seconds): metrics.
+        self.on_media_lateness: list[Callable[[float], None]] = []
         # Web phones (RFC 7118): api/sip_ws.py hands each connection to `ws`.
         self.ws = SipOverWebSocket(
             self.ua,
@@ -141,21 +143,26 @@ class SipTransport:
         event(log, "sip.listening", host=self.local_addr[0], port=self.local_addr[1],
               transport="udp", receive_buffer=self.endpoint.receive_buffer)  # fmt: skip
         self._registrations.start(self.ua.local.port)
-        if self.config.guard.max_loop_lag > 0:
-            self._background.spawn(self._watch_load())
+        self._background.spawn(self._watch_load())
 
     async def _watch_load(self, period: float = 0.1) -> None:
-        """Feed the guard how late the media runs: while calls are up, how late the media
-        clock's passes started (a pass longer than a tick delays the next: every call's audio
-        is late); with none, how late the loop runs a timer. New calls are refused while it is
-        high (sip/overload.py). A timer's own lateness is no measure with calls up: it may
-        wake just behind a pass over hundreds of legs that still ended in time."""
+        """Measure how late the media runs, every `period`: while calls are up, how late the
+        media clock's passes started (a pass longer than a tick delays the next: every call's
+        audio is late); with none, how late the loop runs a timer. The guard refuses new
+        calls while it is high (sip/overload.py, when `max_loop_lag` is on); the listeners
+        (metrics) hear every sample. A timer's own lateness is no measure with calls up: it
+        may wake just behind a pass over hundreds of legs that still ended in time."""
         media = for_clock(self.clock)
+        guarded = self.config.guard.max_loop_lag > 0
         while True:
             due = self.clock.now() + period
             await self.clock.sleep_until(due)
             late = media.take_lateness()
-            self.guard.loop_lag_sample(late if late is not None else self.clock.now() - due)
+            sample = late if late is not None else self.clock.now() - due
+            if guarded:
+                self.guard.loop_lag_sample(sample)
+            for listener in self.on_media_lateness:
+                listener(sample)
 
     def _options_status(self, req: SipRequest, source: Addr) -> OptionsAnswer:
         return self.gate.options_status(req, self.ws.flows.real(source))
