@@ -54,7 +54,12 @@ from tests.peers.peerlib.callbridge import (  # noqa: E402
     serve_argv,
     start_gateway,
 )
-from tests.peers.peerlib.process import ManagedProcess, ProcessRegistry, free_port  # noqa: E402
+from tests.peers.peerlib.process import (  # noqa: E402
+    LOOPBACK,
+    ManagedProcess,
+    ProcessRegistry,
+    free_port,
+)
 from tests.peers.peerlib.sipp import SippRun, parse_stats, start_uac  # noqa: E402
 from tests.peers.peerlib.wav2pcap import wav_to_pcap  # noqa: E402
 
@@ -240,6 +245,21 @@ def gateway(
         gw.shutdown(grace=30)
 
 
+def sink(reg: ProcessRegistry, calls: int) -> ManagedProcess:
+    """The callers' RTP and RTCP ports bound (bench/rtp_sink.py): SIPp's pcap play binds none,
+    and the gateway's every packet to a closed port cost it an ICMP error in its own sendto."""
+    script = str(Path(__file__).resolve().parent / "rtp_sink.py")
+    proc = reg.start(
+        "sink", [sys.executable, script, LOOPBACK, str(UAC_MEDIA_PORT), str(calls), "4"]
+    )
+    deadline = time.monotonic() + 30
+    while "sink ready" not in proc.stderr_text():
+        if time.monotonic() > deadline or not proc.running():
+            raise RuntimeError(f"the RTP sink did not start: {proc.stderr_text()[-500:]}")
+        time.sleep(0.05)
+    return proc
+
+
 def capture(
     reg: ProcessRegistry, work: Path, name: str, ports: tuple[int, int]
 ) -> tuple[ManagedProcess, Path]:
@@ -392,6 +412,7 @@ def calls_step(a: argparse.Namespace, work: Path, n: int, media: Path) -> dict[s
             first = UAC_MEDIA_PORT + (4 * n if a.churn > 1 else 0)
             sample = (first, first + 4 * SAMPLE_CALLS - 1)
             tshark, pcap = capture(reg, step, "tshark", sample)
+            sink(reg, n * a.churn)
             rate = max(1.0, n / max(a.ramp, 0.001))
             span = a.ramp + a.churn * a.hold  # SIPp keeps n up, placing a new call as one ends
             t0 = time.time()
