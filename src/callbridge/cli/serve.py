@@ -12,7 +12,7 @@ import signal
 from callbridge.config.settings import Settings
 from callbridge.core.log import event
 from callbridge.gateway import Gateway, build_gateway
-from callbridge.observability.heap import PAUSES, freeze_startup_heap
+from callbridge.observability.heap import PAUSES, HeapKeeper, freeze_startup_heap
 
 log = logging.getLogger("callbridge.serve")
 
@@ -45,11 +45,16 @@ async def serve(settings: Settings, *, http_optional: bool = False) -> None:
     # walks it again (observability.heap). Then every long collection pause is reported.
     event(log, "gateway.heap_frozen", objects=freeze_startup_heap())
     PAUSES.install()
+    # The same for what live calls hold, and a clean sweep whenever no call is up.
+    keeper = asyncio.ensure_future(
+        HeapKeeper(lambda: len(gateway.calls.calls), pauses=PAUSES).run()
+    )
     try:
         sig = await until_signal()
         if sig is signal.SIGTERM and settings.drain_timeout > 0:
             await _drain(gateway, settings.drain_timeout)
     finally:
+        keeper.cancel()
         PAUSES.uninstall()
         await gateway.stop()
 

@@ -13,12 +13,27 @@ gen-2 pause at all while the calls ran.
 permanent generation (`gc.freeze`), which later collections skip. Call it once the process is
 up and before calls arrive; what calls create afterwards is collected as usual.
 
+`HeapKeeper` does the same for what calls build while they are up. Hundreds of live calls are
+tens of thousands of tracked objects (~250 per listening call), and as calls start the
+collector's rule (a full collection once the objects moved to the oldest generation since the
+last one exceed a quarter of those there) brings full collections that walk every live call
+and find nothing: 90-122 ms each with 250 listening calls per process on two busy cores,
+every call's media stalled, new calls refused as overload. A call's objects go by reference
+counting when it ends (tests/integration/test_call_garbage*.py: no cycles), so they need no
+collector: while calls are up, once a collection of the middle or oldest generation has run
+(the objects that survive it are the long-lived ones), the keeper freezes what is there, and
+a full collection walks only what came since (at most a second's worth). Should something
+that was frozen alive later become cyclic garbage, it waits in the permanent generation until
+no call is up: then the keeper unfreezes everything, collects once and freezes again (as at
+startup), and logs what that collection found (`heap.rebaselined`).
+
 `GcPauses` times every collection (`gc.callbacks`) and reports the long ones, so an operator
 sees a stall that no other number explains.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -27,7 +42,7 @@ from typing import Any
 
 from callbridge.core.log import event
 
-__all__ = ["LONG_PAUSE", "PAUSES", "GcPauses", "freeze_startup_heap"]
+__all__ = ["LONG_PAUSE", "PAUSES", "GcPauses", "HeapKeeper", "freeze_startup_heap"]
 
 log = logging.getLogger("callbridge.heap")
 
@@ -58,10 +73,14 @@ class GcPauses:
         self.longest = 0.0
         self.long_pauses = 0
         self._started = 0.0
+        # A collection made on purpose while no call is up (HeapKeeper): stalls nobody.
+        self.idle = False
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = self.timer()
+            return
+        if self.idle:
             return
         seconds = self.timer() - self._started
         self.longest = max(self.longest, seconds)
@@ -76,6 +95,67 @@ class GcPauses:
     def uninstall(self) -> None:
         while self in gc.callbacks:
             gc.callbacks.remove(self)
+
+
+class HeapKeeper:
+    """Freezes the heap after a collection of an older generation while calls are up;
+    unfreezes, collects once and freezes again once none is. `step()` every `period` s
+    (`run()`); `live_calls` counts the process's calls. Process-wide: one per process, like
+    the collector."""
+
+    def __init__(
+        self,
+        live_calls: Callable[[], int],
+        *,
+        period: float = 1.0,
+        pauses: GcPauses | None = None,
+    ) -> None:
+        """`pauses`: the pause monitor, told that the idle sweep's collection stalls nobody."""
+        self.live_calls = live_calls
+        self.period = period
+        self.pauses = pauses
+        self.freezes = 0  # survivors frozen while calls were up (metrics, tests)
+        self.rebaselines = 0  # unfreeze + collect + freeze once idle
+        self._aged = False  # a collection of generation 1 or 2 ran since the last step
+        self._frozen_busy = False  # something was frozen since the process was last idle
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        # Any thread's collection (STT workers collect too): a flag, nothing else, here.
+        if phase == "stop" and info.get("generation", 0) >= 1:
+            self._aged = True
+
+    def step(self) -> None:
+        if self.live_calls():
+            if self._aged:
+                self._aged = False
+                gc.freeze()
+                self.freezes += 1
+                self._frozen_busy = True
+        elif self._frozen_busy:
+            self._frozen_busy = False
+            gc.unfreeze()
+            if self.pauses is not None:
+                self.pauses.idle = True
+            try:
+                found = gc.collect()
+            finally:
+                if self.pauses is not None:
+                    self.pauses.idle = False
+            gc.freeze()
+            self._aged = False
+            self.rebaselines += 1
+            event(log, "heap.rebaselined", collected=found, frozen=gc.get_freeze_count())
+
+    async def run(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+        try:
+            while True:
+                await asyncio.sleep(self.period)
+                self.step()
+        finally:
+            while self in gc.callbacks:
+                gc.callbacks.remove(self)
 
 
 def _log_pause(generation: int, seconds: float, collected: int) -> None:
