@@ -3,7 +3,7 @@
     .venv/bin/python bench/load.py [--route echo|agent] [--media speech|noise|silence]
                                    [--calls 50,100,200] [--hold 30] [--ramp 10]
                                    [--cps 50,100,200] [--cps-secs 10] [--out DIR]
-                                   [--workers N] [--churn K]
+                                   [--workers N] [--churn K] [--callers pcap|stream]
     .venv/bin/python bench/load.py --smoke    # 5 echo calls for 5 s, 20 cps for 3 s
 
 Runs as root: it re-runs itself inside `unshare --net` (loopback only, nothing leaves the
@@ -62,6 +62,8 @@ from tests.peers.peerlib.process import (  # noqa: E402
 )
 from tests.peers.peerlib.sipp import SippRun, parse_stats, start_uac  # noqa: E402
 from tests.peers.peerlib.wav2pcap import wav_to_pcap  # noqa: E402
+
+from callbridge.audio.g711 import ulaw_encode  # noqa: E402
 
 UAC_MEDIA_PORT = 30000  # SIPp's [auto_media_port]: call k uses 30000 + 4 * (k - 1)
 SAMPLE_CALLS = 8  # calls whose RTP from the gateway tshark captures
@@ -183,7 +185,8 @@ def pct(values: Sequence[float], q: float) -> float | None:
 
 
 def make_media(kind: str, seconds: float, work: Path) -> Path:
-    """The callers' audio as a one-stream PCMU pcap of `seconds` (SIPp play_pcap_audio)."""
+    """The callers' audio as a one-stream PCMU pcap of `seconds` (SIPp play_pcap_audio), and
+    beside it the same as raw PCMU (`.ulaw`, SIPp rtp_stream)."""
     n = int(seconds * audio.RATE)
     if kind == "speech":
         wav = audio.synthesize_speech(SPEECH, work / "speech.wav", pad_after_s=0.5)
@@ -198,6 +201,7 @@ def make_media(kind: str, seconds: float, work: Path) -> Path:
     else:
         raise SystemExit(f"unknown media {kind!r}")
     wav = audio.write_wav(work / f"{kind}.wav", pcm)
+    (work / f"{kind}.ulaw").write_bytes(ulaw_encode(np.asarray(pcm, "<i2").tobytes()))
     out = work / f"{kind}.pcap"
     wav_to_pcap(wav, out, codec="pcmu", tail_ms=0)
     return out
@@ -411,21 +415,29 @@ def calls_step(a: argparse.Namespace, work: Path, n: int, media: Path) -> dict[s
             # while the first round's calls end and the third round's start.
             first = UAC_MEDIA_PORT + (4 * n if a.churn > 1 else 0)
             sample = (first, first + 4 * SAMPLE_CALLS - 1)
-            tshark, pcap = capture(reg, step, "tshark", sample)
-            sink(reg, n * a.churn)
+            streamed = a.callers == "stream"
+            tshark = pcap = None
+            if not streamed:
+                tshark, pcap = capture(reg, step, "tshark", sample)
+                sink(reg, n * a.churn)
             rate = max(1.0, n / max(a.ramp, 0.001))
             span = a.ramp + a.churn * a.hold  # SIPp keeps n up, placing a new call as one ends
             t0 = time.time()
+            scenario, files = (
+                ("uac_stream.xml", {"media.ulaw": media.with_suffix(".ulaw")}) if streamed
+                else ("uac_play.xml", {"media.pcap": media})
+            )  # fmt: skip
             uac = start_uac(
-                reg, "uac", "uac_play.xml", target=gw.sip_addr,
+                reg, "uac", scenario, target=gw.sip_addr,
                 service="echo" if a.route == "echo" else "agent",
                 sip_port=free_port(), media_port=UAC_MEDIA_PORT, calls=n * a.churn, rate=rate,
                 limit=n, hold_ms=int(a.hold * 1000), timeout_s=int(span + 60),
-                files={"media.pcap": media}, extra=["-rp", "1000"],
+                files=files, extra=["-rp", "1000"],
             )  # fmt: skip
             rc = uac.wait(span + 90)
-            time.sleep(1.0)  # tshark: the last packets reach the file
-            tshark.stop(sig=signal.SIGINT)
+            if tshark is not None:
+                time.sleep(1.0)  # tshark: the last packets reach the file
+                tshark.stop(sig=signal.SIGINT)
             mon.stop()
             (step / "procmon.json").write_text(json.dumps(mon.rows))
             gw.wait_for("call.ended", timeout=30, count=min(n, len(gw.events("call.started"))))
@@ -437,7 +449,8 @@ def calls_step(a: argparse.Namespace, work: Path, n: int, media: Path) -> dict[s
             row.update(mon.summary(t0 + a.ramp + 1, t0 + a.churn * a.hold - 1))
             row.update(ended_stats(gw))
             row.update(gc_pauses(gw))
-        row.update(send_jitter(pcap, sample))
+        if pcap is not None:
+            row.update(send_jitter(pcap, sample))
         return row
     finally:
         reg.stop_all()
@@ -570,6 +583,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--workers", type=int, default=1, help="gateway processes: `serve --workers N` (default 1)"
     )
+    ap.add_argument(
+        "--callers", choices=("pcap", "stream"), default="pcap",
+        help="pcap: SIPp plays a pcap per call (a thread and a raw socket each; the sampled "
+        "calls are captured); stream: SIPp's rtp_stream, a few threads and one port for every "
+        "call (lighter on the shared cores; nothing captured, so no send jitter or echo columns)",
+    )  # fmt: skip
     a = ap.parse_args(argv)
     if a.smoke:
         a.route, a.calls, a.hold, a.ramp, a.cps, a.cps_secs = "echo", "5", 5.0, 1.0, "20", 3.0

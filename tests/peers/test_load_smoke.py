@@ -56,3 +56,25 @@ def test_load_benchmark_smoke_run_prints_every_row(tmp_path: Path) -> None:
     assert re.search(r"estimate \(media only\)\s+[\d.]+\s+\d+", out), report
     assert re.search(r"measured N=5\s+[\d.]+\s+\d+", out), report
     assert (tmp_path / "load" / "results.jsonl").is_file()
+
+
+def test_load_benchmark_with_streaming_callers(tmp_path: Path) -> None:
+    """`--callers stream` (SIPp rtp_stream: a few threads and one port for every call, lighter
+    on shared cores): the calls carry media both ways; nothing is captured, so the send jitter
+    and echo columns are empty by design."""
+    require_tools("sipp", "unshare")
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--route", "echo", "--calls", "5", "--hold", "4",
+         "--ramp", "1", "--cps", "", "--callers", "stream", "--out", str(tmp_path / "load")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    out = done.stdout
+    report = f"rc={done.returncode}\n{out}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, report
+    header = re.search(r"^\s+N\s+ok\s+failed\s.*$", out, re.M)
+    calls = re.search(r"^\s+5\s+(\d+)\s+(\d+)\s+([\d.]+)\s.*$", out, re.M)
+    assert header is not None and calls is not None, report
+    row = dict(zip(header.group(0).split(), calls.group(0).split(), strict=True))
+    assert (row["ok"], row["failed"]) == ("5", "0"), report
+    assert int(row["rtp_in"]) >= 5 * 3 * 50 * 0.5, report  # the callers' stream reached us
+    assert row["jit_p99ms"] == "-" and row["echo_p50"] == "-", row
