@@ -5,7 +5,11 @@ in front of N gateway workers on one machine. Sans-IO: datagram in, one decision
   hash over its Call-ID among the workers taking new calls (rendezvous hashing: a worker that
   leaves the set moves only its own share; with every worker live it is a plain hash over the
   Call-ID, the rule of Kamailio's dispatcher algorithm 0). The INVITE's retransmissions,
-  its CANCEL and the ACK of a failure carry the same Call-ID and meet the same worker.
+  its CANCEL and the ACK of a failure carry the same Call-ID and meet the same worker: the
+  choice for each recent Call-ID is remembered (the last RECENT_CALL_IDS), so they meet it
+  even when the set of workers taking new calls changed in between (an overloaded worker
+  answering its probe with 503). Without that, a retransmitted INVITE became a second call on
+  another worker, both ended by the RTP timeout: seen under overload in the load bench.
 - We Record-Route every dialog-creating request with the worker's index and the caller's From
   tag (`ftag`, as Kamailio's rr module does) in our URI, so the whole dialog passes the public
   port and reaches the worker that owns it, whether that worker still takes new calls or not.
@@ -61,6 +65,9 @@ BRANCH_PREFIX = MAGIC_COOKIE + "cbd"
 PROBE_PREFIX = MAGIC_COOKIE + "cbp"
 WORKER_PARAM = "cbw"
 DEFAULT_MAX_FORWARDS = 70  # §8.1.1.6
+# Call-IDs whose worker is remembered: at 300 new calls a second, the last ~100 s, past any
+# INVITE's retransmissions (Timer B, 32 s); ~150 bytes each.
+RECENT_CALL_IDS = 32_768
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +149,14 @@ def probe_request(config: ProxyConfig, worker: int, seq: int) -> bytes:
 
 
 class StatelessProxy:
-    def __init__(self, config: ProxyConfig, screen: Screen | None = None) -> None:
+    def __init__(
+        self, config: ProxyConfig, screen: Screen | None = None, *, recent: int = RECENT_CALL_IDS
+    ) -> None:
         self.config = config
         self.screen = screen
+        # Call-ID -> the worker its first request went to, oldest first (bounded).
+        self._recent: dict[str, int] = {}
+        self._recent_max = recent
 
     def handle(self, data: bytes, source: Addr, live: Sequence[int]) -> Decision:
         """One datagram from `source`; `live` are the workers taking new calls. Total: a
@@ -203,7 +215,11 @@ class StatelessProxy:
                         return Drop("refused silently (a source just banned)")
                     if status is not None:
                         return self._refuse(req, status, source)
-                worker = pick_worker(req.call_id, live)
+                worker = self._recent.get(req.call_id)
+                if worker is None:
+                    worker = pick_worker(req.call_id, live)
+                    if worker is not None:
+                        self._remember(req.call_id, worker)
                 if worker is None:
                     if method == "ACK":
                         return Drop("no live worker")
@@ -226,6 +242,12 @@ class StatelessProxy:
             headers = headers.add("Record-Route", record_route, first=True)
         out = SipRequest(req.method, req.uri, headers, req.body, req.version)
         return Forward(bytes(out), dest, worker)
+
+    def _remember(self, call_id: str, worker: int) -> None:
+        recent = self._recent
+        recent[call_id] = worker
+        if len(recent) > self._recent_max:
+            del recent[next(iter(recent))]  # the oldest
 
     def _via(self, req: SipRequest, top: Via) -> str:
         """Our Via, its branch derived from the request's (§16.11): a retransmission, and the

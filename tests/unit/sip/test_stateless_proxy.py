@@ -108,6 +108,28 @@ def test_cancel_meets_the_invite_on_its_worker_with_the_same_branch() -> None:
     assert b"Record-Route" not in cancel.data  # only dialog-creating requests
 
 
+def test_a_retransmission_and_its_cancel_meet_the_worker_that_left_the_live_set() -> None:
+    """Worker 1 took the INVITE, then answered its probe with 503 (overloaded): the INVITE's
+    retransmission and its CANCEL still go to worker 1, whose transaction has the call. A
+    new call goes to the live worker. Before, the hash over the live workers sent the
+    retransmission to worker 0: a second call for the same INVITE."""
+    p = proxy()
+    first = forward(p.handle(invite(), CALLER, BOTH))
+    assert first.worker == 1
+    again = forward(p.handle(invite(), CALLER, (0,)))
+    assert again == first
+    cancel = forward(p.handle(invite(method="CANCEL", cseq="1 CANCEL"), CALLER, (0,)))
+    assert cancel.worker == 1
+    assert forward(p.handle(invite(call_id="call-2@x"), CALLER, (0,))).worker == 0
+
+
+def test_the_remembered_call_ids_are_bounded() -> None:
+    p = StatelessProxy(CONFIG, recent=3)
+    for i in range(5):
+        forward(p.handle(invite(call_id=f"c{i}"), CALLER, BOTH))
+    assert list(p._recent) == ["c2", "c3", "c4"]  # the oldest forgotten
+
+
 def test_rfc2543_branch_without_cookie_still_maps_retransmissions() -> None:
     p = proxy()
     a = forward(p.handle(invite(branch="old1"), CALLER, BOTH))
