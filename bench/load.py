@@ -66,6 +66,7 @@ from tests.peers.peerlib.wav2pcap import wav_to_pcap  # noqa: E402
 from callbridge.audio.g711 import ulaw_encode  # noqa: E402
 
 UAC_MEDIA_PORT = 30000  # SIPp's [auto_media_port]: call k uses 30000 + 4 * (k - 1)
+STREAM_MEDIA_PORT = 28000  # --callers stream: every streamed call's RTP, both ways
 SAMPLE_CALLS = 8  # calls whose RTP from the gateway tshark captures
 ECHO_WINDOW = 2.0  # s: a caller frame's echo is looked for this long after it was sent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -379,21 +380,22 @@ def gc_pauses(gw: CallbridgeProcess) -> dict[str, Any]:
     return {"gc_pauses": len(pauses), "gc_max_ms": max(pauses, default=0.0)}
 
 
-def sipp_summary(run: SippRun) -> dict[str, Any]:
-    stats = parse_stats(run.stats_path)
-    out: dict[str, Any] = {
-        "created": stats.counter("TotalCallCreated"),
-        "ok": stats.counter("SuccessfulCall(C)"),
-        "failed": stats.counter("FailedCall(C)"),
-        "retrans": stats.counter("Retransmissions(C)"),
-        "peak": stats.peak_concurrent,
-    }
+def sipp_summary(runs: Sequence[SippRun]) -> dict[str, Any]:
+    """The callers' counts, summed over the SIPp instances of a step."""
+    out: dict[str, Any] = {"created": 0, "ok": 0, "failed": 0, "retrans": 0, "peak": 0}
     rtt: list[float] = []
-    for path in run.workdir.glob("*_rtt.csv"):
-        for line in path.read_text().splitlines():
-            parts = line.split(";")
-            with contextlib.suppress(IndexError, ValueError):
-                rtt.append(float(parts[1]))
+    for run in runs:
+        stats = parse_stats(run.stats_path)
+        out["created"] += stats.counter("TotalCallCreated")
+        out["ok"] += stats.counter("SuccessfulCall(C)")
+        out["failed"] += stats.counter("FailedCall(C)")
+        out["retrans"] += stats.counter("Retransmissions(C)")
+        out["peak"] += stats.peak_concurrent
+        for path in run.workdir.glob("*_rtt.csv"):
+            for line in path.read_text().splitlines():
+                parts = line.split(";")
+                with contextlib.suppress(IndexError, ValueError):
+                    rtt.append(float(parts[1]))
     out["inv200_p50_ms"] = pct(rtt, 0.5)
     out["inv200_p99_ms"] = pct(rtt, 0.99)
     return out
@@ -411,46 +413,52 @@ def calls_step(a: argparse.Namespace, work: Path, n: int, media: Path) -> dict[s
         with gateway(reg, step, "gateway", a.route, 4 * n + 100, workers=a.workers) as gw:
             mon = ProcMon(gw.proc.pid)
             mon.start()
-            # With churn, the sampled calls are the first of the second round: they live
-            # while the first round's calls end and the third round's start.
-            first = UAC_MEDIA_PORT + (4 * n if a.churn > 1 else 0)
-            sample = (first, first + 4 * SAMPLE_CALLS - 1)
+            # The pcap callers: every call, or with --callers stream only the sampled ones
+            # (the rest stream from one SIPp port). With churn, the sampled calls are the
+            # first of the second round: they live while the first round's calls end and the
+            # third round's start.
             streamed = a.callers == "stream"
-            tshark = pcap = None
-            if not streamed:
-                tshark, pcap = capture(reg, step, "tshark", sample)
-                sink(reg, n * a.churn)
-            rate = max(1.0, n / max(a.ramp, 0.001))
+            played = min(SAMPLE_CALLS, n) if streamed else n
+            first = UAC_MEDIA_PORT + (4 * played if a.churn > 1 else 0)
+            sample = (first, first + 4 * SAMPLE_CALLS - 1)
+            tshark, pcap = capture(reg, step, "tshark", sample)
+            sink(reg, played * a.churn)
             span = a.ramp + a.churn * a.hold  # SIPp keeps n up, placing a new call as one ends
+            service = "echo" if a.route == "echo" else "agent"
             t0 = time.time()
-            scenario, files = (
-                ("uac_stream.xml", {"media.ulaw": media.with_suffix(".ulaw")}) if streamed
-                else ("uac_play.xml", {"media.pcap": media})
-            )  # fmt: skip
-            uac = start_uac(
-                reg, "uac", scenario, target=gw.sip_addr,
-                service="echo" if a.route == "echo" else "agent",
-                sip_port=free_port(), media_port=UAC_MEDIA_PORT, calls=n * a.churn, rate=rate,
-                limit=n, hold_ms=int(a.hold * 1000), timeout_s=int(span + 60),
-                files=files, extra=["-rp", "1000"],
-            )  # fmt: skip
-            rc = uac.wait(span + 90)
-            if tshark is not None:
-                time.sleep(1.0)  # tshark: the last packets reach the file
-                tshark.stop(sig=signal.SIGINT)
+            uacs = [
+                start_uac(
+                    reg, "uac", "uac_play.xml", target=gw.sip_addr, service=service,
+                    sip_port=free_port(), media_port=UAC_MEDIA_PORT, calls=played * a.churn,
+                    rate=max(1.0, played / max(a.ramp, 0.001)), limit=played,
+                    hold_ms=int(a.hold * 1000), timeout_s=int(span + 60),
+                    files={"media.pcap": media}, extra=["-rp", "1000"],
+                )
+            ]  # fmt: skip
+            if n > played:
+                uacs.append(start_uac(
+                    reg, "streamer", "uac_stream.xml", target=gw.sip_addr, service=service,
+                    sip_port=free_port(), media_port=STREAM_MEDIA_PORT,
+                    calls=(n - played) * a.churn,
+                    rate=max(1.0, (n - played) / max(a.ramp, 0.001)), limit=n - played,
+                    hold_ms=int(a.hold * 1000), timeout_s=int(span + 60),
+                    files={"media.ulaw": media.with_suffix(".ulaw")}, extra=["-rp", "1000"],
+                ))  # fmt: skip
+            rc = max(uac.wait(span + 90) for uac in uacs)
+            time.sleep(1.0)  # tshark: the last packets reach the file
+            tshark.stop(sig=signal.SIGINT)
             mon.stop()
             (step / "procmon.json").write_text(json.dumps(mon.rows))
             gw.wait_for("call.ended", timeout=30, count=min(n, len(gw.events("call.started"))))
             row: dict[str, Any] = {"kind": "calls", "n": n, "route": a.route, "sipp_rc": rc}
             row["load1_before"] = load1
             row["churn"] = a.churn
-            row.update(sipp_summary(uac))
+            row.update(sipp_summary(uacs))
             # All n up: from the end of the ramp until the last round's first call ends.
             row.update(mon.summary(t0 + a.ramp + 1, t0 + a.churn * a.hold - 1))
             row.update(ended_stats(gw))
             row.update(gc_pauses(gw))
-        if pcap is not None:
-            row.update(send_jitter(pcap, sample))
+        row.update(send_jitter(pcap, sample))
         return row
     finally:
         reg.stop_all()
@@ -477,7 +485,7 @@ def setup_step(a: argparse.Namespace, work: Path, cps: int) -> dict[str, Any]:
             mon.stop()
             row: dict[str, Any] = {"kind": "setup", "cps": cps, "calls": calls, "sipp_rc": rc}
             row["load1_before"] = load1
-            row.update(sipp_summary(uac))
+            row.update(sipp_summary([uac]))
             row.update(mon.summary(t0 + 1, t0 + a.cps_secs))
             row["save_failed"] = ended_stats(gw)["save_failed"]
         return row
@@ -585,9 +593,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--callers", choices=("pcap", "stream"), default="pcap",
-        help="pcap: SIPp plays a pcap per call (a thread and a raw socket each; the sampled "
-        "calls are captured); stream: SIPp's rtp_stream, a few threads and one port for every "
-        "call (lighter on the shared cores; nothing captured, so no send jitter or echo columns)",
+        help="pcap: SIPp plays a pcap per call (a thread and a raw socket each); stream: the "
+        "sampled calls so, every other one from SIPp's rtp_stream (a few threads and one port "
+        "for them all: lighter on the shared cores)",
     )  # fmt: skip
     a = ap.parse_args(argv)
     if a.smoke:

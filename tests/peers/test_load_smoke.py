@@ -59,12 +59,12 @@ def test_load_benchmark_smoke_run_prints_every_row(tmp_path: Path) -> None:
 
 
 def test_load_benchmark_with_streaming_callers(tmp_path: Path) -> None:
-    """`--callers stream` (SIPp rtp_stream: a few threads and one port for every call, lighter
-    on shared cores): the calls carry media both ways; nothing is captured, so the send jitter
-    and echo columns are empty by design."""
-    require_tools("sipp", "unshare")
+    """`--callers stream`: the sampled calls (8) play a pcap and are captured, the other 4
+    stream from SIPp's rtp_stream (a few threads and one port for them all, lighter on shared
+    cores). Every call carries media both ways and the sampled ones are measured."""
+    require_tools("sipp", "tshark", "unshare")
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--route", "echo", "--calls", "5", "--hold", "4",
+        [sys.executable, str(BENCH), "--route", "echo", "--calls", "12", "--hold", "4",
          "--ramp", "1", "--cps", "", "--callers", "stream", "--out", str(tmp_path / "load")],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
@@ -72,9 +72,11 @@ def test_load_benchmark_with_streaming_callers(tmp_path: Path) -> None:
     report = f"rc={done.returncode}\n{out}\n{done.stderr[-4000:]}"
     assert done.returncode == 0, report
     header = re.search(r"^\s+N\s+ok\s+failed\s.*$", out, re.M)
-    calls = re.search(r"^\s+5\s+(\d+)\s+(\d+)\s+([\d.]+)\s.*$", out, re.M)
+    calls = re.search(r"^\s+12\s+(\d+)\s+(\d+)\s+([\d.]+)\s.*$", out, re.M)
     assert header is not None and calls is not None, report
     row = dict(zip(header.group(0).split(), calls.group(0).split(), strict=True))
-    assert (row["ok"], row["failed"]) == ("5", "0"), report
-    assert int(row["rtp_in"]) >= 5 * 3 * 50 * 0.5, report  # the callers' stream reached us
-    assert row["jit_p99ms"] == "-" and row["echo_p50"] == "-", row
+    assert (row["ok"], row["failed"]) == ("12", "0"), report
+    assert int(row["rtp_in"]) >= 12 * 3 * 50 * 0.5, report  # every caller's audio reached us
+    assert row["jit_p99ms"] != "-" and row["echo_p50"] != "-", row  # the sampled calls
+    streamer = tmp_path / "load" / "calls-12" / "streamer"
+    assert streamer.is_dir(), "no streaming callers ran"
