@@ -22,16 +22,21 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "load.py"
 NUM = r"(-|[\d.]+)"
 
 
+def run_bench(*args: str) -> tuple[str, str]:
+    """bench/load.py with `args`: (its stdout, a report for failed assertions); it exited 0."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH), *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    report = f"rc={done.returncode}\n{done.stdout}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, report
+    return done.stdout, report
+
+
 def test_load_benchmark_smoke_run_prints_every_row(tmp_path: Path) -> None:
     require_tools("sipp", "tshark", "espeak-ng", "unshare")
     assert os.geteuid() == 0, "bench/load.py needs root (network namespace, raw sockets)"
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--out", str(tmp_path / "load")],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    out = done.stdout
-    report = f"rc={done.returncode}\n{out}\n{done.stderr[-4000:]}"
-    assert done.returncode == 0, report
+    out, report = run_bench("--smoke", "--out", str(tmp_path / "load"))
 
     # concurrent calls: N ok failed gw_cpu% kids% cpuK%.. rss kids_rss jit_p99 jit_max rtp_in ...
     calls = re.search(r"^\s+5\s+(\d+)\s+(\d+)\s+([\d.]+)\s.*$", out, re.M)
@@ -63,14 +68,10 @@ def test_load_benchmark_with_streaming_callers(tmp_path: Path) -> None:
     stream from SIPp's rtp_stream (a few threads and one port for them all, lighter on shared
     cores). Every call carries media both ways and the sampled ones are measured."""
     require_tools("sipp", "tshark", "unshare")
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--route", "echo", "--calls", "12", "--hold", "4",
-         "--ramp", "1", "--cps", "", "--callers", "stream", "--out", str(tmp_path / "load")],
-        capture_output=True, text=True, timeout=300, check=False,
+    out, report = run_bench(
+        "--route", "echo", "--calls", "12", "--hold", "4", "--ramp", "1", "--cps", "",
+        "--callers", "stream", "--out", str(tmp_path / "load"),
     )  # fmt: skip
-    out = done.stdout
-    report = f"rc={done.returncode}\n{out}\n{done.stderr[-4000:]}"
-    assert done.returncode == 0, report
     header = re.search(r"^\s+N\s+ok\s+failed\s.*$", out, re.M)
     calls = re.search(r"^\s+12\s+(\d+)\s+(\d+)\s+([\d.]+)\s.*$", out, re.M)
     assert header is not None and calls is not None, report

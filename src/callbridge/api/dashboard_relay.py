@@ -63,6 +63,9 @@ class WorkerRelay:
         # "stats"}), in the order they started.
         self.calls: dict[str, dict[str, Any]] = {}
         self.connected = asyncio.Event()  # set while a stream is open (tests, logs)
+        self.breaks = 0  # streams that broke or could not open
+        self.last_break = ""
+        self.broke = asyncio.Event()  # set at each break (tests clear it to await the next)
 
     def live(self) -> list[dict[str, Any]]:
         return list(self.calls.values())
@@ -100,6 +103,9 @@ class WorkerRelay:
                     failure = type(exc).__name__
                 event(log, "dashboard.relay_broken", logging.WARNING, worker=self.gateway_id,
                       reason=failure, retry_s=pause)  # fmt: skip
+                self.breaks += 1
+                self.last_break = failure
+                self.broke.set()
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, RETRY_MAX_S)
 

@@ -128,8 +128,11 @@ async def test_a_relay_refused_by_the_worker_relays_nothing_and_retries(worker: 
     task = asyncio.ensure_future(relay.run(lambda ev, keep: events.append(ev)))
     try:
         worker.start_call()
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(relay.connected.wait(), 1.2)  # two tries at least
+        for tries in (1, 2):  # refused, then refused again after the pause
+            await asyncio.wait_for(relay.broke.wait(), 5)
+            relay.broke.clear()
+            assert (relay.breaks, relay.last_break) == (tries, "status 401")
+            assert not relay.connected.is_set()
         assert events == [] and relay.live() == []
     finally:
         task.cancel()
