@@ -25,6 +25,7 @@ from callbridge.core.frames import FRAME_SAMPLES, PIPELINE_RATE, AudioFrame
 from callbridge.core.ports import CallLeg, LegInfo, Rejection
 from callbridge.transports.webrtc import transport as webrtc
 from callbridge.transports.webrtc.leg import WebRtcLeg
+from callbridge.transports.webrtc.peer import mono_pcm
 from callbridge.transports.webrtc.transport import (
     BadOffer,
     WebRtcConfig,
@@ -108,7 +109,7 @@ class Browser:
                     return
                 assert isinstance(frame, av.AudioFrame)
                 self.heard_rate = frame.sample_rate
-                self.heard.append(np.frombuffer(webrtc.mono_pcm(frame), "<i2"))
+                self.heard.append(np.frombuffer(mono_pcm(frame), "<i2"))
 
         self._listener = asyncio.ensure_future(listen())
 
