@@ -8,9 +8,12 @@ tentative half of barge-in (silence at once on suspected caller speech, resume i
 cough). The level of the last ~200 ms sent is kept for the
 barge-in echo guard.
 
-Sans-IO and O(1) per frame: a frame's energy is computed once, at push (one 160-sample integer
-dot product); pop only moves running sums (energy, samples) and a monotonic deque for the
-window's loudest frame, so the 20 ms tick does no numpy and no pass over the window.
+Sans-IO and O(1) per frame. The level is measured when it is read, not when audio is sent:
+an agent that never reads it (the echo agent, a remote agent) costs no numpy per frame, and
+one that does (the voice agent's echo guard, every 32 ms) measures each frame sent once, at
+the first read that finds it in the window (one 160-sample integer dot product). A read then
+only moves running sums (energy, samples) and a monotonic deque for the window's loudest
+frame; the 20 ms tick itself only notes what it sent.
 """
 
 from __future__ import annotations
@@ -27,24 +30,27 @@ __all__ = ["LEVEL_WINDOW_FRAMES", "PlayoutQueue", "UtteranceId"]
 UtteranceId = int | str
 LEVEL_WINDOW_FRAMES = 200 // FRAME_MS  # ~200 ms: covers typical echo path delay
 _FULL_SCALE_SQ = 32768.0 * 32768.0
+_IDLE: tuple[None, int] = (None, FRAME_SAMPLES)  # a tick that sent nothing: silence
 
 
 class PlayoutQueue:
     def __init__(self, level_window: int = LEVEL_WINDOW_FRAMES) -> None:
         self._frames: deque[tuple[AudioFrame, UtteranceId]] = deque()
-        self._energies: deque[int] = deque()  # sum of squares of each queued frame
         self._queued_samples = 0
         self._played: dict[UtteranceId, int] = {}
         self._dropped: dict[UtteranceId, int] = {}
+        # What the ticks sent since the level was last read, as (pcm, samples) (idle ticks:
+        # no pcm); only the last `window` can still be in the window.
+        self._window = level_window
+        self._unmeasured: deque[tuple[bytes | None, int]] = deque(maxlen=level_window)
+        self._sent_ticks = 0  # ticks noted so far (measured or not)
         # The window: (sum of squares, samples) of each recent tick (idle ticks: 0 energy),
         # with its running totals; integers, so the sums never drift.
-        self._window = level_window
         self._ticks: deque[tuple[int, int]] = deque()
         self._energy = 0
         self._samples = 0
         # The window's loudest ticks as (tick number, mean square), mean squares decreasing
         # from the left: its head is the peak, each tick enters and leaves it once.
-        self._tick = 0
         self._peaks: deque[tuple[int, float]] = deque()
         self._last: UtteranceId | None = None  # utterance of the frame the last pop sent
         self._held = False
@@ -54,47 +60,60 @@ class PlayoutQueue:
         return len(self._frames)
 
     def push(self, frame: AudioFrame, utterance: UtteranceId) -> None:
-        x = np.frombuffer(frame.pcm, dtype="<i2").astype(np.int64)
-        self._energies.append(int(np.dot(x, x)))
         self._frames.append((frame, utterance))
-        self._queued_samples += frame.samples
-        self._played.setdefault(utterance, 0)
+        self._queued_samples += len(frame.pcm) >> 1
 
     def pop(self) -> tuple[AudioFrame, UtteranceId] | None:
         """The next frame to send now (the caller sends it); None when idle or held. One call
         per tick."""
         if not self._frames or self._held:
-            self._sent(0, FRAME_SAMPLES)  # the wire carried silence
+            self._unmeasured.append(_IDLE)  # the wire carried silence
+            self._sent_ticks += 1
             self._last = None
             return None
         frame, utterance = item = self._frames.popleft()
-        energy = self._energies.popleft()
-        n = frame.samples
+        pcm = frame.pcm
+        n = len(pcm) >> 1
         self._queued_samples -= n
         self._played[utterance] = self._played.get(utterance, 0) + n
         if n:
-            self._sent(energy, n)
+            self._unmeasured.append((pcm, n))
+            self._sent_ticks += 1
         self._last = utterance
         return item
 
-    def _sent(self, energy: int, n: int) -> None:
-        """One tick into the level window (O(1) amortised)."""
+    def _measure(self) -> None:
+        """Bring the level window up to the last tick: each tick noted since the last read
+        enters it (O(1) amortised per tick, a dot product per frame still in the window)."""
+        pending = self._unmeasured
+        if not pending:
+            return
         ticks = self._ticks
-        ticks.append((energy, n))
-        self._energy += energy
-        self._samples += n
-        if len(ticks) > self._window:
-            old_energy, old_n = ticks.popleft()
-            self._energy -= old_energy
-            self._samples -= old_n
-        self._tick += 1
-        mean_square = energy / (n * _FULL_SCALE_SQ)
         peaks = self._peaks
-        while peaks and peaks[-1][1] <= mean_square:
-            peaks.pop()  # never the peak again: this louder one outlives it in the window
-        peaks.append((self._tick, mean_square))
-        if peaks[0][0] <= self._tick - self._window:
-            peaks.popleft()
+        window = self._window
+        # The noted ticks are the last len(pending) ones (older ones left the window unread).
+        tick = self._sent_ticks - len(pending)
+        while pending:
+            pcm, n = pending.popleft()
+            if pcm is None:
+                energy = 0
+            else:
+                x = np.frombuffer(pcm, dtype="<i2").astype(np.int64)
+                energy = int(np.dot(x, x))
+            ticks.append((energy, n))
+            self._energy += energy
+            self._samples += n
+            if len(ticks) > window:
+                old_energy, old_n = ticks.popleft()
+                self._energy -= old_energy
+                self._samples -= old_n
+            tick += 1
+            mean_square = energy / (n * _FULL_SCALE_SQ)
+            while peaks and peaks[-1][1] <= mean_square:
+                peaks.pop()  # never the peak again: this louder one outlives it in the window
+            peaks.append((tick, mean_square))
+            while peaks and peaks[0][0] <= tick - window:
+                peaks.popleft()
 
     def hold(self, held: bool) -> None:
         """Pause (True) or resume (False) sending; queued frames and positions are kept."""
@@ -112,7 +131,6 @@ class PlayoutQueue:
         for frame, utterance in self._frames:
             self._dropped[utterance] = self._dropped.get(utterance, 0) + frame.samples
         self._frames.clear()
-        self._energies.clear()
         self._queued_samples = 0
         return dropped
 
@@ -146,6 +164,7 @@ class PlayoutQueue:
     @property
     def level_dbfs(self) -> float:
         """RMS level of what was sent over the window (idle ticks count as silence)."""
+        self._measure()
         if not self._samples:
             return -math.inf
         return _dbfs(self._energy / (self._samples * _FULL_SCALE_SQ))
@@ -153,6 +172,7 @@ class PlayoutQueue:
     @property
     def peak_dbfs(self) -> float:
         """Level of the loudest frame sent over the window: the echo guard's reference."""
+        self._measure()
         return _dbfs(self._peaks[0][1] if self._peaks else 0.0)
 
 

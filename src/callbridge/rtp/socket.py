@@ -31,6 +31,7 @@ DRAIN_LIMIT = 16
 # kernel's receive time (CLOCK_REALTIME, struct timespec) as ancillary data.
 _SO_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("qq")
+_SOL_SOCKET = socket.SOL_SOCKET
 _ANC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
@@ -141,12 +142,15 @@ class RtpSocket:
                 continue
             n += 1
             age = 0.0
-            for level, kind, value in anc:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+            if anc:  # the socket asks for one kind of ancillary data only: the timestamp
+                level, kind, value = anc[0]
+                if level == _SOL_SOCKET and kind == _SO_TIMESTAMPNS:
                     sec, nsec = _TIMESPEC.unpack_from(value)
                     wall = wall or time.time()
-                    age = max(0.0, wall - (sec + nsec * 1e-9))
-            self.on_rtp(data, (addr[0], addr[1]), age)
+                    age = wall - (sec + nsec * 1e-9)
+                    if age < 0.0:  # noqa: PLR1730 - the wall clock stepped back; no call per packet
+                        age = 0.0
+            self.on_rtp(data, addr if len(addr) == 2 else (addr[0], addr[1]), age)
         return n
 
     def _rtcp_readable(self) -> None:

@@ -60,13 +60,15 @@ class LegCore:
         self._sink: Callable[[LegInput], None] | None = None
         self._room = asyncio.Event()
         self._room.set()
+        self._blocked = False  # a play() waits for room: the tick that makes room wakes it
         self._ended = asyncio.Event()
+        self._over = False  # _ended as a plain flag, read on every frame (no call)
 
     # ---- the caller's side ---------------------------------------------------------------
 
     def put(self, item: LegInput) -> None:
         """Hand the agent a caller frame, digit or hold change (from any callback)."""
-        if self._ended.is_set():
+        if self._over:
             return  # nobody reads after the end (inputs() stops at its marker)
         if self._sink is not None:
             self._sink(item)
@@ -98,8 +100,9 @@ class LegCore:
     async def play(self, frame: AudioFrame, utterance: UtteranceId = 0) -> None:
         """Queue for the ticks; waits while `limit` frames are queued (back-pressure keeps a
         flush cheap); raises CallEnded once the leg ended, also while waiting."""
-        while not self.ended and len(self.playout) >= self.limit:
+        while not self._over and len(self.playout) >= self.limit:
             self._room.clear()
+            self._blocked = True
             waiter = asyncio.ensure_future(self._room.wait())
             ender = asyncio.ensure_future(self._ended.wait())
             try:
@@ -107,14 +110,14 @@ class LegCore:
             finally:
                 waiter.cancel()
                 ender.cancel()
-        if self.ended:
+        if self._over:
             raise CallEnded(self.info.ids.get("call_id", self.name))
         self.playout.push(frame, utterance)
 
     def offer(self, frame: AudioFrame, utterance: UtteranceId = 0) -> bool:
         """`play` without waiting: False (and nothing queued) while `limit` frames are queued;
         raises CallEnded once the leg ended."""
-        if self.ended:
+        if self._over:
             raise CallEnded(self.info.ids.get("call_id", self.name))
         if len(self.playout) >= self.limit:
             return False
@@ -124,7 +127,8 @@ class LegCore:
     def pop(self) -> tuple[AudioFrame, UtteranceId] | None:
         """The agent's frame for this tick (None: idle or held). Once per tick."""
         item = self.playout.pop()
-        if len(self.playout) < self.limit:
+        if self._blocked and len(self.playout) < self.limit:
+            self._blocked = False
             self._room.set()
         return item
 
@@ -137,14 +141,15 @@ class LegCore:
 
     @property
     def ended(self) -> bool:
-        return self._ended.is_set()
+        return self._over
 
     def finish(self, reason: str = "") -> bool:
         """End the leg: inputs() ends, play() raises, the tick loop stops at its next tick.
         The first reason given (here or in `end_reason`) stays. True the first time only."""
-        if self._ended.is_set():
+        if self._over:
             return False
         self.end_reason = self.end_reason or reason
+        self._over = True
         self._ended.set()
         # The sink is the agent's closure, which holds the leg: keeping it would make a
         # reference cycle that only a full garbage collection (a pause of every call) frees.
@@ -166,7 +171,10 @@ class LegCore:
         for every leg). `missed` counts the ticks a stall skipped (0 normally): a recording
         keeps wall time with them. `on_tick` may return how many seconds earlier the leg
         wants its ticks from now on (its frames are due that much before it ticks)."""
-        await self.media.ticks(on_tick, self._ended.is_set, limit=limit)
+        await self.media.ticks(on_tick, self._is_over, limit=limit)
+
+    def _is_over(self) -> bool:
+        return self._over
 
     @property
     def media(self) -> MediaClock:

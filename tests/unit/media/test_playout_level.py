@@ -1,4 +1,4 @@
-"""The playout level kept in O(1) per frame gives what the old per-pop numpy computation over
+"""The playout level kept in O(1) per frame (measured when read) gives what the old per-pop numpy computation over
 the whole window gave, on random streams of pushes, pops, holds and flushes."""
 
 from __future__ import annotations
@@ -78,14 +78,16 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(ops, st.sampled_from([0, 1, 3, 10]))
+@settings(max_examples=300, deadline=None)
+@given(ops, st.sampled_from([0, 1, 3, 10]), st.sampled_from([1, 2, 7, 40]))
 def test_the_fast_level_is_the_old_computation(
-    script: list[tuple[str, object]], window: int
+    script: list[tuple[str, object]], window: int, read_every: int
 ) -> None:
+    """Read after every op, or now and then (the level is measured when read: ticks sent
+    between reads, more of them than the window holds, must give the same level)."""
     q = PlayoutQueue(level_window=window)
     old = OldLevels(window)
-    for op, arg in script:
+    for i, (op, arg) in enumerate(script):
         match op:
             case "push":
                 assert isinstance(arg, np.ndarray)
@@ -101,8 +103,9 @@ def test_the_fast_level_is_the_old_computation(
                 q.hold(arg)
             case _:
                 q.flush()
-        assert same(q.level_dbfs, old.level_dbfs), (q.level_dbfs, old.level_dbfs)
-        assert same(q.peak_dbfs, old.peak_dbfs), (q.peak_dbfs, old.peak_dbfs)
+        if i % read_every == 0 or i == len(script) - 1:
+            assert same(q.level_dbfs, old.level_dbfs), (q.level_dbfs, old.level_dbfs)
+            assert same(q.peak_dbfs, old.peak_dbfs), (q.peak_dbfs, old.peak_dbfs)
 
 
 def test_a_loud_frame_leaves_the_peak_after_exactly_one_window() -> None:
