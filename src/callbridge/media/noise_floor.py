@@ -31,6 +31,7 @@ class NoiseFloor:
         self._low = math.inf
         self._high = -math.inf
         self._count = 0
+        self._blocks_min = math.inf  # min(self._mins)
         self.floor: float | None = None  # None until one whole block was seen
         # The median of the blocks' ranges (max - min level): a steady noise's own spread
         # (white noise ~1 dB, low-passed or companded hiss several); speech widens only the
@@ -46,13 +47,16 @@ class NoiseFloor:
             self._mins.append(self._low)
             self._ranges.append(self._high - self._low)
             self.spread = sorted(self._ranges)[len(self._ranges) // 2]
+            self._blocks_min = min(self._mins)  # once per block, not per chunk
             self._low, self._high, self._count = math.inf, -math.inf, 0
         if self._mins:
-            self.floor = min(*self._mins, self._low)
+            low = self._low
+            self.floor = low if low < self._blocks_min else self._blocks_min
         return self.floor
 
     def reset(self) -> None:
         self._mins.clear()
         self._ranges.clear()
         self._low, self._high, self._count = math.inf, -math.inf, 0
+        self._blocks_min = math.inf
         self.floor, self.spread = None, 0.0

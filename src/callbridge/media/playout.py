@@ -44,6 +44,7 @@ class PlayoutQueue:
         self._window = level_window
         self._unmeasured: deque[tuple[bytes | None, int]] = deque(maxlen=level_window)
         self._sent_ticks = 0  # ticks noted so far (measured or not)
+        self._sound_tick = -level_window  # the last tick that sent audio
         # The window: (sum of squares, samples) of each recent tick (idle ticks: 0 energy),
         # with its running totals; integers, so the sums never drift.
         self._ticks: deque[tuple[int, int]] = deque()
@@ -79,8 +80,15 @@ class PlayoutQueue:
         if n:
             self._unmeasured.append((pcm, n))
             self._sent_ticks += 1
+            self._sound_tick = self._sent_ticks
         self._last = utterance
         return item
+
+    @property
+    def _silent(self) -> bool:
+        """No tick in the window sent audio (a listening agent's usual case): both levels are
+        -inf without measuring anything."""
+        return self._sent_ticks - self._sound_tick >= self._window
 
     def _measure(self) -> None:
         """Bring the level window up to the last tick: each tick noted since the last read
@@ -164,6 +172,8 @@ class PlayoutQueue:
     @property
     def level_dbfs(self) -> float:
         """RMS level of what was sent over the window (idle ticks count as silence)."""
+        if self._silent:
+            return -math.inf
         self._measure()
         if not self._samples:
             return -math.inf
@@ -172,6 +182,8 @@ class PlayoutQueue:
     @property
     def peak_dbfs(self) -> float:
         """Level of the loudest frame sent over the window: the echo guard's reference."""
+        if self._silent:
+            return -math.inf
         self._measure()
         return _dbfs(self._peaks[0][1] if self._peaks else 0.0)
 

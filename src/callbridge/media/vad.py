@@ -109,6 +109,10 @@ class VadResult:
     source: VadSource
 
 
+_SCALE = np.float32(1 / 32768)
+_NO_INPUT: Floats = np.zeros(0, dtype=np.float32)  # a gated chunk's: the model never sees it
+
+
 class VadChunk:
     """One chunk of a stream on its way through a batch (opaque to callers)."""
 
@@ -177,14 +181,14 @@ class VadStream:
             self._cut(raw, end - self._chunk / rate, end)
 
     def _cut(self, raw: bytes, start: float, end: float) -> None:
-        x = np.empty(self._context_len + self._chunk, dtype=np.float32)
-        x[: self._context_len] = self._context
-        samples = x[self._context_len :]
-        np.multiply(np.frombuffer(raw, dtype="<i2"), np.float32(1 / 32768), out=samples)
-        self._context = x[-self._context_len :]
+        samples = np.frombuffer(raw, dtype="<i2") * _SCALE  # float32 in [-1, 1)
+        context = self._context
+        self._context = samples[-self._context_len :]
         mean_square = float(np.dot(samples, samples)) / self._chunk
         level = 10.0 * math.log10(mean_square) if mean_square > 0 else -math.inf
-        chunk = VadChunk(x, start, end, level)
+        # The model's input (the previous chunk's tail, then this chunk) is built only for a
+        # chunk the model will see: most chunks of a listening call are gated below.
+        chunk = VadChunk(_NO_INPUT, start, end, level)
         self._order.append(chunk)
         if self._active(raw, level):
             self._quiet_run = 0
@@ -197,6 +201,7 @@ class VadStream:
             self._skipped_since_model |= level < self.config.silence_dbfs
             return
         chunk.reset_before, self._skipped_since_model = self._skipped_since_model, False
+        chunk.input = np.concatenate((context, samples))
         self._todo.append(chunk)
         while len(self._todo) > self.config.max_backlog:
             stale = next((c for c in self._todo if not c.in_flight), None)
