@@ -157,6 +157,7 @@ class MediaClock:
 
     def _pass(self, slot: dict[int, _Subscriber], index: int) -> None:
         moves: list[tuple[int, _Subscriber, int]] = []
+        now = self.clock.now
         for key, sub in list(slot.items()):
             if sub.done.done():
                 continue
@@ -169,7 +170,7 @@ class MediaClock:
                 # over hundreds of legs takes milliseconds, and what a leg received meanwhile
                 # is stamped with real time.
                 missed, sub.missed = sub.missed, 0
-                earlier = sub.context.run(sub.on_tick, self.clock.now(), missed)
+                earlier = sub.context.run(sub.on_tick, now(), missed)
             except Exception as exc:  # that leg's loop ends with it; the others tick on
                 sub.done.set_exception(exc)
                 continue
