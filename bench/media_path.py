@@ -1,6 +1,9 @@
 """Per-call media cost: how much CPU one call's 20 ms frame costs on the receive and send paths,
-and one whole SIP leg tick with the echo agent on it (the leg's socket read, jitter buffer,
-the agent's frame, packetise, send: everything but the syscalls, which a fake wire stands in for).
+one whole SIP leg tick with the echo agent on it (the leg's socket read, jitter buffer,
+the agent's frame, packetise, send: everything but the syscalls, which a fake wire stands in for),
+and the voice agent's listening work per caller frame (its VAD stream with the noise gate, the
+turn and barge-in detectors; the model's answer for the chunks it would see is given inline,
+as the batched model runs on another thread).
 
     .venv/bin/python bench/media_path.py [--frames N]
 
@@ -24,6 +27,8 @@ from callbridge.audio.g711 import ulaw_encode
 from callbridge.core.frames import FRAME_SAMPLES, AudioFrame
 from callbridge.core.net import Addr
 from callbridge.core.ports import LegInfo
+from callbridge.media.listening import Listener
+from callbridge.media.vad import VadStream
 from callbridge.rtp.jitter import JitterConfig
 from callbridge.rtp.packet import RtpPacket
 from callbridge.rtp.session import RtpParams, RtpSession
@@ -109,6 +114,28 @@ def echo_leg_ticks(data: list[bytes]) -> Callable[[], None]:
     return run
 
 
+def listening(frames: list[bytes]) -> Callable[[], None]:
+    """The voice agent's per-frame listening work on a caller's line noise (what
+    agents.conversation does in each tick: the listener's frame, the VAD stream's chunking,
+    level and noise gate, then each chunk's verdict through the turn and barge-in detectors).
+    A chunk the gate lets through gets "not speech" at once, in place of the batched model."""
+
+    def run() -> None:
+        stream = VadStream()
+        listener = Listener()
+        silent = -float("inf")
+        for i, pcm in enumerate(frames):
+            now = i * 0.02
+            listener.frame(pcm, now)
+            stream.feed(pcm, now)
+            while (chunk := stream.next_chunk()) is not None:
+                stream.resolve(chunk, 0.0, stream.state_for(chunk))
+            for result in stream.results():
+                listener.vad(result, agent_speaking=False, agent_dbfs=silent)
+
+    return run
+
+
 def timed(fn: Callable[[], None], repeat: int = 5) -> float:
     runs = []
     for _ in range(repeat):
@@ -162,12 +189,18 @@ def main() -> None:
     sp = timed(sip_parse) / 200
     si = timed(sip_invite) / 200
     leg = timed(echo_leg_ticks(data)) / n
+    rng = np.random.default_rng(2)
+    noise = [  # line noise around -50 dBFS: the gate's usual case on an idle caller
+        (rng.normal(0, 100, FRAME_SAMPLES)).astype("<i2").tobytes() for _ in range(n)
+    ]
+    listen = timed(listening(noise)) / n
     per_call = (rx + tx) * 50  # CPU seconds per second of call
     rows = [
         ("RTP parse+serialise (baseline)", base * 1e6, 1.0),
         ("receive: parse, decode, jitter push+pop", rx * 1e6, rx / base),
         ("send: encode, packetise", tx * 1e6, tx / base),
         ("SIP leg tick, echo agent (no syscalls)", leg * 1e6, leg / base),
+        ("voice agent listening, per frame (noise)", listen * 1e6, listen / base),
         ("SIP parse (INVITE)", sp * 1e6, sp / base),
         ("SIP INVITE through the UA (100 Trying)", si * 1e6, si / base),
     ]
