@@ -63,6 +63,7 @@ from tests.peers.peerlib.process import (  # noqa: E402
 from tests.peers.peerlib.sipp import SippRun, parse_stats, start_uac  # noqa: E402
 from tests.peers.peerlib.wav2pcap import wav_to_pcap  # noqa: E402
 
+from callbridge import native  # noqa: E402
 from callbridge.audio.g711 import ulaw_encode  # noqa: E402
 
 UAC_MEDIA_PORT = 30000  # SIPp's [auto_media_port]: call k uses 30000 + 4 * (k - 1)
@@ -615,6 +616,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.churn < 1:
         raise SystemExit("--churn: at least 1 (one round of N calls, no churn)")
     media = make_media(a.media, a.hold + a.ramp + 2, work)
+    # The gateway inherits CALLBRIDGE_NATIVE (peerlib keeps it): it runs as this process does.
+    status = native.status()
+    print(f"-- media path: {'compiled' if status.native else f'interpreted ({status.reason})'}")
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     for n in (int(x) for x in a.calls.split(",") if x):

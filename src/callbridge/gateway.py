@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from callbridge import native
 from callbridge.agents.echo import EchoAgent
 from callbridge.agents.runtime import VoiceRuntime
 from callbridge.agents.twilio_socket import TwilioSocketAgent, TwilioSocketConfig
@@ -135,6 +136,7 @@ class Gateway:
             "routes": ",".join(routes),
             "seconds": round(seconds, 1),
             "data": self.settings.data_dir,  # recordings, transcripts and the call database
+            "media_path": _media_path(),
         }
         if self.http is not None:
             scheme = "https" if self.http.tls else "http"
@@ -450,3 +452,9 @@ def build_webrtc(settings: Settings, clock: Clock, calls: CallManager) -> WebRtc
         ice_credential=w.ice_credential,
     )
     return WebRtcTransport(clock, calls, config)
+
+
+def _media_path() -> str:
+    """How this process runs the per-frame media code (callbridge.native)."""
+    status = native.status()
+    return "compiled" if status.native else f"interpreted ({status.reason})"

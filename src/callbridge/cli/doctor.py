@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
+from callbridge import native
 from callbridge.config.settings import Settings, http_wanted
 from callbridge.transports.sip.transport import local_address_towards
 
@@ -155,6 +156,16 @@ def addressing(s: Settings, local: Callable[[], str | None] = outbound_address) 
 def media(s: Settings) -> Iterator[Check]:
     codecs = [c.strip().upper() for c in s.rtp.codecs.split(",")]
     yield Check("ok", f"codecs: {', '.join(codecs)} (G.711) + telephone-event (RFC 4733 DTMF)")
+    status = native.status()
+    if status.native:
+        yield Check("ok", f"media path compiled ({status.modules} modules, callbridge.native)")
+    else:
+        yield Check(
+            "warn",
+            f"media path interpreted: {status.reason}",
+            "./scripts/run.sh compiles it (or: python -m callbridge.cli.native build); "
+            "compiled, a call costs about half the CPU",
+        )
 
 
 def _has(module: str) -> bool:

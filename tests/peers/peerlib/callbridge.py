@@ -66,10 +66,10 @@ class GatewayConfig:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        # Only the test's own settings: drop any CALLBRIDGE_* from the caller's shell.
-        for key in [
-            k for k in env if k.startswith("CALLBRIDGE_") and k != "CALLBRIDGE_TEST_PYTHON"
-        ]:
+        # Only the test's own settings: drop any CALLBRIDGE_* from the caller's shell, but
+        # for how the process runs: the test interpreter, the compiled media path on or off.
+        keep = ("CALLBRIDGE_TEST_PYTHON", "CALLBRIDGE_NATIVE", "CALLBRIDGE_NATIVE_DIR")
+        for key in [k for k in env if k.startswith("CALLBRIDGE_") and k not in keep]:
             del env[key]
         env.update(
             {

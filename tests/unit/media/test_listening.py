@@ -109,6 +109,24 @@ def approx(x: float) -> object:
     return pytest.approx(x, abs=1e-6)
 
 
+class Like:
+    """Equal to an action of `kind` whose fields equal `values` in order (approx() allowed).
+    The action classes compiled by mypyc (callbridge.native) take only real floats, so a test
+    cannot build an expected action out of approx() values."""
+
+    def __init__(self, kind: type, *values: object) -> None:
+        self.kind, self.values = kind, values
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not self.kind:
+            return False
+        fields = tuple(getattr(other, f.name) for f in dataclasses.fields(other))  # type: ignore[arg-type]
+        return fields == self.values
+
+    def __repr__(self) -> str:
+        return f"{self.kind.__name__}{self.values!r}"
+
+
 # ---- pre-roll, utterance, plain end of turn ----------------------------------------------------
 
 
@@ -124,7 +142,7 @@ def test_the_utterance_starts_with_the_pre_roll_and_is_fed_in_batches() -> None:
     feeds = [a.pcm for _, a in call.of(FeedStt)]  # type: ignore[union-attr]
     assert all(len(f) == 5 * 320 for f in feeds)  # 100 ms at a time
     assert b"".join(feeds) == b"".join(frame(n, True) for n in range(52, 52 + len(feeds) * 5))
-    assert [a for _, a in call.of(SpeechOnset)] == [SpeechOnset(approx(T0 + 1.02))]
+    assert [a for _, a in call.of(SpeechOnset)] == [Like(SpeechOnset, approx(T0 + 1.02))]
 
 
 def test_a_click_is_discarded_and_its_audio_never_reaches_the_next_turn() -> None:
@@ -174,7 +192,9 @@ def test_without_preparing_the_transcript_is_asked_at_the_end_of_the_turn() -> N
     ((t, _),) = call.of(FinishUtterance)
     assert t - speech_end == approx(0.4)
     out = call.transcribe("hello there", after=0.05)
-    assert out == [EndTurn("hello there", approx(T0 + 0.02), approx(speech_end), t, approx(0.05))]
+    assert out == [
+        Like(EndTurn, "hello there", approx(T0 + 0.02), approx(speech_end), t, approx(0.05))
+    ]
 
 
 def test_turn_ends_before_its_tentative_transcript_comes_then_that_is_final() -> None:
@@ -205,7 +225,8 @@ def test_speech_after_a_tentative_turn_drops_it_and_decodes_the_whole_turn_again
     # One final turn: its tentative transcript (asked at 160 ms of silence) came after the
     # end of the turn (400 ms), so it is the final one, decided when it was asked.
     assert call.transcribe("first half second half") == [
-        EndTurn(
+        Like(
+            EndTurn,
             "first half second half",
             approx(T0 + 0.02),
             approx(T0 + 1.30),
@@ -247,7 +268,7 @@ def test_barge_in_holds_at_once_then_confirms_after_min_speech() -> None:
     assert hold == PausePlayout("caller", t_hold) and t_hold == approx(T0 + 0.22)
     ((t, barge),) = call.of(ConfirmBargeIn)
     # min_speech 150 ms from the onset chunk: decided on the chunk at 160 ms
-    assert barge == ConfirmBargeIn(approx(T0 + 0.22), approx(T0 + 0.38), t_hold)
+    assert barge == Like(ConfirmBargeIn, approx(T0 + 0.22), approx(T0 + 0.38), t_hold)
     assert call.of(ResumePlayout)[0][0] == t  # the flush released the hold
 
 
@@ -319,7 +340,10 @@ def test_complete_verdict_ends_the_turn_and_releases_the_prepared_answer() -> No
     call.pause(0.16)
     call.transcribe("what time is it", after=0.01)  # prepared, held
     call.pause(0.04)
-    assert call.judge(0.9, after=0.04) == [ResumePlayout(approx(call.now)), ConfirmTurn(call.now)]
+    assert call.judge(0.9, after=0.04) == [
+        Like(ResumePlayout, approx(call.now)),
+        ConfirmTurn(call.now),
+    ]
     assert call.now - speech_end == approx(0.24)
     call.pause(1.5)
     assert len(call.of(ConfirmTurn)) == 1 and not call.of(EndTurn)
