@@ -617,8 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--churn: at least 1 (one round of N calls, no churn)")
     media = make_media(a.media, a.hold + a.ramp + 2, work)
     # The gateway inherits CALLBRIDGE_NATIVE (peerlib keeps it): it runs as this process does.
-    status = native.status()
-    print(f"-- media path: {'compiled' if status.native else f'interpreted ({status.reason})'}")
+    print(f"-- media path: {native.status().summary}")
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     for n in (int(x) for x in a.calls.split(",") if x):

@@ -136,7 +136,7 @@ class Gateway:
             "routes": ",".join(routes),
             "seconds": round(seconds, 1),
             "data": self.settings.data_dir,  # recordings, transcripts and the call database
-            "media_path": _media_path(),
+            "media_path": native.status().summary,  # how this process runs the frame code
         }
         if self.http is not None:
             scheme = "https" if self.http.tls else "http"
@@ -452,9 +452,3 @@ def build_webrtc(settings: Settings, clock: Clock, calls: CallManager) -> WebRtc
         ice_credential=w.ice_credential,
     )
     return WebRtcTransport(clock, calls, config)
-
-
-def _media_path() -> str:
-    """How this process runs the per-frame media code (callbridge.native)."""
-    status = native.status()
-    return "compiled" if status.native else f"interpreted ({status.reason})"

@@ -82,6 +82,10 @@ class NativeStatus:
     reason: str  # why not (or "compiled"), for the start-up log and `callbridge doctor`
     modules: int = 0
 
+    @property
+    def summary(self) -> str:
+        return "compiled" if self.native else f"interpreted ({self.reason})"
+
 
 _status = NativeStatus(False, "not installed")
 
@@ -109,13 +113,18 @@ def suffix() -> str:
 
 def verify(directory: Path) -> tuple[dict[str, Path], str]:
     """The compiled file of every module (and the group library) if the build in `directory`
-    matches this interpreter and the sources; else ({}, why not)."""
+    matches this interpreter and the sources; else ({}, why not). Never raises: it runs at
+    `import callbridge`, and a damaged build must not stop the gateway."""
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
+        return _verify(directory)
     except FileNotFoundError:
         return {}, f"not built (python -m callbridge.cli.native build writes {directory})"
-    except (OSError, ValueError) as exc:
-        return {}, f"unreadable manifest in {directory}: {exc}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return {}, f"unreadable manifest in {directory}: {exc!r}"
+
+
+def _verify(directory: Path) -> tuple[dict[str, Path], str]:
+    manifest = json.loads((directory / MANIFEST).read_text())
     if manifest.get("suffix") != suffix():
         return {}, f"built for another interpreter ({manifest.get('suffix')}, not {suffix()})"
     built: dict[str, dict[str, str]] = manifest.get("modules", {})

@@ -117,3 +117,15 @@ def test_the_media_path_runs_the_way_status_says() -> None:
         compiled = str(module.__file__).endswith(native.suffix())
         assert compiled == status.native, (module.__name__, status)
     assert all(m in sys.modules for m in ("callbridge.rtp.jitter", "callbridge.media.playout"))
+
+
+def test_a_damaged_manifest_runs_interpreted_and_says_so(tmp_path: Path) -> None:
+    """It is read at `import callbridge`: a damaged build must not stop the gateway."""
+    manifest = fake_build(tmp_path)
+    del manifest["group"]
+    (tmp_path / native.MANIFEST).write_text(json.dumps(manifest))
+    files, reason = native.verify(tmp_path)
+    assert not files and reason.startswith("unreadable manifest") and "group" in reason
+    (tmp_path / native.MANIFEST).write_text("[1, 2]")
+    files, reason = native.verify(tmp_path)
+    assert not files and reason.startswith("unreadable manifest")

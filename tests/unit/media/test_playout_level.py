@@ -78,7 +78,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=800, deadline=None)  # ~200 per read interval, as before
 @given(ops, st.sampled_from([0, 1, 3, 10]), st.sampled_from([1, 2, 7, 40]))
 def test_the_fast_level_is_the_old_computation(
     script: list[tuple[str, object]], window: int, read_every: int
