@@ -12,7 +12,8 @@ greeting off) and SIPp (G.711 both ways from a pcap; the setup-rate steps send n
 reports per N: the gateway's CPU (% of one core, from /proc; its child processes apart) and
 each core's load, RSS, the send jitter p99 of the gateway's RTP to a sample of two calls (a
 tshark capture on lo) beside SIPp's own, on the echo route the gateway-added latency of those
-calls (caller packet -> the echoed packet with the same payload), and the concealed/lost frames from the gateway's own `call.ended`
+calls (caller packet -> the echoed packet with the same payload), the calls whose jitter buffer
+deepened (inserted audio), and the concealed/lost frames from the gateway's own `call.ended`
 counters; per rate: failures, retransmissions and INVITE->200 p50/p99 (SIPp -trace_rtt).
 The last table puts bench/media_path.py's media-only estimate beside the measured cost.
 Raw files stay in --out. Exit status 1 when a step could not be measured or, with --smoke,
@@ -369,6 +370,9 @@ def ended_stats(gw: CallbridgeProcess) -> dict[str, Any]:
         "lost": sum(int(e.get("lost", 0)) for e in ended),
         "late": sum(int(e.get("late", 0)) for e in ended),
         "concealed_pct": 100.0 * concealed / rtp_in if rtp_in else None,
+        # the jitter buffer deepening: delay a call carries until a pause lets it go
+        "calls_inserted": sum(1 for e in ended if float(e.get("inserted_ms", 0)) > 0),
+        "playout_p99_ms": pct([float(e.get("playout_delay_ms", 0)) for e in ended], 0.99),
         "save_failed": len([e for e in gw.events() if "sav" in str(e.get("msg", "")).lower()
                             and e.get("level") in ("WARNING", "ERROR")]),
     }  # fmt: skip
@@ -527,7 +531,7 @@ def print_table(rows: list[dict[str, Any]], a: argparse.Namespace) -> None:
         + (f", churn {a.churn} rounds (N kept up, a new call as one ends)" if a.churn > 1 else "")
     )
     print(f"{'N':>5} {'ok':>5} {'failed':>6} {'gw_cpu%':>7} {'kids%':>6} {cores} {'rss_MB':>7} "
-          f"{'kidsMB':>7} {'jit_p99ms':>9} {'jit_max':>7} {'sipp_p99':>8} {'echo_p50':>8} {'echo_p99':>8} {'rtp_in':>8} {'conceal':>7} {'conc%':>6} {'lost':>5} {'gc>20ms':>7} {'gc_max':>6} {'load1':>5}")  # fmt: skip
+          f"{'kidsMB':>7} {'jit_p99ms':>9} {'jit_max':>7} {'sipp_p99':>8} {'echo_p50':>8} {'echo_p99':>8} {'deepened':>8} {'rtp_in':>8} {'conceal':>7} {'conc%':>6} {'lost':>5} {'gc>20ms':>7} {'gc_max':>6} {'load1':>5}")  # fmt: skip
     for r in calls:
         per_core = " ".join(f"{fmt(r.get(f'cpu{i}')):>6}" for i in range(ncores))
         print(f"{r['n']:>5} {fmt(r.get('ok')):>5} {fmt(r.get('failed')):>6} {fmt(r.get('gw_cpu')):>7} "
@@ -535,7 +539,7 @@ def print_table(rows: list[dict[str, Any]], a: argparse.Namespace) -> None:
               f"{fmt(r.get('kids_rss_mb')):>7} {fmt(r.get('send_jitter_p99_ms'), '.2f'):>9} "
               f"{fmt(r.get('send_jitter_max_ms'), '.1f'):>7} "
               f"{fmt(r.get('caller_jitter_p99_ms'), '.2f'):>8} {fmt(r.get('echo_p50_ms')):>8} "
-              f"{fmt(r.get('echo_p99_ms')):>8} {fmt(r.get('rtp_in')):>8} "
+              f"{fmt(r.get('echo_p99_ms')):>8} {fmt(r.get('calls_inserted')):>8} {fmt(r.get('rtp_in')):>8} "
               f"{fmt(r.get('concealed')):>7} {fmt(r.get('concealed_pct'), '.3f'):>6} {fmt(r.get('lost')):>5} "
               f"{fmt(r.get('gc_pauses')):>7} {fmt(r.get('gc_max_ms')):>6} "
               f"{fmt(r.get('load1_before'), '.2f'):>5}")  # fmt: skip

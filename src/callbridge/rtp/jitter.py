@@ -295,13 +295,17 @@ class JitterBuffer:
 
     def pop(self, now: float, late: float = 0.0) -> AudioFrame | None:
         """The next frame_samples samples, or None when there is nothing to play. `late`:
-        how long after the consumer's schedule this pop comes (its slack is measured from
-        the schedule, so a busy moment is not mistaken for room to pop earlier)."""
+        how long after the consumer's schedule this pop comes. Where playout stands is judged
+        at the schedule (`now - late`), not when the pop happens to run: a leg ticked last in
+        a long media pass would otherwise see a frame due that the next, punctual tick finds
+        not yet due, and insert 20 ms for the rest of the call. The same goes for the slack,
+        so a busy moment is not mistaken for room to pop earlier."""
+        at = now - late
         match self._state:
             case _State.PLAYING:  # the common case first
                 pass
             case _State.PRIMING:
-                if self._clock.position(now) < self._tl.pos + self._lead():
+                if self._clock.position(at) < self._tl.pos + self._lead():
                     if not self._audible:
                         return None
                     self._stats.lost += 1
@@ -315,15 +319,14 @@ class JitterBuffer:
             self._audible = False
             return None
         clock = self._clock
-        err = clock.position(now) - self._tl.pos - self._lead()
+        err = clock.position(at) - self._tl.pos - self._lead()
         self._stats.delay = (err + clock.target) / self._rate
         if 0 <= err <= self._deep:
             # Within the band _adjust_and_render leaves alone: just play the next frame.
             if self._cooldown:
                 self._cooldown -= 1
-            slack = err - late * self._rate
-            if slack < self._slack:  # noqa: PLR1730 - no builtin call per frame
-                self._slack = slack
+            if err < self._slack:  # noqa: PLR1730 - no builtin call per frame
+                self._slack = err
             self._slack_pops += 1
             pcm, concealed, lost = self._render(self._frame)
         else:

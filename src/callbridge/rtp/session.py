@@ -327,4 +327,8 @@ class RtpSession:
             # buffer's target plus the wait for the leg's tick), and the target alone.
             "playout_delay_ms": round(1000 * j.delay, 1),
             "jitter_target_ms": round(1000 * j.target_delay, 1),
+            # Audio the buffer synthesised to deepen, or removed to get shallower: each insert
+            # is delay the rest of the call carries until a pause lets it go.
+            "inserted_ms": round(j.inserted / 8, 1),  # samples at 8 kHz (G.711) to ms
+            "dropped_ms": round(j.dropped / 8, 1),
         }

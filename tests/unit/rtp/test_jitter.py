@@ -625,3 +625,63 @@ def test_slack_restarts_after_an_adjustment() -> None:
     for p in stream(sig[: FRAME * 10]):
         jb2.push(p.ssrc, p.seq, p.ts, p.pcm, p.arrival)
     assert jb2.take_slack(1) is None
+
+
+def _pop_late(
+    jb: JitterBuffer, packets: Iterable[Pkt], schedule: list[float], late: Callable[[int], float]
+) -> list[AudioFrame | None]:
+    """Pop at `schedule[k] + late(k)`, saying so (`late`), as a leg ticked inside a long media
+    pass does: the packets that arrived meanwhile are in the buffer."""
+    pending = sorted(packets, key=lambda p: p.arrival)
+    out: list[AudioFrame | None] = []
+    i = 0
+    for k, at in enumerate(schedule):
+        now = at + late(k)
+        while i < len(pending) and pending[i].arrival <= now:
+            p = pending[i]
+            jb.push(p.ssrc, p.seq, p.ts, p.pcm, p.arrival, p.marker)
+            i += 1
+        out.append(jb.pop(now, now - at))
+    return out
+
+
+def test_a_pop_late_in_the_pass_does_not_move_the_playout_point() -> None:
+    """The first frame becomes due 5 ms after a tick's schedule, and that tick runs 8 ms late
+    (its leg came last in a long media pass); the ticks after it run on time. Playout follows
+    the schedule, not when each tick happened to run: the buffer starts on the next tick and
+    never inserts a frame, which used to add 20 ms to the rest of the call (seen at 800 calls)."""
+    sig = talk_spurts(RATE * 4)
+    # sent at k * 20 ms, 30 ms transit: the first packet is due at 0.060 s (+ 10 ms target)
+    schedule = [0.055 + k * TICK for k in range(200)]
+    frames = _pop_late(JitterBuffer(), stream(sig), schedule, lambda k: 0.008 if k == 0 else 0.0)
+    out = started(frames)
+    assert frames.index(out[0]) == 1  # not on the late tick that saw it due
+    assert not any(f.concealed for f in out[: len(sig) // FRAME - 2])
+    assert is_prefix(pcm_of(out), sig)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_how_late_a_tick_runs_within_its_pass_changes_no_frame(seed: int) -> None:
+    """Ticks that run 0-9 ms after their schedule, at random (a leg's place in the pass), pop
+    the same frames and count the same as ticks that run on time, whenever the packets they
+    need have arrived by the schedule."""
+    sig = talk_spurts(RATE * 6, seed=seed)
+    rng = np.random.default_rng(seed)
+    jit = rng.uniform(0.0, 0.004, len(sig) // FRAME)
+    lates = rng.uniform(0.0, 0.009, 400) * (rng.random(400) < 0.3)
+    packets = list(stream(sig, jitter=lambda k: float(jit[k])))
+    # Arrivals fall in [30, 34] ms after the 20 ms grid and frames are due 10 ms after the
+    # fastest: ticks scheduled at +38 ms have every packet they need, and one that runs late
+    # passes the moment the frame is due.
+    schedule = [0.038 + k * TICK for k in range(300)]
+    on_time, late = JitterBuffer(), JitterBuffer()
+    a = _pop_late(on_time, packets, schedule, lambda k: 0.0)
+    b = _pop_late(late, packets, schedule, lambda k: float(lates[k]))
+    assert [f.pcm if f else None for f in a] == [f.pcm if f else None for f in b]
+    sa, sb = on_time.stats, late.stats
+    assert (sa.inserted, sa.dropped, sa.lost, sa.late) == (
+        sb.inserted,
+        sb.dropped,
+        sb.lost,
+        sb.late,
+    )

@@ -604,6 +604,7 @@ async def test_the_leg_moves_its_tick_to_the_phase_of_the_callers_packets(h: Har
     moved = phases.index(0.015)
     assert moved <= 10 and set(phases[moved:]) == {0.015}  # then 5 ms earlier, for good
     assert st["concealed"] == 0 and st["late"] == 0
+    assert st["inserted_ms"] == 0 and st["dropped_ms"] == 0  # the phase moved, not the audio
     assert 10.0 <= st["playout_delay_ms"] < 15.0  # target (10 ms) + what is left: 2 ms
     heard = [item.pcm for item in h.inputs if isinstance(item, AudioFrame)]
     assert heard[-len(said) :] == said  # every frame, in order, none concealed
