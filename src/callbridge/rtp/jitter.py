@@ -295,17 +295,25 @@ class JitterBuffer:
 
     def pop(self, now: float, late: float = 0.0) -> AudioFrame | None:
         """The next frame_samples samples, or None when there is nothing to play. `late`:
-        how long after the consumer's schedule this pop comes. Where playout stands is judged
-        at the schedule (`now - late`), not when the pop happens to run: a leg ticked last in
-        a long media pass would otherwise see a frame due that the next, punctual tick finds
-        not yet due, and insert 20 ms for the rest of the call. The same goes for the slack,
-        so a busy moment is not mistaken for room to pop earlier."""
-        at = now - late
+        how long after the consumer's schedule (`now - late`) this pop comes: a leg's place
+        in a long media pass, or the whole pass running behind.
+
+        Either way the lateness is the consumer's, not the network's, so it never makes the
+        buffer adjust. Playout starts on the first pop whose schedule finds the first frame
+        due: started on a late pop, the punctual pops after it would find their frames not
+        yet due and insert 20 ms for the rest of the call. A frame is too early to play
+        (insert) only if it is not due even at `now`, and too late (drop) only if it was
+        overdue already at the schedule: the media clock runs the passes it owes back to
+        back, so audio dropped to catch up a late pass would leave those passes short (and
+        insert again). The slack is measured at the schedule too, so a busy moment is not
+        mistaken for room to pop earlier."""
+        if late < 0.0:  # noqa: PLR1730 - no builtin call per frame
+            late = 0.0
         match self._state:
             case _State.PLAYING:  # the common case first
                 pass
             case _State.PRIMING:
-                if self._clock.position(at) < self._tl.pos + self._lead():
+                if self._clock.position(now - late) < self._tl.pos + self._lead():
                     if not self._audible:
                         return None
                     self._stats.lost += 1
@@ -319,20 +327,21 @@ class JitterBuffer:
             self._audible = False
             return None
         clock = self._clock
-        err = clock.position(at) - self._tl.pos - self._lead()
+        err = clock.position(now) - self._tl.pos - self._lead()  # samples overdue at `now`
+        due = err - late * self._rate  # ... and at the schedule (<= err)
         self._stats.delay = (err + clock.target) / self._rate
-        if 0 <= err <= self._deep:
+        if err >= 0 and due <= self._deep:
             # Within the band _adjust_and_render leaves alone: just play the next frame.
             if self._cooldown:
                 self._cooldown -= 1
-            if err < self._slack:  # noqa: PLR1730 - no builtin call per frame
-                self._slack = err
+            if due < self._slack:  # noqa: PLR1730 - no builtin call per frame
+                self._slack = due
             self._slack_pops += 1
             pcm, concealed, lost = self._render(self._frame)
         else:
             self._slack_pops = 0  # an adjustment moves the playout point: measure afresh
             self._slack = math.inf
-            pcm, concealed, lost = self._adjust_and_render(err)
+            pcm, concealed, lost = self._adjust_and_render(err if err < 0 else due)
         if lost:
             self._stats.lost += 1
         return self._emit(pcm, concealed)

@@ -7,9 +7,9 @@ gateway's time at 125 echo calls). Here the legs subscribe to one schedule on th
 A leg's first tick is the clock's next pass (within 20 ms of subscribing).
 
 Semantics kept from the per-leg loop it replaces (transports.leg_base): absolute deadlines
-(start + n * TICK, no drift); a pass later than STALL re-anchors the schedule and tells every
-leg how many ticks never ran (`missed`), so recordings keep wall time; a failing `on_tick`
-ends that leg's loop with the exception and nobody else's.
+(start + n * TICK, no drift); a pass later than STALL skips the ticks it owes, on the same
+grid, and tells every leg how many never ran (`missed`), so recordings keep wall time; a
+failing `on_tick` ends that leg's loop with the exception and nobody else's.
 
 Phases: the 20 ms tick is divided into PHASES slots SLOT apart, and each leg ticks in one of
 them (a pass runs only for a slot that has legs). Every leg starts in slot 0, so legs that
@@ -40,8 +40,12 @@ __all__ = ["PHASES", "SLOT", "STALL", "TICK", "MediaClock", "for_clock"]
 TICK = FRAME_MS / 1000
 PHASES = 4
 SLOT = TICK / PHASES  # 5 ms: finer costs more wake-ups than it saves latency
-# A pass this late means the loop stalled (GC, overload): re-anchor rather than burst.
-STALL = 0.2
+# A pass this late means the loop stalled (GC, overload): re-anchor rather than burst. Below
+# it the passes owed run back to back and every leg's audio is that much late (the jitter
+# buffer holds it rather than drop it, since the catch-up passes would find nothing to play),
+# so it bounds the delay an overload adds to a call; beyond it the owed ticks are skipped and
+# each buffer drops what fell overdue, once.
+STALL = 0.06
 
 # on_tick(now, missed) -> None, or seconds the leg wants to tick earlier from now on
 OnTick = Callable[[float, int], float | None]
@@ -128,11 +132,10 @@ class MediaClock:
     async def _run(self) -> None:
         start = self.clock.now()
         n = 0  # slot passes since start: slot 0 runs at start + TICK, + 2 TICK, ...
-        phase = 0  # the slot of pass 0 (a stall re-anchors mid-rotation)
         slots = self._slots
         while self._count:
             n += 1
-            index = (n + phase) % PHASES
+            index = n % PHASES
             slot = slots[index]
             if not slot:
                 continue
@@ -143,11 +146,13 @@ class MediaClock:
             if self._late is None or late > self._late:
                 self._late = late
             if late > STALL:
-                # Re-anchor on this pass, keeping the slot rotation; every leg hears of the
-                # ticks that never ran at its next tick.
-                missed = int(late / TICK)
-                start, n, phase = now, 0, index
-                deadline = now
+                # Skip the ticks that never ran, on the same 20 ms grid: every leg keeps its
+                # phase against its caller's packets (re-anchored on `now`, each would move by
+                # up to a tick, and its jitter buffer would find frames due early, or popped
+                # before their packets came). Every leg hears of them at its next tick.
+                missed = int(late / TICK + 1e-9)  # whole ticks (0.48 / 0.02 is 23.999...)
+                n += missed * PHASES  # the same slot, `missed` ticks on
+                deadline = start + n * SLOT
                 for each in slots:
                     for sub in each.values():
                         sub.missed += missed

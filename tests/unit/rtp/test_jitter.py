@@ -685,3 +685,25 @@ def test_how_late_a_tick_runs_within_its_pass_changes_no_frame(seed: int) -> Non
         sb.lost,
         sb.late,
     )
+
+
+def test_passes_run_behind_and_catch_up_without_touching_the_audio() -> None:
+    """The process stalls for 50 ms (a busy moment, under the media clock's STALL): the three
+    ticks due meanwhile run back to back when it resumes, each told how late it is, as the
+    media clock runs the passes it owes. The buffer plays on as if they had run on time:
+    dropping audio to catch the late ticks up would leave the catch-up ticks short, and
+    insert it back as concealment."""
+    sig = voiced(RATE * 3)
+    schedule = [0.055 + k * TICK for k in range(150)]
+    resume = schedule[52] + 0.009
+
+    def late(k: int) -> float:
+        return resume - schedule[k] if 50 <= k <= 52 else 0.0
+
+    jb = JitterBuffer()
+    frames = _pop_late(jb, stream(sig), schedule, late)
+    out = started(frames)
+    st = jb.stats
+    assert (st.inserted, st.dropped, st.lost, st.late) == (0, 0, 0, 0)
+    assert not any(f.concealed for f in out[: len(sig) // FRAME - 3])
+    assert is_prefix(pcm_of(out), sig)

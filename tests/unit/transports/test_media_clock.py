@@ -118,6 +118,36 @@ async def test_a_stall_reanchors_and_reports_missed_ticks_to_every_leg() -> None
     assert (round(t3 - t2, 6), m3) == (0.02, 0)
 
 
+async def test_a_stall_skips_whole_ticks_and_keeps_every_legs_phase() -> None:
+    """A 93 ms stall, off the 20 ms grid: the ticks owed are skipped on the same grid, so a
+    leg that moved to a slot matching its caller's packets stays there. Re-anchored on the
+    moment the loop woke, every leg would shift by up to a tick against its caller."""
+    clock = FakeClock()
+    media = MediaClock(clock)
+    seen: list[tuple[float, int, float]] = []
+
+    def on_tick(now: float, missed: int) -> float | None:
+        seen.append((now, missed, now - media.deadline))
+        return 0.0101 if len(seen) == 2 else None  # the second tick moves two slots earlier
+
+    task = asyncio.create_task(media.ticks(on_tick, lambda: False, limit=8))
+    await settle()
+    t0 = clock.now()
+    for _ in range(3):
+        await clock.advance(TICK)
+    clock._now += 0.093  # blocked
+    await clock.advance(0)
+    for _ in range(6):
+        await clock.advance(TICK)
+    await asyncio.wait_for(task, 1)
+    phases = [round((now - t0) * 1000) % 20 for now, _, _ in seen]  # ms into the 20 ms grid
+    assert phases[:2] == [0, 0] and phases[2] == 10  # moved: ticks at +10 ms
+    stalled = next(i for i, (_, m, _) in enumerate(seen) if m)
+    assert seen[stalled][1] == 4  # the stall's ticks that never ran
+    assert 0 <= seen[stalled][2] < TICK  # the tick after it: late by less than a tick
+    assert set(phases[stalled + 1 :]) == {10}  # ... and the leg keeps its phase
+
+
 async def test_one_media_clock_per_clock() -> None:
     a, b = FakeClock(), FakeClock()
     assert for_clock(a) is for_clock(a)
@@ -238,9 +268,10 @@ async def test_a_stall_reaches_legs_in_every_phase_and_keeps_their_phases() -> N
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    late = 0.52 - 0.03
-    assert seen["moved"][1] == (0.52, int(late / TICK))
-    # "home" learns of the stall at its own next tick, still 10 ms after "moved"'s phase
-    assert seen["home"][1] == (0.53, int(late / TICK))
-    assert [t for t, _ in seen["moved"][2:]] == [0.54, 0.56]
-    assert [t for t, _ in seen["home"][2:]] == [0.55]
+    # The pass due at 30 ms runs for the one due at 510 ms, 10 ms late; the 24 ticks between
+    # never ran, for either leg. Each keeps its phase on the 20 ms grid: "moved" 10 ms in,
+    # "home" on it.
+    assert seen["moved"][1] == (0.52, 24)
+    assert seen["home"][1] == (0.52, 24)
+    assert [t for t, _ in seen["moved"][2:]] == [0.53, 0.55]
+    assert [t for t, _ in seen["home"][2:]] == [0.54, 0.56]
