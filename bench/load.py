@@ -372,7 +372,6 @@ def ended_stats(gw: CallbridgeProcess) -> dict[str, Any]:
         "concealed_pct": 100.0 * concealed / rtp_in if rtp_in else None,
         # the jitter buffer deepening: delay a call carries until a pause lets it go
         "calls_inserted": sum(1 for e in ended if float(e.get("inserted_ms", 0)) > 0),
-        "playout_p99_ms": pct([float(e.get("playout_delay_ms", 0)) for e in ended], 0.99),
         "save_failed": len([e for e in gw.events() if "sav" in str(e.get("msg", "")).lower()
                             and e.get("level") in ("WARNING", "ERROR")]),
     }  # fmt: skip

@@ -40,8 +40,8 @@ __all__ = ["PHASES", "SLOT", "STALL", "TICK", "MediaClock", "for_clock"]
 TICK = FRAME_MS / 1000
 PHASES = 4
 SLOT = TICK / PHASES  # 5 ms: finer costs more wake-ups than it saves latency
-# A pass this late means the loop stalled (GC, overload): re-anchor rather than burst. Below
-# it the passes owed run back to back and every leg's audio is that much late (the jitter
+# A pass this late means the loop stalled (GC, overload): skip the ticks owed rather than
+# burst. Below it the passes owed run back to back and every leg's audio is that much late (the jitter
 # buffer holds it rather than drop it, since the catch-up passes would find nothing to play),
 # so it bounds the delay an overload adds to a call; beyond it the owed ticks are skipped and
 # each buffer drops what fell overdue, once.
