@@ -1,5 +1,6 @@
-"""Reading RTP: the event loop as each socket's reader (a wake-up per datagram) and the media
-pass's drain, vs the media pass's drain alone, on real UDP sockets on loopback.
+"""Reading and sending RTP in the media pass: the socket module (a system call per datagram,
+one more that finds none, and the sendto) vs the C drain and send (rtp/_udp.c: one recvmmsg per
+drain), on real UDP sockets on loopback.
 
     .venv/bin/python bench/rtp_read.py [--legs 150,300] [--secs 5]
 
@@ -9,7 +10,8 @@ process plays N callers: one packet per 20 ms to each leg at a random phase (rea
 phases are random), reading what comes back. Only this process's CPU is measured (process
 time over wall time, % of one core), so the callers' cost is left out. The first mode is the
 baseline; both run in the same process one after the other, twice, and the table gives each
-mode's best and worst. No timing is asserted.
+mode's best and worst. No timing is asserted. The C mode needs the native build (`python -m
+callbridge.cli.native build`); without it the bench says so and stops.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from callbridge import native
 from callbridge.core.asyncio_clock import LoopClock
+from callbridge.rtp import socket as rtp_socket
 from callbridge.rtp.socket import PortAllocator, RtpSocket
 from callbridge.transports.media_clock import MediaClock
 
@@ -61,9 +65,8 @@ def callers(ports: list[int], secs: float, ready: mp.synchronize.Event) -> None:
                 pass
 
 
-async def run_mode(n: int, secs: float, loop_reader: bool) -> tuple[float, float]:
+async def run_mode(n: int, secs: float, c_io: bool) -> tuple[float, float]:
     """(CPU % of one core, datagrams read per leg per second) over `secs` after a warm-up."""
-    loop = asyncio.get_running_loop()
     clock = LoopClock()
     media = MediaClock(clock)
     alloc = PortAllocator(30000, 40000)
@@ -77,12 +80,8 @@ async def run_mode(n: int, secs: float, loop_reader: bool) -> tuple[float, float
 
         return on_rtp
 
-    sockets = [RtpSocket(alloc, receiver(i), lambda d, s, a: None) for i in range(n)]
+    sockets = [RtpSocket(alloc, receiver(i), lambda d, s, a: None, c_io=c_io) for i in range(n)]
     ports = [await s.open("127.0.0.1") for s in sockets]
-    if not loop_reader:
-        for s in sockets:
-            assert s._rtp_sock is not None
-            loop.remove_reader(s._rtp_sock.fileno())
     ready = mp.get_context("spawn").Event()
     proc = mp.get_context("spawn").Process(target=callers, args=(ports, secs + 2.0, ready))
     proc.start()
@@ -120,17 +119,19 @@ def main() -> None:
     ap.add_argument("--legs", default="150,300")
     ap.add_argument("--secs", type=float, default=5.0)
     args = ap.parse_args()
-    modes = (("loop reader + pass drain (baseline)", True), ("pass drain only", False))
+    if rtp_socket._udp is None:
+        sys.exit(f"rtp_read: the C module is not loaded ({native.status().reason})")
+    modes = (("socket module (baseline)", False), ("C drain and send", True))
     print(f"{'legs':>5} {'mode':<38} {'cpu%':>11} {'pkts/leg/s':>11} {'x baseline':>10}")
     for n in (int(x) for x in args.legs.split(",")):
         results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         for _ in range(2):
-            for _, reader in modes:
-                results[reader].append(asyncio.run(run_mode(n, args.secs, reader)))
-        base = sum(c for c, _ in results[True]) / 2
-        for name, reader in modes:
-            cpus = [c for c, _ in results[reader]]
-            rate = min(r for _, r in results[reader])
+            for _, c_io in modes:
+                results[c_io].append(asyncio.run(run_mode(n, args.secs, c_io)))
+        base = sum(c for c, _ in results[False]) / 2
+        for name, c_io in modes:
+            cpus = [c for c, _ in results[c_io]]
+            rate = min(r for _, r in results[c_io])
             span = f"{min(cpus):.1f}-{max(cpus):.1f}"
             mean = sum(cpus) / len(cpus)
             print(f"{n:>5} {name:<38} {span:>11} {rate:>11.1f} {mean / base:>10.2f}")

@@ -34,11 +34,13 @@ from pathlib import Path
 from types import ModuleType
 
 __all__ = [
+    "C_MODULES",
     "DEFAULT_DIR",
     "GROUP",
     "MANIFEST",
     "NATIVE_MODULES",
     "NativeStatus",
+    "all_modules",
     "build_dir",
     "digest",
     "install",
@@ -70,6 +72,9 @@ NATIVE_MODULES: tuple[str, ...] = (
     "callbridge.rtp.sender",
     "callbridge.rtp.session",
 )
+# Written in C (no Python source): what the interpreter cannot do cheaply, such as one system
+# call for a whole RTP drain (rtp/_udp.c). Their Python users fall back when they are absent.
+C_MODULES: tuple[str, ...] = ("callbridge.rtp._udp",)
 GROUP = "callbridge_native"  # mypyc's shared library for the group: GROUP + "__mypyc"
 MANIFEST = "manifest.json"
 SRC = Path(__file__).resolve().parent.parent  # the directory that holds `callbridge/`
@@ -100,7 +105,12 @@ def status() -> NativeStatus:
 
 
 def source_of(module: str) -> Path:
-    return SRC.joinpath(*module.split(".")).with_suffix(".py")
+    return SRC.joinpath(*module.split(".")).with_suffix(".c" if module in C_MODULES else ".py")
+
+
+def all_modules() -> tuple[str, ...]:
+    """Every module a build holds: the mypyc-compiled ones and the C ones."""
+    return NATIVE_MODULES + C_MODULES
 
 
 def digest(path: Path) -> str:
@@ -128,7 +138,7 @@ def _verify(directory: Path) -> tuple[dict[str, Path], str]:
     if manifest.get("suffix") != suffix():
         return {}, f"built for another interpreter ({manifest.get('suffix')}, not {suffix()})"
     built: dict[str, dict[str, str]] = manifest.get("modules", {})
-    if sorted(built) != sorted(NATIVE_MODULES):
+    if sorted(built) != sorted(all_modules()):
         return {}, "built for another module list: rebuild"
     files: dict[str, Path] = {}
     for module, entry in built.items():
@@ -176,5 +186,5 @@ def install(directory: Path | None = None) -> NativeStatus:
         _status = NativeStatus(False, f"{already[0]} was imported before callbridge.native")
         return _status
     sys.meta_path.insert(0, _Finder(files))
-    _status = NativeStatus(True, reason, len(NATIVE_MODULES))
+    _status = NativeStatus(True, reason, len(all_modules()))
     return _status

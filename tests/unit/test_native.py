@@ -17,7 +17,7 @@ def fake_build(directory: Path, *, suffix: str | None = None) -> dict[str, objec
     """A build directory as `cli/native.py build` leaves it, with empty files for libraries."""
     sfx = suffix or native.suffix()
     modules = {}
-    for module in native.NATIVE_MODULES:
+    for module in native.all_modules():
         file = module.replace(".", "/") + sfx
         (directory / file).parent.mkdir(parents=True, exist_ok=True)
         (directory / file).write_bytes(b"")
@@ -36,7 +36,7 @@ def test_a_build_that_matches_gives_every_module_and_the_group_library(tmp_path:
     fake_build(tmp_path)
     files, reason = native.verify(tmp_path)
     assert reason == "compiled"
-    assert set(files) == {*native.NATIVE_MODULES, f"{native.GROUP}__mypyc"}
+    assert set(files) == {*native.all_modules(), f"{native.GROUP}__mypyc"}
     assert files["callbridge.rtp.jitter"] == tmp_path / ("callbridge/rtp/jitter" + native.suffix())
 
 

@@ -1,4 +1,5 @@
-"""Build the compiled media path (callbridge.native): mypyc over NATIVE_MODULES.
+"""Build the compiled media path (callbridge.native): mypyc over NATIVE_MODULES, and the C of
+C_MODULES.
 
     python -m callbridge.cli.native build [directory]   # compile into build/native/
     python -m callbridge.cli.native check [directory]   # exit 0 if the build matches the sources
@@ -21,12 +22,14 @@ from callbridge import native
 _SETUP = """
 import sys
 from mypyc.build import mypycify
-from setuptools import setup
+from setuptools import Extension, setup
 
 paths, lib, tmp = sys.argv[1].split(","), sys.argv[2], sys.argv[3]
+c_modules = [m.split("=", 1) for m in sys.argv[4].split(",") if m]
 setup(
     name="callbridge-native",
-    ext_modules=mypycify(paths, opt_level="3", group_name={group!r}),
+    ext_modules=mypycify(paths, opt_level="3", group_name={group!r})
+    + [Extension(name, [path], extra_compile_args=["-O2"]) for name, path in c_modules],
     script_args=["build_ext", "--build-lib", lib, "--build-temp", tmp, "--quiet"],
 )
 """
@@ -38,11 +41,20 @@ def build(directory: Path | None = None) -> Path:
     directory = directory or native.build_dir()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / native.MANIFEST).unlink(missing_ok=True)
-    digests = {m: native.digest(native.source_of(m)) for m in native.NATIVE_MODULES}
+    digests = {m: native.digest(native.source_of(m)) for m in native.all_modules()}
     paths = ",".join(str(native.source_of(m)) for m in native.NATIVE_MODULES)
+    c_modules = ",".join(f"{m}={native.source_of(m)}" for m in native.C_MODULES)
     with tempfile.TemporaryDirectory(prefix="callbridge-native-") as tmp:
         done = subprocess.run(
-            [sys.executable, "-c", _SETUP.format(group=native.GROUP), paths, str(directory), tmp],
+            [
+                sys.executable,
+                "-c",
+                _SETUP.format(group=native.GROUP),
+                paths,
+                str(directory),
+                tmp,
+                c_modules,
+            ],
             # mypyc's C sources and mypy's cache go to the scratch directory, not the tree
             cwd=tmp,
             capture_output=True,
@@ -56,7 +68,7 @@ def build(directory: Path | None = None) -> Path:
     if group_file is None:
         raise RuntimeError(f"mypyc built no {native.GROUP}__mypyc library in {directory}")
     modules = {}
-    for module in native.NATIVE_MODULES:
+    for module in native.all_modules():
         file = Path(*module.split(".")).with_suffix("").as_posix() + suffix
         if not (directory / file).is_file():
             raise RuntimeError(f"mypyc built no {file} in {directory}")
@@ -86,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (RuntimeError, OSError) as exc:
             print(f"callbridge.native: {exc}", file=sys.stderr)
             return 1
-        print(f"callbridge.native: {len(native.NATIVE_MODULES)} modules compiled into {directory}")
+        print(f"callbridge.native: {len(native.all_modules())} modules compiled into {directory}")
         return 0
     if command == "check":
         ok, reason = check(directory)

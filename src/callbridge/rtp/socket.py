@@ -14,6 +14,11 @@ from collections.abc import Callable
 from callbridge.core.errors import TransportError
 from callbridge.core.net import Addr
 
+try:  # the drain and send in C (rtp/_udp.c), when the native build is loaded
+    from callbridge.rtp import _udp
+except ImportError:
+    _udp = None  # type: ignore[assignment]
+
 # (datagram, source, age): age = seconds since the kernel received it (0: just now, or unknown)
 Receiver = Callable[[bytes, Addr, float], None]
 
@@ -76,7 +81,14 @@ class PortAllocator:
 
 
 class RtpSocket:
-    def __init__(self, allocator: PortAllocator, on_rtp: Receiver, on_rtcp: Receiver) -> None:
+    def __init__(
+        self,
+        allocator: PortAllocator,
+        on_rtp: Receiver,
+        on_rtcp: Receiver,
+        *,
+        c_io: bool = True,  # the C drain and send when built (False: the socket module's)
+    ) -> None:
         self.allocator = allocator
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
@@ -91,6 +103,12 @@ class RtpSocket:
         self._rtp_sock: socket.socket | None = None
         self._rtcp_sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # With the C module: the RTP socket's descriptor (-1 when closed) and the remote last
+        # sent to, packed once (a call sends to one address for its whole life).
+        self._fd = -1
+        self._to: Addr | None = None
+        self._to_packed = b""
+        self._c = _udp if c_io else None
 
     async def open(self, host: str) -> int:
         loop = asyncio.get_running_loop()
@@ -114,6 +132,7 @@ class RtpSocket:
                 raise
             self.port = port
             self._rtp_sock, self._rtcp_sock, self._loop = rtp_sock, rtcp_sock, loop
+            self._fd = rtp_sock.fileno()
             self.allocator.take(port)
             return port
         raise NoFreePort(f"no free RTP port pair in {self.allocator.low}-{self.allocator.high}")
@@ -127,7 +146,19 @@ class RtpSocket:
         for one. The kernel's receive time keeps the jitter buffer's view of the network true:
         stamped when read, a packet would look as late as its leg's place in the pass, or as
         long as a stall of the whole process (a garbage collection), and the buffer would
-        deepen for delay that is our own."""
+        deepen for delay that is our own.
+
+        With the C module it is one system call (recvmmsg) for the whole drain; the socket
+        module needs one per datagram and one more that finds none. Either way every datagram
+        goes to the receiver current when it is handed on (a receiver may close the socket)."""
+        c = self._c
+        if c is not None:
+            if self._fd < 0:
+                return 0
+            got = c.drain(self._fd, limit)
+            for data, addr, age in got:
+                self.on_rtp(data, addr, age)
+            return len(got)
         sock = self._rtp_sock
         if sock is None:
             return 0
@@ -164,6 +195,21 @@ class RtpSocket:
         self.on_rtcp(data, (addr[0], addr[1]), 0.0)
 
     def send(self, data: bytes, addr: Addr) -> None:
+        c = self._c
+        if c is not None:
+            if self._fd < 0:
+                return
+            if addr != self._to:
+                try:
+                    self._to_packed = c.pack_address(addr[0], addr[1])
+                except ValueError:  # not a numeric address: what sendto would make of it
+                    self._c = None
+                    self.send(data, addr)
+                    return
+                self._to = addr
+            # 0, or the errno of a full send buffer or a queued ICMP error: dropped, as below
+            c.send(self._fd, data, self._to_packed)
+            return
         sock = self._rtp_sock
         if sock is None:
             return
@@ -189,6 +235,7 @@ class RtpSocket:
                 loop.remove_reader(sock.fileno())
             sock.close()
         self._rtp_sock = self._rtcp_sock = None
+        self._fd = -1
         # The receivers are the leg's bound methods: the leg holds this socket, so keeping
         # them would make a reference cycle that only a full garbage collection frees.
         self.on_rtp = self.on_rtcp = _ignore
