@@ -17,7 +17,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -122,24 +124,37 @@ read_batch(int fd, unsigned int want, struct mmsghdr *msgs, struct iovec *iov)
 PyDoc_STRVAR(drain_doc,
 "drain(fd, limit) -> tuple of (datagram, (host, port), age)\n\n"
 "Read at most `limit` datagrams waiting on the non-blocking UDP socket `fd` now, without\n"
-"waiting. age: seconds since the kernel received each (SO_TIMESTAMPNS), 0 if unknown. A queued\n"
-"socket error (an ICMP port unreachable) is read and counts against the limit, as a read.");
+"waiting. age: seconds since the kernel received each (SO_TIMESTAMPNS), 0 if unknown. A\n"
+"pending socket error is read (so gone) and counts against the limit, as a read.");
+
+static int
+arguments(const char *call, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, int *fd)
+{
+    /* Checks the count and reads the descriptor (args[0]): 0, or -1 with the error set. */
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", call, want);
+        return -1;
+    }
+    long value = PyLong_AsLong(args[0]);
+    if (value == -1 && PyErr_Occurred())
+        return -1;
+    if (value < 0 || value > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: not a file descriptor: %ld", call, value);
+        return -1;
+    }
+    *fd = (int)value;
+    return 0;
+}
 
 static PyObject *
 udp_drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "drain(fd, limit) takes two arguments");
+    int fd;
+    if (arguments("drain(fd, limit)", args, nargs, 2, &fd) < 0)
         return NULL;
-    }
-    long fd = PyLong_AsLong(args[0]);
     long limit = PyLong_AsLong(args[1]);
-    if (PyErr_Occurred())
+    if (limit == -1 && PyErr_Occurred())
         return NULL;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "drain: not a file descriptor");
-        return NULL;
-    }
     if (limit > MAX_BATCH)
         limit = MAX_BATCH;
     struct mmsghdr msgs[MAX_BATCH];
@@ -150,7 +165,7 @@ udp_drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     double wall = 0.0;
     while (tries < limit) {
         unsigned int want = (unsigned int)(limit - tries);
-        int got = read_batch((int)fd, want, msgs, iov);
+        int got = read_batch(fd, want, msgs, iov);
         if (got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -213,19 +228,19 @@ udp_pack_address(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_ValueError, "port out of range: %ld", port);
         return NULL;
     }
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    if (inet_pton(AF_INET, host, &sin.sin_addr) == 1) {
-        sin.sin_family = AF_INET;
-        sin.sin_port = htons((unsigned short)port);
-        return PyBytes_FromStringAndSize((const char *)&sin, sizeof sin);
-    }
-    struct sockaddr_in6 sin6;
-    memset(&sin6, 0, sizeof sin6);
-    if (inet_pton(AF_INET6, host, &sin6.sin6_addr) == 1) {
-        sin6.sin6_family = AF_INET6;
-        sin6.sin6_port = htons((unsigned short)port);
-        return PyBytes_FromStringAndSize((const char *)&sin6, sizeof sin6);
+    /* Numeric only (never a DNS lookup in the media pass); a scoped IPv6 address (fe80::1%eth0)
+     * keeps its scope. */
+    struct addrinfo hints, *found = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    char service[8];
+    snprintf(service, sizeof service, "%ld", port);
+    if (getaddrinfo(host, service, &hints, &found) == 0 && found != NULL) {
+        PyObject *packed =
+            PyBytes_FromStringAndSize((const char *)found->ai_addr, (Py_ssize_t)found->ai_addrlen);
+        freeaddrinfo(found);
+        return packed;
     }
     PyErr_Format(PyExc_ValueError, "not a numeric IP address: %R", args[0]);
     return NULL;
@@ -240,15 +255,11 @@ PyDoc_STRVAR(send_doc,
 static PyObject *
 udp_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2])) {
+    int fd;
+    if (arguments("send(fd, data, address)", args, nargs, 3, &fd) < 0)
+        return NULL;
+    if (!PyBytes_Check(args[1]) || !PyBytes_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "send(fd, data: bytes, address: bytes)");
-        return NULL;
-    }
-    long fd = PyLong_AsLong(args[0]);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "send: not a file descriptor");
         return NULL;
     }
     Py_ssize_t alen = PyBytes_GET_SIZE(args[2]);
@@ -259,7 +270,7 @@ udp_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     ssize_t sent;
     do {
-        sent = sendto((int)fd, PyBytes_AS_STRING(args[1]), (size_t)PyBytes_GET_SIZE(args[1]),
+        sent = sendto(fd, PyBytes_AS_STRING(args[1]), (size_t)PyBytes_GET_SIZE(args[1]),
                       MSG_DONTWAIT, (const struct sockaddr *)PyBytes_AS_STRING(args[2]),
                       (socklen_t)alen);
     } while (sent < 0 && errno == EINTR);

@@ -26,6 +26,22 @@ def c_io(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
 
 
+def _closed_port() -> Addr:
+    """An address where nothing listens (a send there is answered by ICMP port unreachable)."""
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 0))
+    gone: Addr = closed.getsockname()
+    closed.close()
+    return gone
+
+
+async def _collecting(got: list[bytes], low: int, c_io: bool) -> tuple[RtpSocket, int]:
+    """An open RtpSocket on 127.0.0.1 whose RTP datagrams land in `got`; and its port."""
+    rtp = RtpSocket(PortAllocator(low, low + 100), lambda d, a, t: got.append(d),
+                    lambda d, a, t: None, c_io=c_io)  # fmt: skip
+    return rtp, await rtp.open("127.0.0.1")
+
+
 async def test_drain_reads_what_waits_now_without_the_loop(c_io: bool) -> None:
     got: list[tuple[bytes, Addr]] = []
     everything = asyncio.Event()
@@ -125,14 +141,9 @@ async def test_odd_datagrams_are_handed_on_as_they_are(c_io: bool) -> None:
     """An empty datagram is one (b""), an oversized one is cut at MAX_DATAGRAM (the session then
     ignores it as malformed), and a send to a closed port changes nothing for the reads."""
     got: list[bytes] = []
-    rtp = RtpSocket(PortAllocator(41700, 41800), lambda d, a, t: got.append(d), lambda d, a, t: None,
-                    c_io=c_io)  # fmt: skip
-    port = await rtp.open("127.0.0.1")
+    rtp, port = await _collecting(got, 41700, c_io)
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    closed.bind(("127.0.0.1", 0))
-    gone = closed.getsockname()
-    closed.close()
+    gone = _closed_port()
     try:
         rtp.send(b"to nobody", gone)  # answered by an ICMP port unreachable
         peer.sendto(b"", ("127.0.0.1", port))
@@ -155,14 +166,9 @@ async def test_odd_datagrams_are_handed_on_as_they_are(c_io: bool) -> None:
 async def test_a_flood_cannot_hold_the_drain(c_io: bool) -> None:
     """Each drain reads at most DRAIN_LIMIT; the rest wait for the next ticks."""
     got: list[bytes] = []
-    rtp = RtpSocket(PortAllocator(41800, 41900), lambda d, a, t: got.append(d), lambda d, a, t: None,
-                    c_io=c_io)  # fmt: skip
-    port = await rtp.open("127.0.0.1")
+    rtp, port = await _collecting(got, 41800, c_io)
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    closed.bind(("127.0.0.1", 0))
-    gone = closed.getsockname()
-    closed.close()
+    gone = _closed_port()
     try:
         rtp.send(b"to nobody", gone)  # an unconnected socket gets no ICMP error (Linux udp_err)
         for _ in range(3 * DRAIN_LIMIT + 1):
