@@ -3,7 +3,9 @@
 Decoding indexes a 256-entry PCM16 table with the code bytes; encoding indexes a
 65536-entry code table with the uint16 view of each PCM16 sample. Both tables are
 built once, vectorised, from the segment/quantisation rules of the ITU-T G.191
-reference software (g711.c), so every conversion is one numpy `take`.
+reference software (g711.c). With the native build a conversion is one C loop over these same
+tables (audio/_g711.c); without it, encoding is a numpy `take` and decoding two
+`bytes.translate` calls.
 
 Negative samples are quantised on their one's complement (`~x`), as the ITU
 reference does: the code for `x` and `-x - 1` differ only in the sign bit. (Sun's
@@ -18,6 +20,14 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+
+try:  # the lookups in C (audio/_g711.c), when the native build is loaded
+    from callbridge.audio._g711 import decode as _c_decode
+    from callbridge.audio._g711 import encode as _c_encode
+
+    C_LOOKUPS = True
+except ImportError:
+    C_LOOKUPS = False
 
 __all__ = [
     "PCMA",
@@ -112,23 +122,38 @@ def _encode(table: npt.NDArray[np.uint8], pcm: bytes) -> bytes:
     return table.take(np.frombuffer(pcm, dtype=_U2)).tobytes()
 
 
+# The tables as the C lookups take them: 256 PCM16 samples, 65,536 codes.
+_ULAW_DEC_BYTES: Final = _ULAW_DEC.tobytes()
+_ALAW_DEC_BYTES: Final = _ALAW_DEC.tobytes()
+_ULAW_ENC_BYTES: Final = _ULAW_ENC.tobytes()
+_ALAW_ENC_BYTES: Final = _ALAW_ENC.tobytes()
+
+
 def ulaw_decode(data: bytes) -> bytes:
     """µ-law codes -> PCM16 little-endian (one sample per byte)."""
+    if C_LOOKUPS:
+        return _c_decode(_ULAW_DEC_BYTES, data)
     return _decode(data, _ULAW_LO, _ULAW_HI)
 
 
 def alaw_decode(data: bytes) -> bytes:
     """A-law codes -> PCM16 little-endian (one sample per byte)."""
+    if C_LOOKUPS:
+        return _c_decode(_ALAW_DEC_BYTES, data)
     return _decode(data, _ALAW_LO, _ALAW_HI)
 
 
 def ulaw_encode(pcm: bytes) -> bytes:
     """PCM16 little-endian -> µ-law codes (one byte per sample)."""
+    if C_LOOKUPS:
+        return _c_encode(_ULAW_ENC_BYTES, pcm)
     return _encode(_ULAW_ENC, pcm)
 
 
 def alaw_encode(pcm: bytes) -> bytes:
     """PCM16 little-endian -> A-law codes (one byte per sample)."""
+    if C_LOOKUPS:
+        return _c_encode(_ALAW_ENC_BYTES, pcm)
     return _encode(_ALAW_ENC, pcm)
 
 

@@ -202,3 +202,46 @@ def test_codec_methods_and_silence() -> None:
     assert decoded(g711.PCMA.decode(g711.PCMA.silence(2))) == [8, 8]  # A-law has no zero
     with pytest.raises(ValueError):
         g711.G711Codec("G729", 18, 0).encode(pcm)
+
+
+# -- the C lookups and the numpy fallback -----------------------------------------------------
+
+
+def test_the_c_lookups_are_loaded_with_the_native_build() -> None:
+    from callbridge import native
+
+    assert native.status().native == g711.C_LOOKUPS
+
+
+@given(st.binary(max_size=400).filter(lambda b: len(b) % 2 == 0))
+def test_both_ways_give_the_same_bytes(pcm: bytes) -> None:
+    """Whichever path runs (C with the native build), the numpy/translate fallback agrees."""
+    for enc, table in ((g711.ulaw_encode, g711._ULAW_ENC), (g711.alaw_encode, g711._ALAW_ENC)):
+        assert enc(pcm) == g711._encode(table, pcm)
+    codes = pcm[: len(pcm) // 2]
+    for dec, lo, hi in ((g711.ulaw_decode, g711._ULAW_LO, g711._ULAW_HI),
+                        (g711.alaw_decode, g711._ALAW_LO, g711._ALAW_HI)):  # fmt: skip
+        got = dec(codes)
+        assert type(got) is bytes and got == g711._decode(codes, lo, hi)
+
+
+def test_the_c_lookups_take_any_buffer_and_check_their_tables() -> None:
+    if not g711.C_LOOKUPS:  # interpreted: nothing compiled to check
+        return
+    from callbridge.audio import _g711 as c
+
+    pcm = ALL_SAMPLES[::97].tobytes()
+    for buffer in (bytearray(pcm), memoryview(pcm)):
+        assert c.encode(g711._ULAW_ENC_BYTES, buffer) == g711.ulaw_encode(pcm)
+        assert c.decode(g711._ALAW_DEC_BYTES, buffer) == g711.alaw_decode(pcm)
+    with pytest.raises(ValueError, match="even"):
+        c.encode(g711._ALAW_ENC_BYTES, memoryview(b"abc"))
+    with pytest.raises(TypeError, match="65536"):
+        c.encode(g711._ALAW_DEC_BYTES, pcm)  # a decode table is not an encode table
+    with pytest.raises(TypeError, match="512"):
+        c.decode(g711._ALAW_ENC_BYTES, pcm)
+
+
+def test_odd_pcm_length_rejected_by_alaw_too() -> None:
+    with pytest.raises(ValueError, match="even"):
+        g711.alaw_encode(b"\x00\x01\x02")
