@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 # The per-frame modules, typed (mypy --strict), which tests never patch: the sans-IO cores, and
-# the shells that run them every 20 ms per call (the RTP socket, the media clock, the SIP leg).
+# the shells that run them every 20 ms per call (the RTP socket, the media clock, a leg's core,
+# the SIP leg).
 # Not the echo agent: mypyc's closures keep an environment object that the closures point back
 # to, a reference cycle per call (tests/integration/test_call_garbage.py finds it).
 NATIVE_MODULES: tuple[str, ...] = (
@@ -76,6 +77,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "callbridge.rtp.sender",
     "callbridge.rtp.session",
     "callbridge.rtp.socket",
+    "callbridge.transports.leg_core",
     "callbridge.transports.media_clock",
     "callbridge.transports.sip.leg",
 )
