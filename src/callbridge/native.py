@@ -52,10 +52,10 @@ __all__ = [
 
 # The per-frame modules, typed (mypy --strict), which tests never patch: the sans-IO cores, and
 # the shells that run them every 20 ms per call (the RTP socket, the media clock, a leg's core,
-# the SIP leg).
-# Not the echo agent: mypyc's closures keep an environment object that the closures point back
-# to, a reference cycle per call (tests/integration/test_call_garbage.py finds it).
+# the SIP leg, the echo agent). No closures in them: a compiled closure's environment and its
+# functions point at each other, a reference cycle per call (test_call_garbage.py finds it).
 NATIVE_MODULES: tuple[str, ...] = (
+    "callbridge.agents.echo",
     "callbridge.audio.g711",
     "callbridge.audio.plc",
     "callbridge.core.frames",

@@ -39,44 +39,60 @@ class EchoAgent:
         # wait in a backlog, which a task started for it then plays as room appears, in
         # order: nothing dropped. While the playout has room the call holds no task but this
         # one, waiting for the end (fewer objects for the garbage collector to walk).
-        line: collections.deque[AudioFrame] = collections.deque()
-        backlog: collections.deque[AudioFrame] = collections.deque()
-        cushion = self.delay_frames - self._line_frames
-        player: asyncio.Task[None] | None = None
-
-        async def play_backlog() -> None:
-            with contextlib.suppress(CallEnded):  # the end stops it; nothing is left to play
-                while backlog:
-                    await leg.play(backlog.popleft())
-
-        def emit(frame: AudioFrame) -> None:
-            nonlocal player
-            # Behind a backlog (or the frame the player is handing over) a frame queues too.
-            playing = player is not None and not player.done()
-            if playing or backlog or not leg.offer(frame):
-                if len(backlog) >= BACKLOG_LIMIT_FRAMES:
-                    backlog.popleft()  # bounded: a playout held for minutes must not grow memory
-                backlog.append(frame)
-                if not playing:
-                    player = asyncio.get_running_loop().create_task(play_backlog())
-
-        def hear(item: LegInput) -> None:
-            nonlocal cushion
-            if isinstance(item, AudioFrame):
-                line.append(item)
-                if len(line) > self._line_frames:
-                    for _ in range(cushion):
-                        emit(AudioFrame.silence())
-                    cushion = 0
-                    emit(line.popleft())
-            elif isinstance(item, DtmfDigit):
-                log.debug("echo heard digit %s", item.digit)
-
-        leg.listen(hear)
+        line = _EchoLine(leg, self._line_frames, self.delay_frames - self._line_frames)
+        leg.listen(line.hear)
         try:
             await leg.wait_ended()
         finally:
-            if player is not None:  # owned here: it ends with the call
-                player.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await player
+            await line.close()
+
+
+class _EchoLine:
+    """One call's echo: what it heard, waiting out the delay, and what waits for playout room.
+    A class, not closures, so that mypyc compiles it (callbridge.native) without a reference
+    cycle per call: a compiled closure's environment and its functions point at each other."""
+
+    def __init__(self, leg: CallLeg, line_frames: int, cushion: int) -> None:
+        self.leg = leg
+        self.line_frames = line_frames
+        self.cushion = cushion
+        self.line: collections.deque[AudioFrame] = collections.deque()
+        self.backlog: collections.deque[AudioFrame] = collections.deque()
+        self.player: asyncio.Task[None] | None = None
+
+    def hear(self, item: LegInput) -> None:
+        if isinstance(item, AudioFrame):
+            line = self.line
+            line.append(item)
+            if len(line) > self.line_frames:
+                for _ in range(self.cushion):
+                    self.emit(AudioFrame.silence())
+                self.cushion = 0
+                self.emit(line.popleft())
+        elif isinstance(item, DtmfDigit):
+            log.debug("echo heard digit %s", item.digit)
+
+    def emit(self, frame: AudioFrame) -> None:
+        # Behind a backlog (or the frame the player is handing over) a frame queues too.
+        player = self.player
+        playing = player is not None and not player.done()
+        backlog = self.backlog
+        if playing or backlog or not self.leg.offer(frame):
+            if len(backlog) >= BACKLOG_LIMIT_FRAMES:
+                backlog.popleft()  # bounded: a playout held for minutes must not grow memory
+            backlog.append(frame)
+            if not playing:
+                self.player = asyncio.get_running_loop().create_task(self.play_backlog())
+
+    async def play_backlog(self) -> None:
+        with contextlib.suppress(CallEnded):  # the end stops it; nothing is left to play
+            while self.backlog:
+                await self.leg.play(self.backlog.popleft())
+
+    async def close(self) -> None:
+        """The call ended: the player (owned here) ends with it."""
+        player, self.player = self.player, None
+        if player is not None:
+            player.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await player
