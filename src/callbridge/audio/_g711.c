@@ -80,14 +80,10 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
-    "callbridge.audio._g711",
-    "G.711 table lookups in C (see audio/g711.py).",
-    -1,
-    methods,
-    NULL,
-    NULL,
-    NULL,
-    NULL,
+    .m_name = "callbridge.audio._g711",
+    .m_doc = "G.711 table lookups in C (see audio/g711.py).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC

@@ -287,14 +287,10 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
-    "callbridge.rtp._udp",
-    "The RTP socket's per-packet system calls in C (see rtp/socket.py).",
-    -1,
-    methods,
-    NULL,
-    NULL,
-    NULL,
-    NULL,
+    .m_name = "callbridge.rtp._udp",
+    .m_doc = "The RTP socket's per-packet system calls in C (see rtp/socket.py).",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC
