@@ -13,8 +13,10 @@ reports per N: the gateway's CPU (% of one core, from /proc; its child processes
 each core's load, RSS, the send jitter p99 of the gateway's RTP to a sample of two calls (a
 tshark capture on lo) beside SIPp's own, on the echo route the gateway-added latency of those
 calls (caller packet -> the echoed packet with the same payload), the calls whose jitter buffer
-deepened (inserted audio), and the concealed/lost frames from the gateway's own `call.ended`
-counters; per rate: failures, retransmissions and INVITE->200 p50/p99 (SIPp -trace_rtt).
+deepened (inserted audio), the concealed/lost frames from the gateway's own `call.ended`
+counters, and how late the media clock's passes started (`media.lateness`, logged by each
+worker at its stop: the 100 ms periods with a pass 20 ms late or more, the worst p99 and
+max); per rate: failures, retransmissions and INVITE->200 p50/p99 (SIPp -trace_rtt).
 The last table puts bench/media_path.py's media-only estimate beside the measured cost.
 Raw files stay in --out. Exit status 1 when a step could not be measured or, with --smoke,
 when any call failed. No timing is asserted: this is an instrument, not a test.
@@ -384,6 +386,21 @@ def gc_pauses(gw: CallbridgeProcess) -> dict[str, Any]:
     return {"gc_pauses": len(pauses), "gc_max_ms": max(pauses, default=0.0)}
 
 
+def media_lateness(gw: CallbridgeProcess) -> dict[str, Any]:
+    """How late the media clock's passes started over the step (`media.lateness`, one line
+    per process at its stop, from a sample every 100 ms): the periods with a pass 20 ms late
+    or more (every call's audio late by a tick), summed over the workers, and the worst p99
+    and maximum of any worker."""
+    lines = gw.events("media.lateness")
+    if not lines:
+        return {}
+    return {
+        "late_20ms": sum(int(e.get("late_20ms", 0)) for e in lines),
+        "late_p99_ms": max(float(e.get("p99_ms", 0)) for e in lines),
+        "late_max_ms": max(float(e.get("max_ms", 0)) for e in lines),
+    }
+
+
 def sipp_summary(runs: Sequence[SippRun]) -> dict[str, Any]:
     """The callers' counts, summed over the SIPp instances of a step."""
     out: dict[str, Any] = {"created": 0, "ok": 0, "failed": 0, "retrans": 0, "peak": 0}
@@ -462,6 +479,8 @@ def calls_step(a: argparse.Namespace, work: Path, n: int, media: Path) -> dict[s
             row.update(mon.summary(t0 + a.ramp + 1, t0 + a.churn * a.hold - 1))
             row.update(ended_stats(gw))
             row.update(gc_pauses(gw))
+            gw.proc.stop(grace=30)  # a stopping gateway (each worker) logs `media.lateness`
+            row.update(media_lateness(gw))
         row.update(send_jitter(pcap, sample))
         return row
     finally:
@@ -530,7 +549,7 @@ def print_table(rows: list[dict[str, Any]], a: argparse.Namespace) -> None:
         + (f", churn {a.churn} rounds (N kept up, a new call as one ends)" if a.churn > 1 else "")
     )
     print(f"{'N':>5} {'ok':>5} {'failed':>6} {'gw_cpu%':>7} {'kids%':>6} {cores} {'rss_MB':>7} "
-          f"{'kidsMB':>7} {'jit_p99ms':>9} {'jit_max':>7} {'sipp_p99':>8} {'echo_p50':>8} {'echo_p99':>8} {'deepened':>8} {'rtp_in':>8} {'conceal':>7} {'conc%':>6} {'lost':>5} {'gc>20ms':>7} {'gc_max':>6} {'load1':>5}")  # fmt: skip
+          f"{'kidsMB':>7} {'jit_p99ms':>9} {'jit_max':>7} {'sipp_p99':>8} {'echo_p50':>8} {'echo_p99':>8} {'deepened':>8} {'rtp_in':>8} {'conceal':>7} {'conc%':>6} {'lost':>5} {'gc>20ms':>7} {'gc_max':>6} {'late>20':>7} {'late99':>6} {'latemax':>7} {'load1':>5}")  # fmt: skip
     for r in calls:
         per_core = " ".join(f"{fmt(r.get(f'cpu{i}')):>6}" for i in range(ncores))
         print(f"{r['n']:>5} {fmt(r.get('ok')):>5} {fmt(r.get('failed')):>6} {fmt(r.get('gw_cpu')):>7} "
@@ -541,7 +560,8 @@ def print_table(rows: list[dict[str, Any]], a: argparse.Namespace) -> None:
               f"{fmt(r.get('echo_p99_ms')):>8} {fmt(r.get('calls_inserted')):>8} {fmt(r.get('rtp_in')):>8} "
               f"{fmt(r.get('concealed')):>7} {fmt(r.get('concealed_pct'), '.3f'):>6} {fmt(r.get('lost')):>5} "
               f"{fmt(r.get('gc_pauses')):>7} {fmt(r.get('gc_max_ms')):>6} "
-              f"{fmt(r.get('load1_before'), '.2f'):>5}")  # fmt: skip
+              f"{fmt(r.get('late_20ms')):>7} {fmt(r.get('late_p99_ms')):>6} "
+              f"{fmt(r.get('late_max_ms')):>7} {fmt(r.get('load1_before'), '.2f'):>5}")  # fmt: skip
     print("\n== call setup rate: INVITE -> 200 -> ACK -> 1 s -> BYE, no media")
     print(f"{'cps':>5} {'calls':>6} {'ok':>6} {'failed':>6} {'retrans':>7} {'inv200_p50':>10} "
           f"{'inv200_p99':>10} {'gw_cpu%':>7} {'save_err':>8} {'load1':>5}")  # fmt: skip

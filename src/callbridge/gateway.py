@@ -9,7 +9,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +42,7 @@ from callbridge.core.clock import Clock
 from callbridge.core.errors import ConfigError
 from callbridge.core.log import event, event_fields
 from callbridge.core.ports import Agent, LegInfo
+from callbridge.observability.lateness import LatenessTally
 from callbridge.observability.logging import print_events
 from callbridge.observability.metrics import Metrics
 from callbridge.observability.webhooks import WebhookConfig, WebhookSender
@@ -83,6 +84,8 @@ class Gateway:
     # this worker's live-call actions, not the worker (which would only be restarted into the
     # same busy port, again and again).
     http_optional: bool = False
+    # How late the media ran, for one `media.lateness` line at the stop (observability/lateness)
+    lateness: LatenessTally = field(default_factory=LatenessTally)
 
     async def start(self) -> None:
         # Before the loop gets busy: a one-off directory creation, not a per-call operation.
@@ -121,6 +124,7 @@ class Gateway:
                 self.http = None
         if self.asterisk is not None:
             await self.asterisk.start()
+        self.sip.on_media_lateness.append(self.lateness.observe)
         await self.sip.start()
         self._ready(time.monotonic() - started)
 
@@ -185,6 +189,8 @@ class Gateway:
             await self.webhooks.aclose(self.settings.shutdown_grace)  # the calls' last events
         if self.metrics is not None:
             self.metrics.uninstall()
+        # samples (one per 100 ms), late_20ms, p50_ms, p99_ms, max_ms: the bench reads it
+        event_fields(log, "media.lateness", self.lateness.summary())
         event(log, "gateway.stopped")
 
 
