@@ -173,7 +173,7 @@ udp_drain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 continue;
             if (errno == EBADF || errno == ENOTSOCK) /* closed under us: nothing to read */
                 break;
-            tries++; /* a queued ICMP error: now read, so gone; try again */
+            tries++; /* a pending socket error: now read, so gone; try again */
             continue;
         }
         tries += got;
@@ -249,7 +249,7 @@ udp_pack_address(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 PyDoc_STRVAR(send_doc,
 "send(fd, data, address) -> int\n\n"
 "sendto(2) `data` on the non-blocking socket `fd` to `address` (from pack_address). Returns 0,\n"
-"or the errno of a send that failed (a full buffer, a queued ICMP error): never raises for\n"
+"or the errno of a send that failed (a full buffer, a pending socket error): never raises for\n"
 "those, as a lost media packet is not an error.");
 
 static PyObject *

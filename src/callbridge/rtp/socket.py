@@ -169,7 +169,7 @@ class RtpSocket:
                 data, anc, _, addr = sock.recvmsg(MAX_DATAGRAM, _ANC_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:  # a queued ICMP error (port unreachable): read, so it is gone
+            except OSError:  # a pending socket error: read, so it is gone
                 continue
             n += 1
             age = 0.0
@@ -190,7 +190,7 @@ class RtpSocket:
             return
         try:
             data, addr = sock.recvfrom(MAX_DATAGRAM)
-        except OSError:  # nothing after all, or a queued ICMP error (now read, so gone)
+        except OSError:  # nothing after all, or a pending socket error (now read, so gone)
             return
         self.on_rtcp(data, (addr[0], addr[1]), 0.0)
 
@@ -207,7 +207,7 @@ class RtpSocket:
                     self.send(data, addr)
                     return
                 self._to = addr
-            # 0, or the errno of a full send buffer or a queued ICMP error: dropped, as below
+            # 0, or the errno of a send that failed (a full buffer): dropped, as below
             c.send(self._fd, data, self._to_packed)
             return
         sock = self._rtp_sock
@@ -217,7 +217,8 @@ class RtpSocket:
             sock.sendto(data, addr)
         except OSError:
             # A full send buffer (a packet a tick late is worth nothing: dropped, as the
-            # network would), or a queued ICMP error from the peer: media goes on.
+            # network would), or any other send error (an unconnected UDP socket never hears the
+            # peer's ICMP errors on Linux): media goes on.
             pass
 
     def send_rtcp(self, data: bytes, addr: Addr) -> None:
