@@ -42,7 +42,7 @@ from callbridge.core.clock import Clock
 from callbridge.core.errors import ConfigError
 from callbridge.core.log import event, event_fields
 from callbridge.core.ports import Agent, LegInfo
-from callbridge.observability.lateness import LatenessTally
+from callbridge.observability.lateness import LatenessTally, LatePeriods
 from callbridge.observability.logging import print_events
 from callbridge.observability.metrics import Metrics
 from callbridge.observability.webhooks import WebhookConfig, WebhookSender
@@ -86,6 +86,8 @@ class Gateway:
     http_optional: bool = False
     # How late the media ran, for one `media.lateness` line at the stop (observability/lateness)
     lateness: LatenessTally = field(default_factory=LatenessTally)
+    # ... and when, with where the loop's time went: a `media.late` line (at most one a second)
+    late_periods: LatePeriods = field(default_factory=LatePeriods)
 
     async def start(self) -> None:
         # Before the loop gets busy: a one-off directory creation, not a per-call operation.
@@ -125,6 +127,7 @@ class Gateway:
         if self.asterisk is not None:
             await self.asterisk.start()
         self.sip.on_media_lateness.append(self.lateness.observe)
+        self.sip.on_media_lateness.append(self.late_periods.observe)
         await self.sip.start()
         self._ready(time.monotonic() - started)
 
@@ -191,6 +194,7 @@ class Gateway:
             self.metrics.uninstall()
         # samples (one per 100 ms), late_20ms, p50_ms, p99_ms, max_ms: the bench reads it
         event_fields(log, "media.lateness", self.lateness.summary())
+        self.late_periods.close()
         event(log, "gateway.stopped")
 
 
