@@ -83,7 +83,11 @@ NATIVE_MODULES: tuple[str, ...] = (
 )
 # Written in C (no Python source): what the interpreter cannot do cheaply, such as one system
 # call for a whole RTP drain (rtp/_udp.c). Their Python users fall back when they are absent.
-C_MODULES: tuple[str, ...] = ("callbridge.audio._g711", "callbridge.rtp._udp")
+C_MODULES: tuple[str, ...] = (
+    "callbridge.audio._g711",
+    "callbridge.audio._pcm",
+    "callbridge.rtp._udp",
+)
 GROUP = "callbridge_native"  # mypyc's shared library for the group: GROUP + "__mypyc"
 MANIFEST = "manifest.json"
 SRC = Path(__file__).resolve().parent.parent  # the directory that holds `callbridge/`

@@ -1,4 +1,8 @@
-"""Signal level measurements on PCM16 little-endian mono audio."""
+"""Signal level measurements on PCM16 little-endian mono audio.
+
+`energy` is the per-frame one (a listening call's VAD chunks, sampled played and received
+frames): one C loop with the native build (audio/_pcm.c), numpy without it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,14 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FULL_SCALE", "peak", "rms", "rms_dbfs"]
+try:  # the per-frame measure in C (audio/_pcm.c), when the native build is loaded
+    from callbridge.audio._pcm import energy as _c_energy
+
+    C_ENERGY = True
+except ImportError:
+    C_ENERGY = False
+
+__all__ = ["C_ENERGY", "FULL_SCALE", "energy", "peak", "rms", "rms_dbfs"]
 
 FULL_SCALE = 32768.0
 
@@ -16,6 +27,17 @@ def _samples(pcm: bytes) -> npt.NDArray[np.float64]:
     if len(pcm) % 2:
         raise ValueError("PCM16 data must have an even number of bytes")
     return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+
+
+def energy(pcm: bytes) -> int:
+    """The sum of the squares of the samples (0 for empty input): a frame's mean square is
+    this over its sample count, exact (no rounding) whatever the frame's length."""
+    if C_ENERGY:
+        return _c_energy(pcm)
+    if len(pcm) % 2:
+        raise ValueError("PCM16 data must have an even number of bytes")
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.int64)
+    return int(np.dot(x, x))
 
 
 def rms(pcm: bytes) -> float:

@@ -9,9 +9,9 @@ cough). The level of the last ~200 ms sent is kept for the
 barge-in echo guard.
 
 Sans-IO and O(1) per frame. The level is measured when it is read, not when audio is sent:
-an agent that never reads it (the echo agent, a remote agent) costs no numpy per frame, and
+an agent that never reads it (the echo agent, a remote agent) costs nothing per frame, and
 one that does (the voice agent's echo guard, every 32 ms) measures each frame sent once, at
-the first read that finds it in the window (one 160-sample integer dot product). A read then
+the first read that finds it in the window (its energy: one C loop with the native build). A read then
 only moves running sums (energy, samples) and a monotonic deque for the window's loudest
 frame; the 20 ms tick itself only notes what it sent.
 """
@@ -21,8 +21,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-import numpy as np
-
+from callbridge.audio.levels import energy
 from callbridge.core.frames import FRAME_MS, FRAME_SAMPLES, AudioFrame
 
 __all__ = ["LEVEL_WINDOW_FRAMES", "PlayoutQueue", "UtteranceId"]
@@ -103,20 +102,16 @@ class PlayoutQueue:
         tick = self._sent_ticks - len(pending)
         while pending:
             pcm, n = pending.popleft()
-            if pcm is None:
-                energy = 0
-            else:
-                x = np.frombuffer(pcm, dtype="<i2").astype(np.int64)
-                energy = int(np.dot(x, x))
-            ticks.append((energy, n))
-            self._energy += energy
+            e = 0 if pcm is None else energy(pcm)
+            ticks.append((e, n))
+            self._energy += e
             self._samples += n
             if len(ticks) > window:
                 old_energy, old_n = ticks.popleft()
                 self._energy -= old_energy
                 self._samples -= old_n
             tick += 1
-            mean_square = energy / (n * _FULL_SCALE_SQ)
+            mean_square = e / (n * _FULL_SCALE_SQ)
             while peaks and peaks[-1][1] <= mean_square:
                 peaks.pop()  # never the peak again: this louder one outlives it in the window
             peaks.append((tick, mean_square))
