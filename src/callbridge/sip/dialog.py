@@ -23,8 +23,16 @@ def _sip_uri(addr: NameAddr, what: str) -> SipUri:
     return addr.uri
 
 
-def _record_route(message: SipRequest | SipResponse) -> list[NameAddr]:
-    return [NameAddr.parse(v) for v in message.headers.get_all("Record-Route")]
+def _record_route(message: SipRequest | SipResponse, *, reverse: bool = False) -> list[NameAddr]:
+    """The route set from Record-Route (§12.1.1 in order, §12.1.2 reversed). Its first entry is
+    where every in-dialog request goes (§12.2.1.1), so it must be a SIP URI: checked here,
+    when the dialog forms and a bad INVITE can still get its 400, not at the first BYE."""
+    routes = [NameAddr.parse(v) for v in message.headers.get_all("Record-Route")]
+    if reverse:
+        routes.reverse()
+    if routes:
+        _sip_uri(routes[0], "first Record-Route")
+    return routes
 
 
 def _first_contact(message: SipRequest | SipResponse, what: str) -> NameAddr:
@@ -91,7 +99,7 @@ class Dialog:
             remote_uri=_untagged(invite.to),
             remote_target=_sip_uri(contact, "response Contact"),
             # §12.1.2: Record-Route in reverse order, so our first hop comes first.
-            route_set=list(reversed(_record_route(response))),
+            route_set=_record_route(response, reverse=True),
             local_seq=invite.cseq.number,
             remote_seq=None,
             local_contact=contacts[0] if contacts else None,

@@ -9,6 +9,7 @@ from callbridge.sip.dialog import (
     dialog_id_for_incoming,
     dialog_id_for_response,
 )
+from callbridge.sip.invite_server import dialog_problem
 from callbridge.sip.message import SipRequest, SipResponse, Via, make_response, parse
 from callbridge.sip.uri import NameAddr, SipUri
 
@@ -100,6 +101,21 @@ def test_dialog_needs_a_sip_contact() -> None:
     tel_contact = INVITE.replace("<sip:alice@pc33.atlanta.example.com>", "<tel:+15551234>")
     with pytest.raises(ValueError, match="sip"):
         uas_dialog(tel_contact)
+
+
+def test_a_route_set_that_cannot_be_routed_forms_no_dialog() -> None:
+    # Found by the UA's fuzz test: an INVITE whose first Record-Route is not a SIP URI formed
+    # a dialog, and the BYE it needed later (no ACK came) raised instead of being sent.
+    bad_first = INVITE.replace("<sip:p2.example.com;lr>", "<ip:UserB@example.com;maddr=ss1>")
+    with pytest.raises(ValueError, match="first Record-Route is not a sip"):
+        uas_dialog(bad_first)
+    assert dialog_problem(req(bad_first)) is not None  # so the INVITE is refused with a 400
+    # Only the first entry is where requests go; a UAC's first is the response's last.
+    with pytest.raises(ValueError, match="first Record-Route"):
+        uac_dialog(("<sip:p1.example.com;lr>", "<tel:+15551234>"))
+    assert uac_dialog(("<tel:+15551234>", "<sip:p2.example.com;lr>")).route_set[0] == (
+        NameAddr.parse("<sip:p2.example.com;lr>")
+    )
 
 
 def test_rfc2543_peer_without_from_tag() -> None:

@@ -283,7 +283,7 @@ def test_outbound_call_times_out() -> None:
 
 from pathlib import Path  # noqa: E402
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 _TORTURE = [
@@ -314,6 +314,19 @@ def _mutated(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(_mutated(), min_size=1, max_size=4))
+# Found by this test: the torture corpus's inv2543 with its Record-Route's scheme cut to `ip:`
+# formed a dialog, and the BYE sent when no ACK came raised (sip/dialog.py).
+@example(
+    [
+        b"INVITE sip:UserB@example.com SIP/2.0\r\nVia: SIP/2.0/UDP iftgw.example.com\r\n"
+        b"From: <sip:+13035551111@ift.client.example.net;user=phone>\r\n"
+        b"Record-Route: <ip:UserB@example.com;maddr=ss1.example.com>\r\n"
+        b"To: sip:+16505552222@ss1.example.net;user=phone\r\n"
+        b"Call-ID: inv2543.1717@ift.client.example.com\r\nCSeq: 56 INVITE\r\n"
+        b"Content-Type: application/sdp\r\n\r\nv=0\r\no=mhandley 29739 7272939 IN IP4 "
+        b"192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\nm=audio 49217 RTP/AVP 0\r\n"
+    ]
+)
 def test_no_datagram_sequence_raises_and_every_reply_parses_or_is_a_400(
     datagrams: list[bytes],
 ) -> None:
