@@ -26,7 +26,7 @@ echo "== ruff";          ruff check src tests bench && ruff format --check src t
 echo "== mypy --strict"; mypy
 echo "== import contracts"; lint-imports
 echo "== pytest: the media path interpreted (where no compiler was available)"
-CALLBRIDGE_NATIVE=0 CALLBRIDGE_REQUIRE_NATIVE=0 python -m pytest -q -p no:cacheprovider tests/unit/rtp tests/unit/media tests/unit/audio tests/unit/test_native.py tests/unit/transports/test_media_clock.py tests/unit/transports/test_sip_leg.py tests/unit/transports/test_leg_base.py tests/unit/agents/test_echo.py
+CALLBRIDGE_NATIVE=0 CALLBRIDGE_REQUIRE_NATIVE=0 python -m pytest -q -p no:cacheprovider tests/unit/rtp tests/unit/media tests/unit/audio tests/unit/test_native.py tests/unit/transports/test_media_clock.py tests/unit/transports/test_sip_leg.py tests/unit/transports/test_leg_base.py tests/unit/agents/test_echo.py tests/unit/core/test_frames.py
 echo "== pytest"
 if [ "$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then
   exec unshare --net sh -c 'ip link set lo up && exec python -m pytest "$@"' pytest "$@"
