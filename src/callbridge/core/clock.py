@@ -14,5 +14,5 @@ class Clock(Protocol):
         ...
 
     async def sleep_until(self, deadline: float) -> None:
-        """Return once now() >= deadline (immediately if already past)."""
+        """Return once now() >= deadline; yields to the event loop once even if already past."""
         ...
