@@ -585,6 +585,18 @@ def print_table(rows: list[dict[str, Any]], a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------- main
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (`timeout`, a CI runner giving up) ends the run as Ctrl-C does: through the
+    `finally` blocks that stop the gateway, SIPp and the capture. Its default action would kill
+    this process alone and leave a whole gateway cluster running, orphaned, using the cores
+    the next run measures."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def reexec_in_netns() -> None:
     if os.environ.get("_CB_LOAD_NETNS") == "1":
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -633,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found (scripts/test.sh installs the peers)")
     reexec_in_netns()
+    stop_on_sigterm()
     os.environ.setdefault("CALLBRIDGE_TEST_PYTHON", sys.executable)
     work = a.out or Path(tempfile.mkdtemp(prefix="cb-load-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,6 @@ unplayed tail is re-keyed to end where the new stream starts, so nothing stalls.
 from __future__ import annotations
 
 import math
-from collections import deque
 from enum import Enum, auto
 
 import numpy as np
@@ -50,6 +49,7 @@ from callbridge.rtp.sample_timeline import SampleTimeline
 __all__ = ["JitterBuffer", "JitterConfig", "JitterStats"]
 
 _SEEN_MEMORY = 1024  # sequence numbers remembered for duplicate detection
+_NEVER = -(1 << 60)  # an empty slot: no extended sequence number is this (they start near 0)
 _FORCED_INTERVAL = 5  # pops between adjustments made while the signal is not quiet
 _QUIET_DBFS = -40.0  # frames below this are always "quiet"
 _QUIET_REL = 0.01  # ... and so are frames 20 dB below the recent peak frame energy
@@ -120,8 +120,12 @@ class JitterBuffer:
         self._max_ext_seq = 0
         self._ref_ts32 = 0
         self._ref_ext_ts = 0
-        self._seen: set[int] = set()
-        self._seen_order: deque[int] = deque()
+        # Duplicate detection: slot ext_seq % _SEEN_MEMORY holds the latest sequence number
+        # received there, so a packet is a duplicate when its slot holds its own number. One
+        # list read and write per packet, where a set with an arrival-order deque to forget
+        # by was five operations (~4 % of a worker at 800 calls); it forgets a number once one
+        # _SEEN_MEMORY later arrives, about when the set forgot it.
+        self._seen: list[int] = [_NEVER] * _SEEN_MEMORY
         self._pending: tuple[int, int, bytes, bool, float] | None = None
         self._last_arrival = 0.0
         self._grid = 0  # start timestamp and length of the newest packet: the packet grid
@@ -211,8 +215,7 @@ class JitterBuffer:
         self._ssrc = ssrc
         self._max_seq16 = self._max_ext_seq = sequence
         self._ref_ts32 = self._ref_ext_ts = timestamp
-        self._seen.clear()
-        self._seen_order.clear()
+        self._seen = [_NEVER] * _SEEN_MEMORY
         self._pending = None
         self._late_streak = 0
         self._clock.reanchor()
@@ -237,14 +240,11 @@ class JitterBuffer:
         dseq = ((sequence - self._max_seq16 + 0x8000) & 0xFFFF) - 0x8000  # _wrap16
         ext_seq = self._max_ext_seq + dseq
         seen = self._seen
-        if ext_seq in seen:
+        slot = ext_seq % _SEEN_MEMORY
+        if seen[slot] == ext_seq:
             st.duplicates += 1
             return
-        seen.add(ext_seq)
-        order = self._seen_order
-        order.append(ext_seq)
-        if len(order) > _SEEN_MEMORY:
-            seen.discard(order.popleft())
+        seen[slot] = ext_seq
         if dseq < 0:
             st.reordered += 1
         else:

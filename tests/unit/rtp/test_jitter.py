@@ -225,6 +225,23 @@ def test_duplicates_are_dropped_and_counted() -> None:
     assert jb.stats.received == len(pkts) + len(dups)
 
 
+def test_duplicates_across_the_sequence_wrap() -> None:
+    # The stream starts at sequence 0; its first packets come twice, and sequence 65535
+    # arrives late: "one before the first", its extended number is -1, which must not look
+    # like an empty slot of the duplicate memory.
+    sig = voiced(RATE * 3)
+    pkts = list(stream(sig, seq0=0))
+    early = [replace(p, arrival=p.arrival + 0.004) for p in pkts[:3]]
+    jb = JitterBuffer()
+    run(jb, pkts + early, duration=3.0)
+    assert jb.stats.duplicates == len(early)
+    before_first = replace(pkts[0], seq=65_535, ts=pkts[0].ts - FRAME, arrival=pkts[0].arrival)
+    jb = JitterBuffer()
+    run(jb, [pkts[0], before_first, before_first, *pkts[1:100]], duration=2.0)
+    assert jb.stats.duplicates == 1  # its second copy only
+    assert jb.stats.reordered >= 1
+
+
 def test_sequence_and_timestamp_wrap() -> None:
     sig = voiced(RATE * 3)
     pkts = stream(sig, seq0=65_500, ts0=2**32 - 40 * FRAME - 17)
