@@ -205,6 +205,7 @@ _VIA_RE = re.compile(
 )
 _SECURE_TRANSPORTS = frozenset({"TLS", "WSS"})
 _PORT_RE = re.compile(r"[0-9]{1,5}")
+_VIA_CACHED_TEXT = 256  # longer ones are parsed each time: the cache's memory stays bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +219,14 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        """Kept for reuse while recent, as sip.uri keeps URIs: a message's Via is parsed by
+        the syntax check and again by whoever reads it, and a retransmission repeats it."""
+        if len(text) <= _VIA_CACHED_TEXT and cls is Via:
+            return _via_cached(text)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Via:
         m = _VIA_RE.match(text)
         if m is None:
             raise SipParseError(f"Malformed Via: {text[:60]!r}")
@@ -258,3 +267,6 @@ class Via:
             return self.host, self.port
         # RFC 3261 §18.2.2 / §19.1.2 default ports.
         return self.host, 5061 if self.transport in _SECURE_TRANSPORTS else 5060
+
+
+_via_cached = lru_cache(maxsize=2048)(Via._parse)

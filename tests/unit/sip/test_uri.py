@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from callbridge.sip.headers import Via
 from callbridge.sip.uri import NameAddr, SipUri, UriParseError, uri_unescape
 
 # --- SipUri -------------------------------------------------------------------------------
@@ -320,3 +321,28 @@ def test_uri_parsers_only_raise_uri_parse_error(text: str) -> None:
     for parser in (SipUri.parse, NameAddr.parse):
         with contextlib.suppress(UriParseError):
             parser(text)
+
+
+def test_recent_texts_are_parsed_once_and_the_cache_stays_bounded() -> None:
+    from callbridge.sip import uri as uri_module
+
+    text = '"Bob" <sip:bob@biloxi.example.com:5062;transport=udp>;tag=cache-test-1'
+    first = NameAddr.parse(text)
+    assert NameAddr.parse(text) is first  # the same immutable value, not parsed again
+    assert SipUri.parse("sip:cache@example.com") is SipUri.parse("sip:cache@example.com")
+    assert first == NameAddr._parse(text)  # what the cache holds is what a parse gives
+    # Long texts are parsed each time: a flood of long distinct headers cannot fill memory.
+    long_user = "u" * 300
+    long = f"sip:{long_user}@example.com"
+    assert SipUri.parse(long) is not SipUri.parse(long)
+    assert SipUri.parse(long) == SipUri._parse(long)
+    # A bad text is refused every time (an exception is never cached).
+    for _ in range(2):
+        with pytest.raises(UriParseError):
+            NameAddr.parse("<sip:bad uri@example.com>")
+    via = "SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK-cache-test;rport"
+    assert Via.parse(via) is Via.parse(via) and Via.parse(via) == Via._parse(via)
+    long_via = f"SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK{'x' * 300}"
+    assert Via.parse(long_via) is not Via.parse(long_via)
+    assert uri_module._sip_uri_cached.cache_info().maxsize == uri_module._CACHED
+    assert uri_module._name_addr_cached.cache_info().maxsize == uri_module._CACHED
