@@ -10,9 +10,23 @@ from callbridge.rtp.socket import PortAllocator
 
 def test_candidates_are_the_free_even_ports_of_the_range() -> None:
     ports = PortAllocator(10001, 10041)  # an odd low end starts at the next even port
-    got = ports.candidates()
-    assert sorted(got) == list(range(10002, 10041, 2))
-    assert len(ports.candidates(3)) == 3
+    got = list(ports.candidates())
+    assert sorted(got) == list(range(10002, 10041, 2))  # each once
+    assert len(list(ports.candidates(3))) == 3
+
+
+def test_candidates_are_drawn_as_they_are_tried() -> None:
+    ports = PortAllocator(10000, 14000)
+    drawn = ports.candidates()
+    first = next(drawn)
+    ports.take(first)  # taken while the caller still iterates: never offered again
+    rest = list(drawn)
+    assert first not in rest and len(rest) == 199 and len(set(rest)) == 199
+    two = PortAllocator(10000, 10004)
+    offered = two.candidates()
+    two.take(next(offered))
+    two.take(next(iter(two.candidates())))  # every free port taken meanwhile
+    assert list(offered) == []  # the draw ends; it never spins on an empty range
 
 
 def test_taken_ports_are_not_offered_until_released() -> None:
