@@ -7,6 +7,7 @@ frames): one C loop with the native build (audio/_pcm.c), numpy without it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -29,15 +30,17 @@ def _samples(pcm: bytes) -> npt.NDArray[np.float64]:
     return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
 
 
-def energy(pcm: bytes) -> int:
-    """The sum of the squares of the samples (0 for empty input): a frame's mean square is
-    this over its sample count, exact (no rounding) whatever the frame's length."""
-    if C_ENERGY:
-        return _c_energy(pcm)
+def _numpy_energy(pcm: bytes) -> int:
     if len(pcm) % 2:
         raise ValueError("PCM16 data must have an even number of bytes")
     x = np.frombuffer(pcm, dtype="<i2").astype(np.int64)
     return int(np.dot(x, x))
+
+
+# energy(pcm): the sum of the squares of the samples (0 for empty input); a frame's mean
+# square is this over its sample count, exact whatever the frame's length. Chosen once here,
+# not per call: it runs for every VAD chunk and sampled frame.
+energy: Callable[[bytes], int] = _c_energy if C_ENERGY else _numpy_energy
 
 
 def rms(pcm: bytes) -> float:

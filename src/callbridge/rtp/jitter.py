@@ -120,11 +120,8 @@ class JitterBuffer:
         self._max_ext_seq = 0
         self._ref_ts32 = 0
         self._ref_ext_ts = 0
-        # Duplicate detection: slot ext_seq % _SEEN_MEMORY holds the latest sequence number
-        # received there, so a packet is a duplicate when its slot holds its own number. One
-        # list read and write per packet, where a set with an arrival-order deque to forget
-        # by was five operations (~4 % of a worker at 800 calls); it forgets a number once one
-        # _SEEN_MEMORY later arrives, about when the set forgot it.
+        # Duplicates: slot ext_seq % _SEEN_MEMORY holds the latest number received there (one
+        # list read and write per packet; a set with a deque to forget by was five operations).
         self._seen: list[int] = [_NEVER] * _SEEN_MEMORY
         self._pending: tuple[int, int, bytes, bool, float] | None = None
         self._last_arrival = 0.0
